@@ -1,0 +1,228 @@
+//! Command-line interface of the `switchyard` binary. Every flag can also be given as an
+//! environment variable `SWITCHYARD_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use switchyard_control_plane::bootstrap::{self, BootstrapOptions, FirstStart, OpenAiSeed};
+use switchyard_control_plane::store::{self, Store};
+use switchyard_control_plane::{Listeners, RunOptions};
+use switchyard_proto::ApiKeySecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Switchyard: a self-hosted LLM gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Control plane plus an embedded gateway, on SQLite by default.
+    Serve(ServeArgs),
+    /// The control plane alone, for split deployments with separate `switchyard-gateway` nodes.
+    ControlPlane(CommonArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Where the SQLite database and the embedded gateway's usage spool live.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
+    data_dir: PathBuf,
+    /// Control-plane REST API and console.
+    #[arg(long, env = "SWITCHYARD_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    http_listen: SocketAddr,
+    /// gRPC for gateways (config watch, usage reports).
+    #[arg(long, env = "SWITCHYARD_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    grpc_listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; defaults to SQLite in the data dir.
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Node token accepted from gateways, in addition to the one created at first start.
+    #[arg(long, env = "SWITCHYARD_NODE_TOKEN", hide_env_values = true)]
+    node_token: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The embedded gateway's inference endpoint.
+    #[arg(long, env = "SWITCHYARD_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
+    gateway_listen: SocketAddr,
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
+    let json = std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(args) => serve(args).await,
+            Command::ControlPlane(args) => control_plane(args).await,
+        }
+    }
+}
+
+struct Started {
+    store: Arc<dyn Store>,
+    first_start: Option<FirstStart>,
+    listeners: Listeners,
+}
+
+async fn start_control_plane(args: &CommonArgs) -> anyhow::Result<Started> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let url = args.database_url.clone().unwrap_or_else(|| sqlite_url(&args.data_dir));
+    let store = store::connect(&url).await.context("opening the database")?;
+    let options = BootstrapOptions {
+        management_key: bootstrap_key("SWITCHYARD_BOOTSTRAP_MANAGEMENT_KEY")?,
+        api_key: bootstrap_key("SWITCHYARD_BOOTSTRAP_API_KEY")?,
+        openai: std::env::var("OPENAI_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(|api_key| OpenAiSeed { api_key, base_url: std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty()) }),
+    };
+    let first_start = bootstrap::ensure(&store, options).await.context("bootstrapping the database")?;
+    if let Some(token) = &args.node_token {
+        store.add_node_token(&switchyard_proto::keys::sha256_hex(token), "configured").await?;
+    }
+    let http = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
+    let grpc = TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding {}", args.grpc_listen))?;
+    Ok(Started { store, first_start, listeners: Listeners { http, grpc } })
+}
+
+fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("switchyard.db").display())
+}
+
+fn bootstrap_key(var: &str) -> anyhow::Result<Option<ApiKeySecret>> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => ApiKeySecret::parse(&v).map(Some).with_context(|| format!("{var} is not a valid key")),
+        _ => Ok(None),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let started = start_control_plane(&args.common).await?;
+    let gateway_listener = TcpListener::bind(args.gateway_listen)
+        .await
+        .with_context(|| format!("binding {}", args.gateway_listen))?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let http_addr = started.listeners.http.local_addr()?;
+    let grpc_addr = started.listeners.grpc.local_addr()?;
+
+    // The embedded gateway authenticates with a token that lives only in this process.
+    let embedded_token = ApiKeySecret::generate().expose().to_owned();
+    let options = RunOptions { local_node_token_hashes: vec![switchyard_proto::keys::sha256_hex(&embedded_token)] };
+    let cp_shutdown = CancellationToken::new();
+    let gw_shutdown = CancellationToken::new();
+    let control_plane = tokio::spawn(switchyard_control_plane::run(started.store, started.listeners, options, cp_shutdown.clone()));
+    let gateway_config = switchyard_gateway::GatewayConfig {
+        node_id: format!("embedded:{}", gateway_addr.port()),
+        control_plane_grpc: format!("http://{}", loopback(grpc_addr)),
+        control_plane_http: Some(format!("http://{}", loopback(http_addr))),
+        node_token: embedded_token,
+        spool_dir: args.common.data_dir.join("spool"),
+        drain_timeout: Duration::from_secs(30),
+    };
+    let gateway = tokio::spawn(switchyard_gateway::run(gateway_config, gateway_listener, gw_shutdown.clone()));
+
+    print_banner(gateway_addr, http_addr, started.first_start.as_ref());
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining the gateway, then the control plane");
+    gw_shutdown.cancel();
+    gateway.await.context("gateway task")??;
+    cp_shutdown.cancel();
+    control_plane.await.context("control plane task")??;
+    Ok(())
+}
+
+async fn control_plane(args: CommonArgs) -> anyhow::Result<()> {
+    let started = start_control_plane(&args).await?;
+    let http_addr = started.listeners.http.local_addr()?;
+    if let Some(first) = &started.first_start {
+        print_first_start_secrets(first, &format!("http://{http_addr}/api/v1"), None);
+    }
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(switchyard_control_plane::run(started.store, started.listeners, RunOptions::default(), shutdown.clone()));
+    wait_for_signal().await;
+    shutdown.cancel();
+    run.await.context("control plane task")??;
+    Ok(())
+}
+
+/// A wildcard bind address is reachable on loopback.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_banner(gateway: SocketAddr, http: SocketAddr, first: Option<&FirstStart>) {
+    let base = format!("http://{}/api/v1", loopback(gateway));
+    match first {
+        Some(first) => print_first_start_secrets(first, &base, Some(&format!("http://{}/api/v1", loopback(http)))),
+        None => {
+            println!("Switchyard is running.");
+            println!("  Gateway base URL:   {base}");
+            println!("  Management API:     {base}  (also http://{}/api/v1)", loopback(http));
+            println!("  Keys were shown at first start; create more with a management key: POST {base}/keys");
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_first_start_secrets(first: &FirstStart, base: &str, control_plane_url: Option<&str>) {
+    let api_key = first.api_key.expose();
+    println!("Switchyard is running. This is the first start: the secrets below are shown only once.");
+    println!();
+    println!("  Gateway base URL:        {base}");
+    match control_plane_url {
+        Some(cp) => println!("  Management API:          {base}  (also {cp})"),
+        None => println!("  Management API:          {base}"),
+    }
+    println!("  Management key:          {}", first.management_key.expose());
+    println!("  Inference API key:       {api_key}");
+    println!("  Node token (gateways):   {}", first.node_token);
+    println!();
+    println!("Try it (works offline with the built-in demo model):");
+    println!();
+    println!("  curl {base}/chat/completions \\");
+    println!("    -H 'Authorization: Bearer {api_key}' \\");
+    println!("    -H 'Content-Type: application/json' \\");
+    println!("    -d '{{\"model\":\"switchyard/echo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello from Switchyard\"}}]}}'");
+    println!();
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

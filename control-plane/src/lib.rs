@@ -1,0 +1,76 @@
+//! Switchyard's control plane: tenants, keys, the model catalog and price book, the usage
+//! ledger, and the gRPC services that push config to gateways and take their usage.
+
+pub mod api;
+pub mod bootstrap;
+pub mod error;
+mod grpc;
+mod rating;
+pub mod snapshot;
+pub mod store;
+
+use std::sync::Arc;
+
+use switchyard_proto::pb::config_service_server::ConfigServiceServer;
+use switchyard_proto::pb::usage_service_server::UsageServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("serving HTTP: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("serving gRPC: {0}")]
+    Grpc(#[source] tonic::transport::Error),
+}
+
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+}
+
+#[derive(Default)]
+pub struct RunOptions {
+    /// SHA-256 hashes of node tokens accepted without a database row (embedded gateway).
+    pub local_node_token_hashes: Vec<String>,
+}
+
+/// Serves the REST API and the gateway-facing gRPC services until `shutdown` fires.
+pub async fn run(store: Arc<dyn Store>, listeners: Listeners, options: RunOptions, shutdown: CancellationToken) -> Result<(), ControlPlaneError> {
+    let ingested = Arc::new(tokio::sync::Notify::new());
+    let auth = grpc::NodeAuthenticator::new(store.clone(), options.local_node_token_hashes);
+    let config_service = grpc::ConfigServiceImpl {
+        store: store.clone(),
+        cache: Arc::new(snapshot::SnapshotCache::new(store.clone())),
+        auth: auth.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let usage_service = grpc::UsageServiceImpl {
+        store: store.clone(),
+        rater: Arc::new(rating::Rater::new(store.clone())),
+        auth,
+        ingested: ingested.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let http_addr = listeners.http.local_addr().map_err(ControlPlaneError::Http)?;
+    let grpc_addr = listeners.grpc.local_addr().map_err(ControlPlaneError::Http)?;
+    tracing::info!(%http_addr, %grpc_addr, backend = store.backend(), "control plane listening on {http_addr} (HTTP) and {grpc_addr} (gRPC)");
+
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(ConfigServiceServer::new(config_service))
+        .add_service(UsageServiceServer::new(usage_service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), shutdown.clone().cancelled_owned());
+    let app = api::router(api::AppState { store, ingested });
+    let http = axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (grpc, http) = tokio::join!(grpc, async { http.await });
+    grpc.map_err(ControlPlaneError::Grpc)?;
+    http.map_err(ControlPlaneError::Http)?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}

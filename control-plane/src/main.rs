@@ -1,0 +1,12 @@
+//! `switchyard`: the control plane, alone (`control-plane`) or with an embedded gateway on
+//! SQLite (`serve`, the zero-setup default).
+
+mod cli;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    cli::init_tracing();
+    cli::Cli::parse().run().await
+}

@@ -1,0 +1,565 @@
+//! The SQL both backends share. SQLite and Postgres accept the same `$n` placeholders,
+//! `ON CONFLICT`, and `RETURNING`, so one body serves both; backend-specific SQL stays in
+//! `sqlite.rs` / `postgres.rs`.
+//!
+//! Write transactions start with a write (the config-version bump or an insert) so that
+//! SQLite takes its write lock up front instead of failing on a lock upgrade.
+
+pub(super) const KEY_COLUMNS: &str = "hash, org_id, name, label, kind, disabled, limit_nanos, limit_reset, include_byok_in_limit, expires_at, created_at, updated_at";
+pub(super) const PROVIDER_COLUMNS: &str = "id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at";
+pub(super) const MODEL_COLUMNS: &str = "org_id, id, name, description, context_length, created_at, updated_at";
+pub(super) const ENDPOINT_COLUMNS: &str = "id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens, price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position";
+pub(super) const USAGE_COLUMNS: &str = "request_id, org_id, key_hash, model, endpoint_id, provider_id, provider_slug, upstream_model, node_id, config_version, api, started_at, finished_at, ttft_ms, streamed, cancelled, estimated, finish_reason, native_finish_reason, http_status, error_type, input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos, gateway_cost_nanos, upstream_id, ingested_at";
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        use $crate::store::sql::{ENDPOINT_COLUMNS, KEY_COLUMNS, MODEL_COLUMNS, PROVIDER_COLUMNS, USAGE_COLUMNS};
+        use $crate::store::*;
+
+        type Tx<'a> = sqlx::Transaction<'a, $db>;
+
+        async fn bump_version(tx: &mut Tx<'_>) -> StoreResult<u64> {
+            let (v,): (i64,) =
+                sqlx::query_as("UPDATE config_state SET version = version + 1 WHERE id = 1 RETURNING version")
+                    .fetch_one(&mut **tx)
+                    .await?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        }
+
+        async fn insert_key(tx: &mut Tx<'_>, key: &NewKey, now: i64) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO api_keys (hash, org_id, name, label, kind, disabled, limit_nanos, limit_reset, include_byok_in_limit, expires_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $8, $9, $10, $10)",
+            )
+            .bind(&key.hash)
+            .bind(&key.org_id)
+            .bind(&key.name)
+            .bind(&key.label)
+            .bind(key.kind.as_str())
+            .bind(key.limit_nanos)
+            .bind(&key.limit_reset)
+            .bind(key.include_byok_in_limit)
+            .bind(key.expires_at)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_provider(tx: &mut Tx<'_>, p: &NewProvider, now: i64) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO providers (id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            )
+            .bind(&p.id)
+            .bind(&p.org_id)
+            .bind(&p.slug)
+            .bind(&p.name)
+            .bind(&p.kind)
+            .bind(&p.base_url)
+            .bind(&p.api_key)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_endpoints(tx: &mut Tx<'_>, org_id: &str, model_id: &str, endpoints: &[NewEndpoint], now: i64) -> StoreResult<()> {
+            for (position, e) in endpoints.iter().enumerate() {
+                // The provider must belong to the same org: never route one tenant's
+                // traffic through another tenant's credential.
+                let owned: Option<(String,)> = sqlx::query_as("SELECT id FROM providers WHERE id = $1 AND org_id = $2")
+                    .bind(&e.provider_id)
+                    .bind(org_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if owned.is_none() {
+                    return Err(StoreError::Conflict(format!("unknown provider `{}`", e.provider_id)));
+                }
+                let p = &e.prices;
+                sqlx::query(
+                    "INSERT INTO model_endpoints (id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens,
+                        price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(&e.id)
+                .bind(org_id)
+                .bind(model_id)
+                .bind(&e.provider_id)
+                .bind(&e.upstream_model)
+                .bind(e.context_length)
+                .bind(e.max_output_tokens)
+                .bind(p.input)
+                .bind(p.output)
+                .bind(p.cache_read)
+                .bind(p.cache_write_5m)
+                .bind(p.cache_write_1h)
+                .bind(p.reasoning)
+                .bind(p.per_request_nanos)
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+
+        async fn insert_model(tx: &mut Tx<'_>, m: &NewModel, now: i64) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO models (org_id, id, name, description, context_length, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind(&m.org_id)
+            .bind(&m.id)
+            .bind(&m.name)
+            .bind(&m.description)
+            .bind(m.context_length)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            insert_endpoints(tx, &m.org_id, &m.id, &m.endpoints, now).await
+        }
+
+        async fn fetch_model<'e, E>(exec: E, org_id: &str, model_id: &str) -> StoreResult<ModelRow>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            Ok(sqlx::query_as::<_, ModelRow>(&format!("SELECT {MODEL_COLUMNS} FROM models WHERE org_id = $1 AND id = $2"))
+                .bind(org_id)
+                .bind(model_id)
+                .fetch_one(exec)
+                .await?)
+        }
+
+        impl $store {
+            async fn commit_config_change(&self, tx: Tx<'_>, version: u64) -> StoreResult<()> {
+                tx.commit().await?;
+                self.announce(version);
+                Ok(())
+            }
+
+            async fn model_record(&self, org_id: &str, model_id: &str) -> StoreResult<ModelRecord> {
+                let model = fetch_model(&self.pool, org_id, model_id).await?;
+                let endpoints = sqlx::query_as::<_, EndpointRow>(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM model_endpoints WHERE org_id = $1 AND model_id = $2 ORDER BY position"
+                ))
+                .bind(org_id)
+                .bind(model_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(ModelRecord { model, endpoints })
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            fn config_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+                self.changes.subscribe()
+            }
+
+            async fn is_bootstrapped(&self) -> StoreResult<bool> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orgs").fetch_one(&self.pool).await?;
+                Ok(n > 0)
+            }
+
+            async fn bootstrap(&self, plan: &BootstrapPlan) -> StoreResult<()> {
+                let now = now_ms();
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orgs").fetch_one(&mut *tx).await?;
+                if n > 0 {
+                    return Err(StoreError::Conflict("database is already bootstrapped".into()));
+                }
+                sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(&plan.org.id)
+                    .bind(&plan.org.name)
+                    .bind(plan.org.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                for key in &plan.keys {
+                    insert_key(&mut tx, key, now).await?;
+                }
+                for provider in &plan.providers {
+                    insert_provider(&mut tx, provider, now).await?;
+                }
+                for model in &plan.models {
+                    insert_model(&mut tx, model, now).await?;
+                }
+                sqlx::query("INSERT INTO node_tokens (hash, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(&plan.node_token_hash)
+                    .bind("bootstrap")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                self.commit_config_change(tx, version).await
+            }
+
+            async fn get_org(&self, org_id: &str) -> StoreResult<Org> {
+                Ok(sqlx::query_as::<_, Org>("SELECT id, name, created_at FROM orgs WHERE id = $1")
+                    .bind(org_id)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn create_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                insert_key(&mut tx, key, now_ms()).await?;
+                self.commit_config_change(tx, version).await?;
+                self.get_key(&key.org_id, &key.hash).await
+            }
+
+            async fn find_key(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
+                Ok(sqlx::query_as::<_, KeyRecord>(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1"))
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn get_key(&self, org_id: &str, hash: &str) -> StoreResult<KeyRecord> {
+                Ok(sqlx::query_as::<_, KeyRecord>(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND hash = $2"))
+                    .bind(org_id)
+                    .bind(hash)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn list_keys(&self, org_id: &str, offset: i64, limit: i64, include_disabled: bool) -> StoreResult<Vec<KeyRecord>> {
+                Ok(sqlx::query_as::<_, KeyRecord>(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND ($2 OR NOT disabled)
+                     ORDER BY created_at, hash LIMIT $3 OFFSET $4"
+                ))
+                .bind(org_id)
+                .bind(include_disabled)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn update_key(&self, org_id: &str, hash: &str, patch: &KeyPatch) -> StoreResult<KeyRecord> {
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                let current = sqlx::query_as::<_, KeyRecord>(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND hash = $2"))
+                    .bind(org_id)
+                    .bind(hash)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE api_keys SET name = $3, disabled = $4, limit_nanos = $5, limit_reset = $6, include_byok_in_limit = $7, expires_at = $8, updated_at = $9
+                     WHERE org_id = $1 AND hash = $2",
+                )
+                .bind(org_id)
+                .bind(hash)
+                .bind(patch.name.as_ref().unwrap_or(&current.name))
+                .bind(patch.disabled.unwrap_or(current.disabled))
+                .bind(patch.limit_nanos.unwrap_or(current.limit_nanos))
+                .bind(patch.limit_reset.clone().unwrap_or(current.limit_reset))
+                .bind(patch.include_byok_in_limit.unwrap_or(current.include_byok_in_limit))
+                .bind(patch.expires_at.unwrap_or(current.expires_at))
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                self.commit_config_change(tx, version).await?;
+                self.get_key(org_id, hash).await
+            }
+
+            async fn delete_key(&self, org_id: &str, hash: &str) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                let done = sqlx::query("DELETE FROM api_keys WHERE org_id = $1 AND hash = $2")
+                    .bind(org_id)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                self.commit_config_change(tx, version).await
+            }
+
+            async fn key_spend_since(&self, org_id: &str, hash: &str, since_ms: &[i64]) -> StoreResult<Vec<i64>> {
+                let mut out = Vec::with_capacity(since_ms.len());
+                for since in since_ms {
+                    let (sum,): (Option<i64>,) = sqlx::query_as(
+                        "SELECT CAST(SUM(cost_nanos) AS BIGINT) FROM usage_records WHERE org_id = $1 AND key_hash = $2 AND finished_at >= $3",
+                    )
+                    .bind(org_id)
+                    .bind(hash)
+                    .bind(*since)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    out.push(sum.unwrap_or(0));
+                }
+                Ok(out)
+            }
+
+            async fn create_provider(&self, provider: &NewProvider) -> StoreResult<ProviderRecord> {
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                insert_provider(&mut tx, provider, now_ms()).await?;
+                self.commit_config_change(tx, version).await?;
+                self.get_provider(&provider.org_id, &provider.id).await
+            }
+
+            async fn list_providers(&self, org_id: &str) -> StoreResult<Vec<ProviderRecord>> {
+                Ok(sqlx::query_as::<_, ProviderRecord>(&format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 ORDER BY slug"))
+                    .bind(org_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn get_provider(&self, org_id: &str, id_or_slug: &str) -> StoreResult<ProviderRecord> {
+                Ok(sqlx::query_as::<_, ProviderRecord>(&format!(
+                    "SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND (id = $2 OR slug = $2) ORDER BY id = $2 DESC LIMIT 1"
+                ))
+                .bind(org_id)
+                .bind(id_or_slug)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn create_model(&self, model: &NewModel) -> StoreResult<ModelRecord> {
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                insert_model(&mut tx, model, now_ms()).await?;
+                self.commit_config_change(tx, version).await?;
+                self.model_record(&model.org_id, &model.id).await
+            }
+
+            async fn update_model(&self, org_id: &str, model_id: &str, patch: &ModelPatch) -> StoreResult<ModelRecord> {
+                let now = now_ms();
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                let current = fetch_model(&mut *tx, org_id, model_id).await?;
+                sqlx::query("UPDATE models SET name = $3, description = $4, context_length = $5, updated_at = $6 WHERE org_id = $1 AND id = $2")
+                    .bind(org_id)
+                    .bind(model_id)
+                    .bind(patch.name.as_ref().unwrap_or(&current.name))
+                    .bind(patch.description.as_ref().unwrap_or(&current.description))
+                    .bind(patch.context_length.unwrap_or(current.context_length))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(endpoints) = &patch.endpoints {
+                    sqlx::query("DELETE FROM model_endpoints WHERE org_id = $1 AND model_id = $2")
+                        .bind(org_id)
+                        .bind(model_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    insert_endpoints(&mut tx, org_id, model_id, endpoints, now).await?;
+                }
+                self.commit_config_change(tx, version).await?;
+                self.model_record(org_id, model_id).await
+            }
+
+            async fn get_model(&self, org_id: &str, model_id: &str) -> StoreResult<ModelRecord> {
+                self.model_record(org_id, model_id).await
+            }
+
+            async fn list_models(&self, org_id: &str) -> StoreResult<Vec<ModelRecord>> {
+                let models = sqlx::query_as::<_, ModelRow>(&format!("SELECT {MODEL_COLUMNS} FROM models WHERE org_id = $1 ORDER BY id"))
+                    .bind(org_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let endpoints = sqlx::query_as::<_, EndpointRow>(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM model_endpoints WHERE org_id = $1 ORDER BY model_id, position"
+                ))
+                .bind(org_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(models
+                    .into_iter()
+                    .map(|model| {
+                        let endpoints = endpoints.iter().filter(|e| e.model_id == model.id).cloned().collect();
+                        ModelRecord { model, endpoints }
+                    })
+                    .collect())
+            }
+
+            async fn endpoint_prices(&self, endpoint_id: &str) -> StoreResult<Option<switchyard_proto::PriceSheet>> {
+                let row = sqlx::query_as::<_, EndpointRow>(&format!("SELECT {ENDPOINT_COLUMNS} FROM model_endpoints WHERE id = $1"))
+                    .bind(endpoint_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.prices()))
+            }
+
+            async fn config_version(&self) -> StoreResult<u64> {
+                let (v,): (i64,) = sqlx::query_as("SELECT version FROM config_state WHERE id = 1").fetch_one(&self.pool).await?;
+                Ok(u64::try_from(v).unwrap_or(0))
+            }
+
+            async fn load_config(&self) -> StoreResult<ConfigData> {
+                let mut tx = self.pool.begin().await?;
+                Self::begin_consistent_read(&mut tx).await?;
+                let (version,): (i64,) = sqlx::query_as("SELECT version FROM config_state WHERE id = 1").fetch_one(&mut *tx).await?;
+                let orgs = sqlx::query_as::<_, Org>("SELECT id, name, created_at FROM orgs ORDER BY id").fetch_all(&mut *tx).await?;
+                let keys = sqlx::query_as::<_, KeyRecord>(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY hash")).fetch_all(&mut *tx).await?;
+                let providers = sqlx::query_as::<_, ProviderRecord>(&format!("SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY id"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let models = sqlx::query_as::<_, ModelRow>(&format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY org_id, id"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let endpoints = sqlx::query_as::<_, EndpointRow>(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM model_endpoints ORDER BY org_id, model_id, position"
+                ))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ConfigData { version: u64::try_from(version).unwrap_or(0), orgs, keys, providers, models, endpoints })
+            }
+
+            async fn add_node_token(&self, hash: &str, name: &str) -> StoreResult<()> {
+                sqlx::query("INSERT INTO node_tokens (hash, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING")
+                    .bind(hash)
+                    .bind(name)
+                    .bind(now_ms())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn node_token_exists(&self, hash: &str) -> StoreResult<bool> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT hash FROM node_tokens WHERE hash = $1")
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn record_node_ack(&self, ack: &NodeAck) -> StoreResult<()> {
+                let now = now_ms();
+                sqlx::query(
+                    "INSERT INTO gateway_nodes (node_id, applied_version, ok, last_error, node_info, first_seen, last_seen)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     ON CONFLICT (node_id) DO UPDATE SET applied_version = CASE WHEN excluded.ok THEN excluded.applied_version ELSE gateway_nodes.applied_version END,
+                        ok = excluded.ok, last_error = excluded.last_error,
+                        node_info = CASE WHEN excluded.node_info = '' THEN gateway_nodes.node_info ELSE excluded.node_info END,
+                        last_seen = excluded.last_seen",
+                )
+                .bind(&ack.node_id)
+                .bind(i64::try_from(ack.version).unwrap_or(i64::MAX))
+                .bind(ack.ok)
+                .bind(&ack.error)
+                .bind(&ack.node_info)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+                Ok(sqlx::query_as::<_, NodeRecord>(
+                    "SELECT node_id, applied_version, ok, last_error, node_info, first_seen, last_seen FROM gateway_nodes ORDER BY node_id",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn ingest_usage(&self, rows: &[UsageRow]) -> StoreResult<IngestOutcome> {
+                let mut outcome = IngestOutcome::default();
+                if rows.is_empty() {
+                    return Ok(outcome);
+                }
+                let mut tx = self.pool.begin().await?;
+                for r in rows {
+                    let inserted = sqlx::query(&format!(
+                        "INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                            $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
+                         ON CONFLICT (request_id) DO NOTHING"
+                    ))
+                    .bind(&r.request_id)
+                    .bind(&r.org_id)
+                    .bind(&r.key_hash)
+                    .bind(&r.model)
+                    .bind(&r.endpoint_id)
+                    .bind(&r.provider_id)
+                    .bind(&r.provider_slug)
+                    .bind(&r.upstream_model)
+                    .bind(&r.node_id)
+                    .bind(r.config_version)
+                    .bind(&r.api)
+                    .bind(r.started_at)
+                    .bind(r.finished_at)
+                    .bind(r.ttft_ms)
+                    .bind(r.streamed)
+                    .bind(r.cancelled)
+                    .bind(r.estimated)
+                    .bind(&r.finish_reason)
+                    .bind(&r.native_finish_reason)
+                    .bind(r.http_status)
+                    .bind(&r.error_type)
+                    .bind(r.input_tokens)
+                    .bind(r.output_tokens)
+                    .bind(r.cache_read_tokens)
+                    .bind(r.cache_write_5m_tokens)
+                    .bind(r.cache_write_1h_tokens)
+                    .bind(r.reasoning_tokens)
+                    .bind(r.cost_nanos)
+                    .bind(r.gateway_cost_nanos)
+                    .bind(&r.upstream_id)
+                    .bind(r.ingested_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 0 {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    outcome.inserted += 1;
+                    for (account, amount) in [(accounts::ORG_CREDITS, -r.cost_nanos), (accounts::PLATFORM_REVENUE, r.cost_nanos)] {
+                        sqlx::query(
+                            "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)
+                             VALUES ($1, $2, $3, 'usage', $4, $5, $6)",
+                        )
+                        .bind(&r.org_id)
+                        .bind(account)
+                        .bind(amount)
+                        .bind(&r.request_id)
+                        .bind(&r.model)
+                        .bind(r.ingested_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn get_usage(&self, org_id: &str, request_id: &str) -> StoreResult<Option<UsageRow>> {
+                Ok(sqlx::query_as::<_, UsageRow>(&format!("SELECT {USAGE_COLUMNS} FROM usage_records WHERE org_id = $1 AND request_id = $2"))
+                    .bind(org_id)
+                    .bind(request_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn count_usage(&self, org_id: &str) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM usage_records WHERE org_id = $1")
+                    .bind(org_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
+            }
+
+            async fn account_balance(&self, org_id: &str, account: &str) -> StoreResult<i64> {
+                let (sum,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT CAST(SUM(amount_nanos) AS BIGINT) FROM ledger_entries WHERE org_id = $1 AND account = $2",
+                )
+                .bind(org_id)
+                .bind(account)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(sum.unwrap_or(0))
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

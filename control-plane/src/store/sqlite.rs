@@ -1,0 +1,47 @@
+//! SQLite backend: the embedded default for `switchyard serve`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::watch;
+
+use super::{StoreError, StoreResult};
+
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+    changes: watch::Sender<u64>,
+}
+
+impl SqliteStore {
+    const BACKEND: &'static str = "sqlite";
+
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL is durable across process crashes; only an OS crash can lose
+            // the last transactions, and the gateways' spools still hold those records.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        let store = Self { pool, changes: watch::channel(0).0 };
+        let version = super::Store::config_version(&store).await?;
+        store.changes.send_replace(version);
+        Ok(store)
+    }
+
+    fn announce(&self, version: u64) {
+        super::advance(&self.changes, version);
+    }
+
+    /// SQLite transactions are already snapshot-consistent for readers under WAL.
+    async fn begin_consistent_read(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+super::sql::impl_store!(SqliteStore, sqlx::Sqlite);

@@ -1,0 +1,61 @@
+//! The gateway's HTTP surface: routes and the tower stack, outermost layer first.
+
+mod auth;
+mod chat;
+mod forward;
+mod models;
+mod usage_json;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Chat bodies carry base64 images and long contexts.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let x_request_id = axum::http::HeaderName::from_static("x-request-id");
+    let routes = Router::new()
+        .route("/api/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/api/v1/models", get(models::list_models).fallback(forward::forward))
+        .route("/v1/models", get(models::list_models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(fallback)
+        .with_state(state);
+    routes
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.live.load().as_ref() {
+        Some(snapshot) => (StatusCode::OK, format!("ready: config version {}", snapshot.version)).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first config snapshot").into_response(),
+    }
+}
+
+async fn fallback(state: State<AppState>, request: Request) -> Response {
+    if request.uri().path().starts_with("/api/v1/") {
+        return forward::forward(state, request).await.into_response();
+    }
+    ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path())).into_response()
+}
+
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+    ApiError::Internal("handler panicked".into()).into_response()
+}

@@ -1,0 +1,180 @@
+//! The chat-completions request as clients send it (OpenAI + OpenRouter fields). Only the
+//! fields the gateway acts on are typed; everything else is kept verbatim in `extra` so
+//! that nothing a client sends is lost on the way to an OpenAI-format provider.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// OpenRouter-only fields that an OpenAI-format upstream would reject or misread.
+const GATEWAY_ONLY_FIELDS: &[&str] = &[
+    "models", "provider", "plugins", "transforms", "route", "usage", "session_id", "trace", "debug",
+    "include_reasoning", "preset",
+];
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChatRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: Value,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    /// The text of a message: a plain string, or the concatenated text parts.
+    pub fn text(&self) -> String {
+        match &self.content {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        }
+    }
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let request: ChatRequest = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    fn validate(&self) -> Result<(), ApiError> {
+        match (&self.messages, &self.prompt) {
+            (None, None) => return Err(ApiError::BadRequest("`messages` or `prompt` is required".into())),
+            (Some(m), _) if m.is_empty() => return Err(ApiError::BadRequest("`messages` must not be empty".into())),
+            _ => {}
+        }
+        for (i, m) in self.messages.iter().flatten().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "messages[{i}].role `{}` is not one of {}",
+                    m.role,
+                    ROLES.join(", ")
+                )));
+            }
+            if !matches!(m.content, Value::String(_) | Value::Array(_) | Value::Null) {
+                return Err(ApiError::BadRequest(format!("messages[{i}].content must be a string or an array of parts")));
+            }
+        }
+        match self.model.as_deref() {
+            None | Some("") => Err(ApiError::BadRequest("`model` is required".into())),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or_default()
+    }
+
+    /// The messages, with a legacy `prompt` turned into one user message.
+    pub fn conversation(&self) -> Vec<Message> {
+        match (&self.messages, &self.prompt) {
+            (Some(m), _) => m.clone(),
+            (None, Some(p)) => vec![Message { role: "user".into(), content: Value::String(p.clone()), extra: Map::new() }],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The body for an OpenAI-format upstream: gateway-only fields removed, the upstream
+    /// model name set, and streamed usage requested so it can be metered.
+    pub fn to_openai_body(&self, upstream_model: &str) -> Value {
+        let mut extra = self.extra.clone();
+        for field in GATEWAY_ONLY_FIELDS {
+            extra.remove(*field);
+        }
+        if self.stream {
+            let options = extra.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(o) = options {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        let upstream = ChatRequest {
+            model: Some(upstream_model.to_owned()),
+            messages: Some(self.conversation()),
+            prompt: None,
+            stream: self.stream,
+            max_tokens: self.max_tokens,
+            max_completion_tokens: self.max_completion_tokens,
+            extra,
+        };
+        serde_json::to_value(upstream).unwrap_or(Value::Null)
+    }
+}
+
+/// serde_json's messages already name the field and position; add what kind of problem it is.
+pub fn describe_json_error(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Syntax | Category::Eof => format!("request body is not valid JSON: {err}"),
+        Category::Data => format!("request body has an invalid field: {err}"),
+        Category::Io => format!("could not read the request body: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_unknown_fields_and_strips_gateway_ones() {
+        let req = ChatRequest::parse(
+            br#"{"model":"a/b","messages":[{"role":"user","content":"hi","name":"x"}],"temperature":0.2,"provider":{"order":["x"]},"stream":true}"#,
+        )
+        .unwrap();
+        let body = req.to_openai_body("gpt-4o-mini");
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(body["temperature"], 0.2);
+        assert_eq!(body["messages"][0]["name"], "x");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert!(body.get("provider").is_none());
+    }
+
+    #[test]
+    fn prompt_becomes_a_user_message() {
+        let req = ChatRequest::parse(br#"{"model":"a/b","prompt":"hello"}"#).unwrap();
+        let body = req.to_openai_body("m");
+        assert_eq!(body["messages"][0]["role"], "user");
+        assert_eq!(body["messages"][0]["content"], "hello");
+        assert!(body.get("prompt").is_none());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = ChatRequest::parse(b"{\"model\": ").unwrap_err().to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+        let err = ChatRequest::parse(br#"{"model":"a/b","messages":"hi"}"#).unwrap_err().to_string();
+        assert!(err.contains("messages"), "{err}");
+        let err = ChatRequest::parse(br#"{"model":"a/b"}"#).unwrap_err().to_string();
+        assert!(err.contains("`messages` or `prompt`"), "{err}");
+        let err = ChatRequest::parse(br#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err().to_string();
+        assert!(err.contains("`model`"), "{err}");
+        let err = ChatRequest::parse(br#"{"model":"a","messages":[{"role":"robot","content":"x"}]}"#).unwrap_err().to_string();
+        assert!(err.contains("messages[0].role"), "{err}");
+    }
+}

@@ -1,0 +1,158 @@
+//! Switchyard's data plane: a stateless gateway node. It serves OpenAI/OpenRouter-compatible
+//! inference from an in-memory config snapshot pushed by the control plane, meters every
+//! request into a durable local spool, and ships usage back until acknowledged.
+
+mod api;
+mod auth_interceptor;
+mod chat_request;
+mod error;
+pub mod metering;
+mod providers;
+pub mod snapshot;
+mod state;
+mod sync;
+mod upstream;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+pub use snapshot::Snapshot;
+
+use crate::metering::shipper::{ShipperConfig, run_shipper};
+use crate::metering::spool::Spool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("usage spool: {0}")]
+    Spool(#[from] metering::spool::SpoolError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Everything a gateway node needs; secrets are redacted from `Debug`.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    pub node_id: String,
+    /// gRPC endpoint of the control plane, e.g. `http://127.0.0.1:50051`.
+    pub control_plane_grpc: String,
+    /// HTTP base of the control plane for forwarded management routes.
+    pub control_plane_http: Option<String>,
+    pub node_token: String,
+    pub spool_dir: PathBuf,
+    /// How long in-flight streams may run on after shutdown is requested.
+    pub drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("node_id", &self.node_id)
+            .field("control_plane_grpc", &self.control_plane_grpc)
+            .field("control_plane_http", &self.control_plane_http)
+            .field("node_token", &"***")
+            .field("spool_dir", &self.spool_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves on `listener` until `shutdown` fires, then drains: in-flight streams finish (up
+/// to `drain_timeout`), every usage record reaches the spool, and the shipper makes a last
+/// flush attempt.
+pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let spool = Arc::new(Spool::open(&config.spool_dir)?);
+    tracing::info!(pending = spool.pending_len(), dir = %config.spool_dir.display(), "usage spool opened");
+    let wake = Arc::new(Notify::new());
+    let (meter, appender) = metering::meter::start_appender(spool.clone(), wake.clone());
+
+    let channel = tonic::transport::Endpoint::from_shared(config.control_plane_grpc.clone())
+        .map_err(|e| GatewayError::Config(format!("control plane URL: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy();
+    let live = Arc::new(ArcSwapOption::<Snapshot>::empty());
+    let background = CancellationToken::new();
+
+    let sync_task = tokio::spawn(sync::run_config_sync(
+        channel.clone(),
+        live.clone(),
+        sync::SyncConfig {
+            node_id: config.node_id.clone(),
+            node_info: concat!("switchyard-gateway/", env!("CARGO_PKG_VERSION")).to_owned(),
+            auth: auth_interceptor::NodeAuth::new(&config.node_token)?,
+            max_backoff: Duration::from_secs(5),
+        },
+        background.clone(),
+    ));
+    let shipper_stop = CancellationToken::new();
+    let shipper = tokio::spawn(run_shipper(
+        spool.clone(),
+        channel,
+        wake,
+        ShipperConfig {
+            node_id: config.node_id.clone(),
+            node_token: config.node_token.clone(),
+            batch_size: 256,
+            max_backoff: Duration::from_secs(5),
+            stats: Arc::default(),
+        },
+        shipper_stop.clone(),
+    ));
+
+    let tracker = TaskTracker::new();
+    let state = state::AppState::new(state::Inner {
+        live,
+        upstream: upstream::Upstream::new()?,
+        meter,
+        node_id: Arc::from(config.node_id.as_str()),
+        control_plane_http: config.control_plane_http.clone().map(|u| u.trim_end_matches('/').to_owned()),
+        tracker: tracker.clone(),
+    });
+    let app = api::router(state);
+    let addr = listener.local_addr().map_err(GatewayError::Serve)?;
+    tracing::info!(%addr, node_id = %config.node_id, "gateway listening on {addr}");
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::trace!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+
+    tracker.close();
+    if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
+        tracing::warn!("in-flight streams did not finish within the drain timeout");
+    }
+    background.cancel();
+    // The router (and every Meter clone with it) is gone; the appender drains and exits.
+    if let Err(err) = appender.await {
+        tracing::error!(error = %err, "usage appender failed");
+    }
+    shipper_stop.cancel();
+    let _ = shipper.await;
+    let _ = sync_task.await;
+    tracing::info!(pending = spool.pending_len(), "gateway stopped");
+    served.map_err(GatewayError::Serve)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    unix_now_ms() / 1000
+}
+
+pub(crate) fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

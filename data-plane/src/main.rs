@@ -1,0 +1,88 @@
+//! `switchyard-gateway`: one data-plane node for split deployments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use switchyard_gateway::GatewayConfig;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "switchyard-gateway", version, about = "Switchyard data-plane gateway node")]
+struct Cli {
+    /// Address to serve inference on.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// gRPC URL of the control plane.
+    #[arg(long, env = "SWITCHYARD_CONTROL_PLANE", default_value = "http://127.0.0.1:50051")]
+    control_plane: String,
+    /// HTTP URL of the control plane, for forwarded management routes.
+    #[arg(long, env = "SWITCHYARD_CONTROL_PLANE_HTTP")]
+    control_plane_http: Option<String>,
+    /// Token this node presents to the control plane.
+    #[arg(long, env = "SWITCHYARD_NODE_TOKEN", hide_env_values = true)]
+    node_token: String,
+    /// Stable node name; defaults to the host name plus the listen port.
+    #[arg(long, env = "SWITCHYARD_NODE_ID")]
+    node_id: Option<String>,
+    /// Directory of the durable usage spool.
+    #[arg(long, env = "SWITCHYARD_SPOOL_DIR", default_value = "./switchyard-spool")]
+    spool_dir: PathBuf,
+    /// Seconds in-flight streams may run on after SIGTERM.
+    #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
+    drain_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let node_id = cli.node_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "gateway".into());
+        format!("{host}:{}", cli.listen.port())
+    });
+    let config = GatewayConfig {
+        node_id,
+        control_plane_grpc: cli.control_plane,
+        control_plane_http: cli.control_plane_http,
+        node_token: cli.node_token,
+        spool_dir: cli.spool_dir,
+        drain_timeout: Duration::from_secs(cli.drain_seconds),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    switchyard_gateway::run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; draining");
+    token.cancel();
+}

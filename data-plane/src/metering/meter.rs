@@ -1,0 +1,79 @@
+//! The hot path's side of metering: a non-blocking hand-off of finished usage records to
+//! an appender task that writes them to the durable spool and wakes the shipper.
+//!
+//! The channel is unbounded on purpose: dropping a record would lose billing data, and the
+//! appender drains at disk speed (one fsync per batch), far above any request rate; the
+//! backlog is exported as a gauge so a stuck disk is visible.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use switchyard_proto::pb;
+use tokio::sync::{Notify, mpsc};
+
+use super::spool::Spool;
+
+const MAX_BATCH: usize = 512;
+
+#[derive(Clone)]
+pub struct Meter {
+    tx: mpsc::UnboundedSender<pb::UsageRecord>,
+    backlog: Arc<AtomicU64>,
+}
+
+impl Meter {
+    pub fn record(&self, record: pb::UsageRecord) {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(record).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("usage appender has stopped; a usage record could not be spooled");
+        }
+    }
+
+    /// Records handed off but not yet durable in the spool.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the appender. It returns once every `Meter` clone is dropped and the channel is
+/// drained, so awaiting it at shutdown guarantees every record reached the spool.
+pub fn start_appender(spool: Arc<Spool>, wake: Arc<Notify>) -> (Meter, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<pb::UsageRecord>();
+    let backlog = Arc::new(AtomicU64::new(0));
+    let meter = Meter { tx, backlog: backlog.clone() };
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len() as u64;
+            append_until_durable(&spool, batch).await;
+            backlog.fetch_sub(n, Ordering::Relaxed);
+            wake.notify_one();
+        }
+    });
+    (meter, task)
+}
+
+/// A failed append (disk full, I/O error) is retried with the same records: nothing is
+/// dropped while the gateway runs.
+async fn append_until_durable(spool: &Arc<Spool>, batch: Vec<pb::UsageRecord>) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let spool = spool.clone();
+        let attempt = batch.clone();
+        match tokio::task::spawn_blocking(move || spool.append(attempt)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(err)) => tracing::error!(error = %err, records = batch.len(), "could not append usage to the spool; retrying"),
+            Err(err) => tracing::error!(error = %err, "spool append task failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,43 @@
+//! Shared request state. The config snapshot is swapped atomically as a whole, so every
+//! request sees one consistent version.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+use crate::metering::meter::Meter;
+use crate::snapshot::Snapshot;
+use crate::upstream::Upstream;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub live: Arc<ArcSwapOption<Snapshot>>,
+    pub upstream: Upstream,
+    pub meter: Meter,
+    pub node_id: Arc<str>,
+    /// Where management routes are forwarded; `None` answers them with 404.
+    pub control_plane_http: Option<String>,
+    /// Streaming relays outlive their handler; tracked so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
+        self.live.load_full().ok_or(ApiError::NotReady)
+    }
+}
