@@ -139,6 +139,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node_token: embedded_token,
         spool_dir: args.common.data_dir.join("spool"),
         drain_timeout: Duration::from_secs(30),
+        status: switchyard_gateway::GatewayStatus::default(),
     };
     let gateway = tokio::spawn(switchyard_gateway::run(gateway_config, gateway_listener, gw_shutdown.clone()));
 

@@ -59,7 +59,9 @@ impl Message {
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let request: ChatRequest = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
+        check_field_types(&value)?;
+        let request: ChatRequest = serde_json::from_value(value).map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
         request.validate()?;
         Ok(request)
     }
@@ -125,6 +127,32 @@ impl ChatRequest {
         };
         serde_json::to_value(upstream).unwrap_or(Value::Null)
     }
+}
+
+/// Flattened structs lose serde's field paths, so the typed fields are checked first and
+/// errors name the field.
+fn check_field_types(value: &Value) -> Result<(), ApiError> {
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::BadRequest("request body must be a JSON object".into()));
+    };
+    let expect = |field: &str, ok: fn(&Value) -> bool, what: &str| match object.get(field) {
+        Some(v) if !v.is_null() && !ok(v) => Err(ApiError::BadRequest(format!("`{field}` must be {what}"))),
+        _ => Ok(()),
+    };
+    expect("model", Value::is_string, "a string")?;
+    expect("messages", Value::is_array, "an array of messages")?;
+    expect("prompt", Value::is_string, "a string")?;
+    expect("stream", Value::is_boolean, "true or false")?;
+    expect("max_tokens", Value::is_u64, "a non-negative integer")?;
+    expect("max_completion_tokens", Value::is_u64, "a non-negative integer")?;
+    if let Some(Value::Array(messages)) = object.get("messages") {
+        for (i, m) in messages.iter().enumerate() {
+            if !m.get("role").is_some_and(Value::is_string) {
+                return Err(ApiError::BadRequest(format!("messages[{i}] needs a string `role`")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// serde_json's messages already name the field and position; add what kind of problem it is.

@@ -22,7 +22,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 pub use error::ApiError;
 pub use snapshot::Snapshot;
@@ -52,6 +52,26 @@ pub struct GatewayConfig {
     pub spool_dir: PathBuf,
     /// How long in-flight streams may run on after shutdown is requested.
     pub drain_timeout: Duration,
+    /// Progress the node reports (applied config version, acked usage), for probes and tests.
+    pub status: GatewayStatus,
+}
+
+/// Observable progress of a gateway node.
+#[derive(Clone, Debug)]
+pub struct GatewayStatus {
+    /// Version of the config snapshot in use (0 before the first one).
+    pub applied_version: tokio::sync::watch::Sender<u64>,
+    /// Highest usage sequence number written durably to the spool.
+    pub spooled_usage_seq: tokio::sync::watch::Sender<u64>,
+    /// Highest usage sequence number the control plane has acknowledged.
+    pub acked_usage_seq: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for GatewayStatus {
+    fn default() -> Self {
+        let channel = || tokio::sync::watch::channel(0).0;
+        Self { applied_version: channel(), spooled_usage_seq: channel(), acked_usage_seq: channel() }
+    }
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -71,9 +91,11 @@ impl std::fmt::Debug for GatewayConfig {
 /// flush attempt.
 pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
     let spool = Arc::new(Spool::open(&config.spool_dir)?);
+    config.status.acked_usage_seq.send_replace(spool.acked_seq());
+    config.status.spooled_usage_seq.send_replace(spool.last_seq());
     tracing::info!(pending = spool.pending_len(), dir = %config.spool_dir.display(), "usage spool opened");
     let wake = Arc::new(Notify::new());
-    let (meter, appender) = metering::meter::start_appender(spool.clone(), wake.clone());
+    let (meter, appender) = metering::meter::start_appender(spool.clone(), wake.clone(), config.status.spooled_usage_seq.clone());
 
     let channel = tonic::transport::Endpoint::from_shared(config.control_plane_grpc.clone())
         .map_err(|e| GatewayError::Config(format!("control plane URL: {e}")))?
@@ -84,7 +106,10 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
     let live = Arc::new(ArcSwapOption::<Snapshot>::empty());
     let background = CancellationToken::new();
 
-    let sync_task = tokio::spawn(sync::run_config_sync(
+    // Held as abort-on-drop handles: if this future is dropped (the process is killed), the
+    // background tasks die with it instead of running on detached.
+    let appender = AbortOnDropHandle::new(appender);
+    let sync_task = AbortOnDropHandle::new(tokio::spawn(sync::run_config_sync(
         channel.clone(),
         live.clone(),
         sync::SyncConfig {
@@ -92,11 +117,12 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
             node_info: concat!("switchyard-gateway/", env!("CARGO_PKG_VERSION")).to_owned(),
             auth: auth_interceptor::NodeAuth::new(&config.node_token)?,
             max_backoff: Duration::from_secs(5),
+            applied: config.status.applied_version.clone(),
         },
         background.clone(),
-    ));
+    )));
     let shipper_stop = CancellationToken::new();
-    let shipper = tokio::spawn(run_shipper(
+    let shipper = AbortOnDropHandle::new(tokio::spawn(run_shipper(
         spool.clone(),
         channel,
         wake,
@@ -108,7 +134,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
             stats: Arc::default(),
         },
         shipper_stop.clone(),
-    ));
+    )));
 
     let tracker = TaskTracker::new();
     let state = state::AppState::new(state::Inner {

@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         node_token: cli.node_token,
         spool_dir: cli.spool_dir,
         drain_timeout: Duration::from_secs(cli.drain_seconds),
+        status: switchyard_gateway::GatewayStatus::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));

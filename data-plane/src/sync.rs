@@ -19,6 +19,7 @@ pub struct SyncConfig {
     pub node_info: String,
     pub auth: NodeAuth,
     pub max_backoff: Duration,
+    pub applied: tokio::sync::watch::Sender<u64>,
 }
 
 /// Runs until `shutdown` fires.
@@ -72,6 +73,7 @@ async fn follow(
         let ack = match Snapshot::try_from(message) {
             Ok(snapshot) => {
                 live.store(Some(Arc::new(snapshot)));
+                config.applied.send_replace(version);
                 tracing::info!(version, "applied config snapshot");
                 pb::ConfigAck { node_id: config.node_id.clone(), version, ok: true, error: String::new() }
             }

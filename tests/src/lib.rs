@@ -1,2 +1,3 @@
 
 pub mod mock_openai;
+pub mod harness;

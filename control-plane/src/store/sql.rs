@@ -437,7 +437,7 @@ macro_rules! impl_store {
                 let now = now_ms();
                 sqlx::query(
                     "INSERT INTO gateway_nodes (node_id, applied_version, ok, last_error, node_info, first_seen, last_seen)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     VALUES ($1, CASE WHEN $3 THEN $2 ELSE 0 END, $3, $4, $5, $6, $6)
                      ON CONFLICT (node_id) DO UPDATE SET applied_version = CASE WHEN excluded.ok THEN excluded.applied_version ELSE gateway_nodes.applied_version END,
                         ok = excluded.ok, last_error = excluded.last_error,
                         node_info = CASE WHEN excluded.node_info = '' THEN gateway_nodes.node_info ELSE excluded.node_info END,
@@ -467,8 +467,12 @@ macro_rules! impl_store {
                 if rows.is_empty() {
                     return Ok(outcome);
                 }
+                // A fixed lock order: concurrent batches that share request ids (redelivery
+                // racing a retry) would otherwise deadlock on Postgres.
+                let mut ordered: Vec<&UsageRow> = rows.iter().collect();
+                ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
                 let mut tx = self.pool.begin().await?;
-                for r in rows {
+                for r in ordered {
                     let inserted = sqlx::query(&format!(
                         "INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                             $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)

@@ -39,6 +39,7 @@ impl SqliteStore {
     }
 
     /// SQLite transactions are already snapshot-consistent for readers under WAL.
+    #[expect(clippy::unused_async, reason = "same signature as PgStore's, called from the shared impl_store! body")]
     async fn begin_consistent_read(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> StoreResult<()> {
         Ok(())
     }

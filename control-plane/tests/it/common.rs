@@ -1,6 +1,15 @@
 //! Shared helpers of the control plane's integration tests: throwaway stores on SQLite (always)
 //! and Postgres (when `SWITCHYARD_TEST_DATABASE_URL` names a server; required under `CI=true`).
 
+// Test helpers are not `#[test]` functions, so clippy's allow-*-in-tests settings do not reach them.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -82,7 +91,10 @@ pub async fn postgres_store() -> Option<(Arc<dyn Store>, PgDatabaseGuard)> {
                  and export the URL it prints, e.g. `export {PG_URL_ENV}=$(tests/pg/start-postgres.sh)`"
             );
         }
-        eprintln!(
+        // Straight to stderr rather than `eprintln!`, which the test harness captures and
+        // hides for passing tests: a skip must be visible.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED (postgres): {PG_URL_ENV} is not set; run tests/pg/start-postgres.sh and export the URL it prints"
         );
         return None;

@@ -5,6 +5,10 @@
 //! Each story gets a fresh database. `url` names it, for the few things the `Store` trait
 //! cannot do itself (creating a second org).
 
+// The stories are helpers of `#[tokio::test]`s, not tests themselves, so clippy's
+// allow-*-in-tests settings do not reach them.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -1290,7 +1294,7 @@ async fn story_usage_exactly_once(store: &dyn Store, _url: &str) {
     let theirs = usage(OTHER_ORG, "hash-theirs", "req-theirs", 777, t0);
     assert_eq!(
         store
-            .ingest_usage(&[theirs.clone()])
+            .ingest_usage(std::slice::from_ref(&theirs))
             .await
             .expect("ingest_usage(org 2)")
             .inserted,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchyard_proto::pb;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::spool::Spool;
 
@@ -39,7 +39,7 @@ impl Meter {
 
 /// Starts the appender. It returns once every `Meter` clone is dropped and the channel is
 /// drained, so awaiting it at shutdown guarantees every record reached the spool.
-pub fn start_appender(spool: Arc<Spool>, wake: Arc<Notify>) -> (Meter, tokio::task::JoinHandle<()>) {
+pub fn start_appender(spool: Arc<Spool>, wake: Arc<Notify>, spooled: watch::Sender<u64>) -> (Meter, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<pb::UsageRecord>();
     let backlog = Arc::new(AtomicU64::new(0));
     let meter = Meter { tx, backlog: backlog.clone() };
@@ -53,7 +53,8 @@ pub fn start_appender(spool: Arc<Spool>, wake: Arc<Notify>) -> (Meter, tokio::ta
                 }
             }
             let n = batch.len() as u64;
-            append_until_durable(&spool, batch).await;
+            let last = append_until_durable(&spool, batch).await;
+            spooled.send_replace(last);
             backlog.fetch_sub(n, Ordering::Relaxed);
             wake.notify_one();
         }
@@ -63,13 +64,13 @@ pub fn start_appender(spool: Arc<Spool>, wake: Arc<Notify>) -> (Meter, tokio::ta
 
 /// A failed append (disk full, I/O error) is retried with the same records: nothing is
 /// dropped while the gateway runs.
-async fn append_until_durable(spool: &Arc<Spool>, batch: Vec<pb::UsageRecord>) {
+async fn append_until_durable(spool: &Arc<Spool>, batch: Vec<pb::UsageRecord>) -> u64 {
     let mut delay = Duration::from_millis(50);
     loop {
         let spool = spool.clone();
         let attempt = batch.clone();
         match tokio::task::spawn_blocking(move || spool.append(attempt)).await {
-            Ok(Ok(_)) => return,
+            Ok(Ok(last)) => return last,
             Ok(Err(err)) => tracing::error!(error = %err, records = batch.len(), "could not append usage to the spool; retrying"),
             Err(err) => tracing::error!(error = %err, "spool append task failed; retrying"),
         }

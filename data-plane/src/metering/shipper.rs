@@ -453,7 +453,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use pb::usage_service_server::{UsageService, UsageServiceServer};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpSocket};
     use tokio::task::JoinHandle;
     use tokio_stream::Stream;
     use tokio_stream::wrappers::TcpListenerStream;
@@ -555,6 +555,15 @@ mod tests {
         addr
     }
 
+    /// A bound socket that is not listening: connections are refused, and unlike a closed
+    /// listener's port, no concurrently running test can grab it meanwhile.
+    fn refusing_port() -> (TcpSocket, SocketAddr) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = socket.local_addr().unwrap();
+        (socket, addr)
+    }
+
     struct Harness {
         dir: tempfile::TempDir,
         spool: Arc<Spool>,
@@ -616,8 +625,13 @@ mod tests {
             ids
         }
 
+        /// The stats lag the spool by a moment (they are bumped after the ack persisted), so
+        /// both are waited for.
         fn all_acked(&self) -> bool {
-            self.spool.pending_len() == 0 && self.spool.acked_seq() == self.spool.last_seq()
+            let last = self.spool.last_seq();
+            self.spool.pending_len() == 0
+                && self.spool.acked_seq() == last
+                && self.stats.acked_seq() == last
         }
 
         /// Stops the shipper and hands back the spool's directory, the spool itself closed.
@@ -723,10 +737,8 @@ mod tests {
 
     #[tokio::test]
     async fn control_plane_down_at_start_then_up() {
-        // Reserve a port, leave it closed while records pile up, then serve on it.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        // Refuse connections while records pile up, then serve on the same port.
+        let (socket, addr) = refusing_port();
         let h = start_shipper(addr, 16);
         let expected: HashSet<String> = h.append("early", 3).await.into_iter().collect();
         wait_until("a failed connect", Duration::from_secs(5), || {
@@ -737,7 +749,7 @@ mod tests {
 
         let fake = Arc::new(Fake::default());
         let stop = CancellationToken::new();
-        let listener = TcpListener::bind(addr).await.unwrap();
+        let listener = socket.listen(64).unwrap();
         let server_fake = Arc::clone(&fake);
         let server_stop = stop.clone();
         tokio::spawn(async move {
@@ -790,9 +802,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_is_bounded_when_the_control_plane_is_unreachable() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        let (_socket, addr) = refusing_port();
         let h = start_shipper(addr, 16);
         h.append("stuck", 5).await;
         wait_until("a failed connect", Duration::from_secs(5), || {
@@ -804,6 +814,25 @@ mod tests {
         // `stop` itself fails the test past 5 s; the flush deadline is 2 s.
         let dir = h.stop().await;
         assert!(started.elapsed() < FINAL_FLUSH_TIMEOUT + Duration::from_secs(1));
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.pending_len(), 5, "unshipped records stay spooled");
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_bounded_when_the_control_plane_hangs() {
+        // Accepts TCP connections (the kernel does) but never answers a byte.
+        let (socket, addr) = refusing_port();
+        let _listener = socket.listen(64).unwrap();
+        let h = start_shipper(addr, 16);
+        h.append("hung", 5).await;
+
+        let started = Instant::now();
+        let dir = h.stop().await;
+        let took = started.elapsed();
+        assert!(
+            took < FINAL_FLUSH_TIMEOUT + Duration::from_secs(1),
+            "{took:?}"
+        );
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.pending_len(), 5, "unshipped records stay spooled");
     }

@@ -1,0 +1,259 @@
+//! Starts a whole Switchyard in-process on loopback: a control plane on a fresh SQLite (or a
+//! given Postgres) database and a gateway pointed at it, every listener on port 0. Parts can
+//! be stopped and restarted on the same addresses and spool to test faults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use switchyard_control_plane::bootstrap::{self, BootstrapOptions, FirstStart};
+use switchyard_control_plane::store::{self, Store};
+use switchyard_control_plane::{Listeners, RunOptions};
+use switchyard_gateway::{GatewayConfig, GatewayStatus};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something that should happen within moments.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct ControlPlane {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), switchyard_control_plane::ControlPlaneError>>>,
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub status: GatewayStatus,
+    pub spool_dir: PathBuf,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), switchyard_gateway::GatewayError>>>,
+}
+
+pub struct System {
+    pub store: Arc<dyn Store>,
+    pub database_url: String,
+    pub secrets: FirstStart,
+    pub control_plane: ControlPlane,
+    pub gateway: Gateway,
+    pub http: reqwest::Client,
+    dir: TempDir,
+}
+
+impl System {
+    /// A fresh system on SQLite in a temporary directory.
+    pub async fn start() -> anyhow::Result<System> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("switchyard.db").display());
+        Self::start_on(dir, url).await
+    }
+
+    /// A fresh system on the given database (which must be empty).
+    pub async fn start_on(dir: TempDir, database_url: String) -> anyhow::Result<System> {
+        init_tracing();
+        let store = store::connect(&database_url).await.context("opening the store")?;
+        let secrets = bootstrap::ensure(&store, BootstrapOptions::default())
+            .await?
+            .context("the database was not empty")?;
+        let control_plane = ControlPlane::start(store.clone(), "127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+        let spool_dir = dir.path().join("spool");
+        let gateway = Gateway::start(&control_plane, &secrets.node_token, spool_dir, "127.0.0.1:0".parse()?).await?;
+        let system = System { store, database_url, secrets, control_plane, gateway, http: reqwest::Client::new(), dir };
+        system.gateway.wait_for_config(1).await?;
+        Ok(system)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Base URL clients use: inference and management on one host.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api/v1", self.gateway.addr)
+    }
+
+    pub fn api_key(&self) -> &str {
+        self.secrets.api_key.expose()
+    }
+
+    pub fn management_key(&self) -> &str {
+        self.secrets.management_key.expose()
+    }
+
+    pub async fn stop_control_plane(&mut self) -> anyhow::Result<()> {
+        self.control_plane.stop().await
+    }
+
+    /// Restarts the control plane on the same addresses, so the gateway finds it again.
+    pub async fn restart_control_plane(&mut self) -> anyhow::Result<()> {
+        let (http, grpc) = (self.control_plane.http_addr, self.control_plane.grpc_addr);
+        self.control_plane = ControlPlane::start(self.store.clone(), http, grpc).await?;
+        Ok(())
+    }
+
+    /// Graceful stop: in-flight streams finish and the spool gets a last flush attempt.
+    pub async fn stop_gateway(&mut self) -> anyhow::Result<()> {
+        self.gateway.stop().await
+    }
+
+    /// Kills the gateway task without any drain, like `kill -9` of a gateway process.
+    pub fn kill_gateway(&mut self) {
+        self.gateway.kill();
+    }
+
+    /// A new gateway process on the same address and spool directory.
+    pub async fn restart_gateway(&mut self) -> anyhow::Result<()> {
+        let addr = self.gateway.addr;
+        let spool = self.gateway.spool_dir.clone();
+        self.gateway = Gateway::start(&self.control_plane, &self.secrets.node_token, spool, addr).await?;
+        Ok(())
+    }
+
+    /// POST JSON to the gateway with a bearer key.
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
+        Ok(self.http.post(format!("{}{path}", self.base_url())).bearer_auth(key).json(body).send().await?)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self.http.get(format!("{}{path}", self.base_url())).bearer_auth(key).send().await?)
+    }
+
+    /// Registers an OpenAI-compatible provider and one model on it through the REST API,
+    /// then waits until the gateway serves the new config.
+    pub async fn add_openai_model(&self, base_url: &str, model_id: &str, upstream: &str, prompt_price: &str, completion_price: &str) -> anyhow::Result<()> {
+        let slug = format!("mock-{}", uuid::Uuid::now_v7().simple());
+        let created = self
+            .post("/providers", self.management_key(), &json!({"slug": slug, "kind": "openai_compatible", "base_url": base_url, "api_key": "sk-mock"}))
+            .await?;
+        anyhow::ensure!(created.status() == 201, "creating provider: {}", created.text().await?);
+        let created = self
+            .post(
+                "/models",
+                self.management_key(),
+                &json!({"id": model_id, "context_length": 128000, "endpoints": [{
+                    "provider": slug, "model": upstream,
+                    "pricing": {"prompt": prompt_price, "completion": completion_price}
+                }]}),
+            )
+            .await?;
+        anyhow::ensure!(created.status() == 201, "creating model: {}", created.text().await?);
+        let version = self.store.config_version().await?;
+        self.gateway.wait_for_config(version).await
+    }
+
+    /// Waits until the control plane has acknowledged every usage record spooled so far.
+    pub async fn wait_for_usage_shipped(&self) -> anyhow::Result<()> {
+        self.gateway.wait_for_acked(|acked, last| acked >= last).await
+    }
+}
+
+impl ControlPlane {
+    pub async fn start(store: Arc<dyn Store>, http: SocketAddr, grpc: SocketAddr) -> anyhow::Result<ControlPlane> {
+        let listeners = Listeners { http: TcpListener::bind(http).await?, grpc: TcpListener::bind(grpc).await? };
+        let http_addr = listeners.http.local_addr()?;
+        let grpc_addr = listeners.grpc.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(switchyard_control_plane::run(store, listeners, RunOptions::default(), shutdown.clone()));
+        Ok(ControlPlane { http_addr, grpc_addr, shutdown, task: Some(task) })
+    }
+
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task).await.context("control plane did not stop")???;
+        }
+        Ok(())
+    }
+}
+
+impl Gateway {
+    pub async fn start(cp: &ControlPlane, node_token: &str, spool_dir: PathBuf, addr: SocketAddr) -> anyhow::Result<Gateway> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let status = GatewayStatus::default();
+        let shutdown = CancellationToken::new();
+        let config = GatewayConfig {
+            node_id: format!("test-gateway-{}", addr.port()),
+            control_plane_grpc: format!("http://{}", cp.grpc_addr),
+            control_plane_http: Some(format!("http://{}", cp.http_addr)),
+            node_token: node_token.to_owned(),
+            spool_dir: spool_dir.clone(),
+            drain_timeout: PATIENCE,
+            status: status.clone(),
+        };
+        let task = tokio::spawn(switchyard_gateway::run(config, listener, shutdown.clone()));
+        Ok(Gateway { addr, status, spool_dir, shutdown, task: Some(task) })
+    }
+
+    pub async fn wait_for_config(&self, version: u64) -> anyhow::Result<()> {
+        let mut rx = self.status.applied_version.subscribe();
+        tokio::time::timeout(PATIENCE, rx.wait_for(|v| *v >= version))
+            .await
+            .with_context(|| format!("gateway did not apply config version {version}"))??;
+        Ok(())
+    }
+
+    /// Waits until at least `seq` usage records are durable in the spool.
+    pub async fn wait_for_spooled(&self, seq: u64) -> anyhow::Result<()> {
+        let mut rx = self.status.spooled_usage_seq.subscribe();
+        tokio::time::timeout(PATIENCE, rx.wait_for(|v| *v >= seq)).await.context("usage was not spooled in time")??;
+        Ok(())
+    }
+
+    /// Waits until `done(acked_seq, last_spooled_seq)` holds.
+    pub async fn wait_for_acked(&self, done: impl Fn(u64, u64) -> bool) -> anyhow::Result<()> {
+        let mut rx = self.status.acked_usage_seq.subscribe();
+        let last = self.status.spooled_usage_seq.subscribe();
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if done(*rx.borrow_and_update(), *last.borrow()) {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                rx.changed().await?;
+            }
+        })
+        .await
+        .context("usage was not acknowledged in time")?
+    }
+
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task).await.context("gateway did not stop")???;
+        }
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Logs go to the test's captured output; `SWITCHYARD_LOG` sets the filter (default: warn).
+pub fn init_tracing() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
