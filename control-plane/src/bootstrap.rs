@@ -7,7 +7,10 @@ use std::sync::Arc;
 use switchyard_proto::{ApiKeySecret, PriceSheet};
 use uuid::Uuid;
 
-use crate::store::{BootstrapPlan, KeyKind, NewEndpoint, NewKey, NewModel, NewProvider, Org, Store, StoreResult, now_ms};
+use crate::store::{
+    BootstrapPlan, KeyKind, NewEndpoint, NewKey, NewModel, NewProvider, Org, Store, StoreResult,
+    now_ms,
+};
 
 /// USD per million tokens, as nano-USD per million tokens.
 const fn usd_per_mtok(dollars_times_1000: i64) -> i64 {
@@ -36,25 +39,37 @@ pub struct FirstStart {
 
 impl std::fmt::Debug for FirstStart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FirstStart").field("org_id", &self.org_id).finish_non_exhaustive()
+        f.debug_struct("FirstStart")
+            .field("org_id", &self.org_id)
+            .finish_non_exhaustive()
     }
 }
 
 /// Bootstraps an empty database; returns `None` when it already holds an org.
-pub async fn ensure(store: &Arc<dyn Store>, options: BootstrapOptions) -> StoreResult<Option<FirstStart>> {
+pub async fn ensure(
+    store: &Arc<dyn Store>,
+    options: BootstrapOptions,
+) -> StoreResult<Option<FirstStart>> {
     if store.is_bootstrapped().await? {
         return Ok(None);
     }
     let org_id = Uuid::now_v7().to_string();
-    let management_key = options.management_key.unwrap_or_else(ApiKeySecret::generate);
+    let management_key = options
+        .management_key
+        .unwrap_or_else(ApiKeySecret::generate);
     let api_key = options.api_key.unwrap_or_else(ApiKeySecret::generate);
-    let node_token = ApiKeySecret::generate().expose().replacen("sk-sy-v1-", "sy-node-", 1);
+    let node_token = ApiKeySecret::generate()
+        .expose()
+        .replacen("sk-sy-v1-", "sy-node-", 1);
 
     let key = |secret: &ApiKeySecret, name: &str, kind: KeyKind| NewKey {
         hash: secret.hash().into_string(),
         org_id: org_id.clone(),
         name: name.to_owned(),
-        label: format!("sk-sy-v1-...{}", &secret.expose()[secret.expose().len() - 4..]),
+        label: format!(
+            "sk-sy-v1-...{}",
+            &secret.expose()[secret.expose().len() - 4..]
+        ),
         kind,
         limit_nanos: None,
         limit_reset: None,
@@ -96,7 +111,11 @@ pub async fn ensure(store: &Arc<dyn Store>, options: BootstrapOptions) -> StoreR
             slug: "openai".into(),
             name: "OpenAI".into(),
             kind: "openai".into(),
-            base_url: seed.base_url.unwrap_or_else(|| "https://api.openai.com/v1".into()).trim_end_matches('/').to_owned(),
+            base_url: seed
+                .base_url
+                .unwrap_or_else(|| "https://api.openai.com/v1".into())
+                .trim_end_matches('/')
+                .to_owned(),
             api_key: Some(seed.api_key),
         };
         models.extend(openai_starter_catalog(&org_id, &openai.id));
@@ -104,9 +123,17 @@ pub async fn ensure(store: &Arc<dyn Store>, options: BootstrapOptions) -> StoreR
     }
 
     let plan = BootstrapPlan {
-        org: Org { id: org_id.clone(), name: "Default".into(), created_at: now_ms() },
+        org: Org {
+            id: org_id.clone(),
+            name: "Default".into(),
+            created_at: now_ms(),
+        },
         keys: vec![
-            key(&management_key, "bootstrap management key", KeyKind::Management),
+            key(
+                &management_key,
+                "bootstrap management key",
+                KeyKind::Management,
+            ),
             key(&api_key, "default", KeyKind::Inference),
         ],
         providers,
@@ -114,7 +141,12 @@ pub async fn ensure(store: &Arc<dyn Store>, options: BootstrapOptions) -> StoreR
         node_token_hash: switchyard_proto::keys::sha256_hex(&node_token),
     };
     store.bootstrap(&plan).await?;
-    Ok(Some(FirstStart { org_id, management_key, api_key, node_token }))
+    Ok(Some(FirstStart {
+        org_id,
+        management_key,
+        api_key,
+        node_token,
+    }))
 }
 
 /// OpenAI list prices (USD per million tokens: input, cached input, output) as of 2025-08.
@@ -124,31 +156,49 @@ fn openai_starter_catalog(org_id: &str, provider_id: &str) -> Vec<NewModel> {
         ("gpt-4o-mini", "GPT-4o mini", 150, 75, 600, 128_000, 16_384),
         ("gpt-4o", "GPT-4o", 2_500, 1_250, 10_000, 128_000, 16_384),
         ("gpt-4.1", "GPT-4.1", 2_000, 500, 8_000, 1_047_576, 32_768),
-        ("gpt-4.1-mini", "GPT-4.1 mini", 400, 100, 1_600, 1_047_576, 32_768),
-        ("gpt-4.1-nano", "GPT-4.1 nano", 100, 25, 400, 1_047_576, 32_768),
+        (
+            "gpt-4.1-mini",
+            "GPT-4.1 mini",
+            400,
+            100,
+            1_600,
+            1_047_576,
+            32_768,
+        ),
+        (
+            "gpt-4.1-nano",
+            "GPT-4.1 nano",
+            100,
+            25,
+            400,
+            1_047_576,
+            32_768,
+        ),
         ("o4-mini", "o4-mini", 1_100, 275, 4_400, 200_000, 100_000),
     ];
     MODELS
         .iter()
-        .map(|&(id, name, input, cached, output, context, max_out)| NewModel {
-            org_id: org_id.to_owned(),
-            id: format!("openai/{id}"),
-            name: format!("OpenAI: {name}"),
-            description: String::new(),
-            context_length: context,
-            endpoints: vec![NewEndpoint {
-                id: Uuid::now_v7().to_string(),
-                provider_id: provider_id.to_owned(),
-                upstream_model: id.to_owned(),
+        .map(
+            |&(id, name, input, cached, output, context, max_out)| NewModel {
+                org_id: org_id.to_owned(),
+                id: format!("openai/{id}"),
+                name: format!("OpenAI: {name}"),
+                description: String::new(),
                 context_length: context,
-                max_output_tokens: max_out,
-                prices: PriceSheet {
-                    input: usd_per_mtok(input),
-                    output: usd_per_mtok(output),
-                    cache_read: usd_per_mtok(cached),
-                    ..PriceSheet::default()
-                },
-            }],
-        })
+                endpoints: vec![NewEndpoint {
+                    id: Uuid::now_v7().to_string(),
+                    provider_id: provider_id.to_owned(),
+                    upstream_model: id.to_owned(),
+                    context_length: context,
+                    max_output_tokens: max_out,
+                    prices: PriceSheet {
+                        input: usd_per_mtok(input),
+                        output: usd_per_mtok(output),
+                        cache_read: usd_per_mtok(cached),
+                        ..PriceSheet::default()
+                    },
+                }],
+            },
+        )
         .collect()
 }

@@ -16,7 +16,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Switchyard: a self-hosted LLM gateway")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: a self-hosted LLM gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,11 @@ struct CommonArgs {
     #[arg(long, env = "SWITCHYARD_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
     /// gRPC for gateways (config watch, usage reports).
-    #[arg(long, env = "SWITCHYARD_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_GRPC_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     grpc_listen: SocketAddr,
     /// `sqlite://…` or `postgres://…`; defaults to SQLite in the data dir.
     #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
@@ -54,7 +62,11 @@ struct ServeArgs {
     #[command(flatten)]
     common: CommonArgs,
     /// The embedded gateway's inference endpoint.
-    #[arg(long, env = "SWITCHYARD_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8000"
+    )]
     gateway_listen: SocketAddr,
 }
 
@@ -62,7 +74,9 @@ pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
     let json = std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -86,8 +100,12 @@ struct Started {
 }
 
 async fn start_control_plane(args: &CommonArgs) -> anyhow::Result<Started> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let url = args.database_url.clone().unwrap_or_else(|| sqlite_url(&args.data_dir));
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| sqlite_url(&args.data_dir));
     let store = store::connect(&url).await.context("opening the database")?;
     let options = BootstrapOptions {
         management_key: bootstrap_key("SWITCHYARD_BOOTSTRAP_MANAGEMENT_KEY")?,
@@ -95,15 +113,32 @@ async fn start_control_plane(args: &CommonArgs) -> anyhow::Result<Started> {
         openai: std::env::var("OPENAI_API_KEY")
             .ok()
             .filter(|k| !k.is_empty())
-            .map(|api_key| OpenAiSeed { api_key, base_url: std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty()) }),
+            .map(|api_key| OpenAiSeed {
+                api_key,
+                base_url: std::env::var("OPENAI_BASE_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty()),
+            }),
     };
-    let first_start = bootstrap::ensure(&store, options).await.context("bootstrapping the database")?;
+    let first_start = bootstrap::ensure(&store, options)
+        .await
+        .context("bootstrapping the database")?;
     if let Some(token) = &args.node_token {
-        store.add_node_token(&switchyard_proto::keys::sha256_hex(token), "configured").await?;
+        store
+            .add_node_token(&switchyard_proto::keys::sha256_hex(token), "configured")
+            .await?;
     }
-    let http = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
-    let grpc = TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding {}", args.grpc_listen))?;
-    Ok(Started { store, first_start, listeners: Listeners { http, grpc } })
+    let http = TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("binding {}", args.http_listen))?;
+    let grpc = TcpListener::bind(args.grpc_listen)
+        .await
+        .with_context(|| format!("binding {}", args.grpc_listen))?;
+    Ok(Started {
+        store,
+        first_start,
+        listeners: Listeners { http, grpc },
+    })
 }
 
 fn sqlite_url(data_dir: &Path) -> String {
@@ -112,7 +147,9 @@ fn sqlite_url(data_dir: &Path) -> String {
 
 fn bootstrap_key(var: &str) -> anyhow::Result<Option<ApiKeySecret>> {
     match std::env::var(var) {
-        Ok(v) if !v.is_empty() => ApiKeySecret::parse(&v).map(Some).with_context(|| format!("{var} is not a valid key")),
+        Ok(v) if !v.is_empty() => ApiKeySecret::parse(&v)
+            .map(Some)
+            .with_context(|| format!("{var} is not a valid key")),
         _ => Ok(None),
     }
 }
@@ -128,10 +165,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // The embedded gateway authenticates with a token that lives only in this process.
     let embedded_token = ApiKeySecret::generate().expose().to_owned();
-    let options = RunOptions { local_node_token_hashes: vec![switchyard_proto::keys::sha256_hex(&embedded_token)] };
+    let options = RunOptions {
+        local_node_token_hashes: vec![switchyard_proto::keys::sha256_hex(&embedded_token)],
+    };
     let cp_shutdown = CancellationToken::new();
     let gw_shutdown = CancellationToken::new();
-    let control_plane = tokio::spawn(switchyard_control_plane::run(started.store, started.listeners, options, cp_shutdown.clone()));
+    let control_plane = tokio::spawn(switchyard_control_plane::run(
+        started.store,
+        started.listeners,
+        options,
+        cp_shutdown.clone(),
+    ));
     let gateway_config = switchyard_gateway::GatewayConfig {
         node_id: format!("embedded:{}", gateway_addr.port()),
         control_plane_grpc: format!("http://{}", loopback(grpc_addr)),
@@ -141,7 +185,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(30),
         status: switchyard_gateway::GatewayStatus::default(),
     };
-    let gateway = tokio::spawn(switchyard_gateway::run(gateway_config, gateway_listener, gw_shutdown.clone()));
+    let gateway = tokio::spawn(switchyard_gateway::run(
+        gateway_config,
+        gateway_listener,
+        gw_shutdown.clone(),
+    ));
 
     print_banner(gateway_addr, http_addr, started.first_start.as_ref());
     wait_for_signal().await;
@@ -160,7 +208,12 @@ async fn control_plane(args: CommonArgs) -> anyhow::Result<()> {
         print_first_start_secrets(first, &format!("http://{http_addr}/api/v1"), None);
     }
     let shutdown = CancellationToken::new();
-    let run = tokio::spawn(switchyard_control_plane::run(started.store, started.listeners, RunOptions::default(), shutdown.clone()));
+    let run = tokio::spawn(switchyard_control_plane::run(
+        started.store,
+        started.listeners,
+        RunOptions::default(),
+        shutdown.clone(),
+    ));
     wait_for_signal().await;
     shutdown.cancel();
     run.await.context("control plane task")??;
@@ -180,12 +233,21 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 fn print_banner(gateway: SocketAddr, http: SocketAddr, first: Option<&FirstStart>) {
     let base = format!("http://{}/api/v1", loopback(gateway));
     match first {
-        Some(first) => print_first_start_secrets(first, &base, Some(&format!("http://{}/api/v1", loopback(http)))),
+        Some(first) => print_first_start_secrets(
+            first,
+            &base,
+            Some(&format!("http://{}/api/v1", loopback(http))),
+        ),
         None => {
             println!("Switchyard is running.");
             println!("  Gateway base URL:   {base}");
-            println!("  Management API:     {base}  (also http://{}/api/v1)", loopback(http));
-            println!("  Keys were shown at first start; create more with a management key: POST {base}/keys");
+            println!(
+                "  Management API:     {base}  (also http://{}/api/v1)",
+                loopback(http)
+            );
+            println!(
+                "  Keys were shown at first start; create more with a management key: POST {base}/keys"
+            );
         }
     }
 }
@@ -193,14 +255,19 @@ fn print_banner(gateway: SocketAddr, http: SocketAddr, first: Option<&FirstStart
 #[allow(clippy::print_stdout)]
 fn print_first_start_secrets(first: &FirstStart, base: &str, control_plane_url: Option<&str>) {
     let api_key = first.api_key.expose();
-    println!("Switchyard is running. This is the first start: the secrets below are shown only once.");
+    println!(
+        "Switchyard is running. This is the first start: the secrets below are shown only once."
+    );
     println!();
     println!("  Gateway base URL:        {base}");
     match control_plane_url {
         Some(cp) => println!("  Management API:          {base}  (also {cp})"),
         None => println!("  Management API:          {base}"),
     }
-    println!("  Management key:          {}", first.management_key.expose());
+    println!(
+        "  Management key:          {}",
+        first.management_key.expose()
+    );
     println!("  Inference API key:       {api_key}");
     println!("  Node token (gateways):   {}", first.node_token);
     println!();
@@ -209,7 +276,9 @@ fn print_first_start_secrets(first: &FirstStart, base: &str, control_plane_url: 
     println!("  curl {base}/chat/completions \\");
     println!("    -H 'Authorization: Bearer {api_key}' \\");
     println!("    -H 'Content-Type: application/json' \\");
-    println!("    -d '{{\"model\":\"switchyard/echo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello from Switchyard\"}}]}}'");
+    println!(
+        "    -d '{{\"model\":\"switchyard/echo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello from Switchyard\"}}]}}'"
+    );
     println!();
 }
 
@@ -217,7 +286,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

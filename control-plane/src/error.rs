@@ -32,7 +32,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Conflict(_) | ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Store(StoreError::Conflict(_)) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Internal(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

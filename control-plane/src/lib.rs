@@ -41,7 +41,12 @@ pub struct RunOptions {
 }
 
 /// Serves the REST API and the gateway-facing gRPC services until `shutdown` fires.
-pub async fn run(store: Arc<dyn Store>, listeners: Listeners, options: RunOptions, shutdown: CancellationToken) -> Result<(), ControlPlaneError> {
+pub async fn run(
+    store: Arc<dyn Store>,
+    listeners: Listeners,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), ControlPlaneError> {
     let ingested = Arc::new(tokio::sync::Notify::new());
     let auth = grpc::NodeAuthenticator::new(store.clone(), options.local_node_token_hashes);
     let config_service = grpc::ConfigServiceImpl {
@@ -57,17 +62,27 @@ pub async fn run(store: Arc<dyn Store>, listeners: Listeners, options: RunOption
         ingested: ingested.clone(),
         shutdown: shutdown.clone(),
     };
-    let http_addr = listeners.http.local_addr().map_err(ControlPlaneError::Http)?;
-    let grpc_addr = listeners.grpc.local_addr().map_err(ControlPlaneError::Http)?;
+    let http_addr = listeners
+        .http
+        .local_addr()
+        .map_err(ControlPlaneError::Http)?;
+    let grpc_addr = listeners
+        .grpc
+        .local_addr()
+        .map_err(ControlPlaneError::Http)?;
     tracing::info!(%http_addr, %grpc_addr, backend = store.backend(), "control plane listening on {http_addr} (HTTP) and {grpc_addr} (gRPC)");
 
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(ConfigServiceServer::new(config_service))
         .add_service(UsageServiceServer::new(usage_service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            shutdown.clone().cancelled_owned(),
+        );
     let app = api::router(api::AppState { store, ingested });
-    let http = axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http =
+        axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let (grpc, http) = tokio::join!(grpc, async { http.await });
     grpc.map_err(ControlPlaneError::Grpc)?;
     http.map_err(ControlPlaneError::Http)?;

@@ -62,7 +62,11 @@ fn row(node_id: &str, r: &pb::UsageRecord, dims: &UsageDims, cost_nanos: i64) ->
         provider_id: r.provider_id.clone(),
         provider_slug: r.provider_slug.clone(),
         upstream_model: r.upstream_model.clone(),
-        node_id: if r.node_id.is_empty() { node_id.to_owned() } else { r.node_id.clone() },
+        node_id: if r.node_id.is_empty() {
+            node_id.to_owned()
+        } else {
+            r.node_id.clone()
+        },
         config_version: as_i64(r.config_version),
         api: r.api.clone(),
         started_at: r.started_at_ms,

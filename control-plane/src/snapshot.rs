@@ -29,7 +29,10 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
         })
         .collect();
     for e in &data.endpoints {
-        if let Some(model) = models.iter_mut().find(|m| m.org_id == e.org_id && m.id == e.model_id) {
+        if let Some(model) = models
+            .iter_mut()
+            .find(|m| m.org_id == e.org_id && m.id == e.model_id)
+        {
             model.endpoints.push(pb::Endpoint {
                 id: e.id.clone(),
                 provider_id: e.provider_id.clone(),
@@ -43,7 +46,14 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
     pb::ConfigSnapshot {
         version: data.version,
         generated_at_ms: crate::store::now_ms(),
-        orgs: data.orgs.into_iter().map(|o| pb::Org { id: o.id, name: o.name }).collect(),
+        orgs: data
+            .orgs
+            .into_iter()
+            .map(|o| pb::Org {
+                id: o.id,
+                name: o.name,
+            })
+            .collect(),
         api_keys: data
             .keys
             .into_iter()
@@ -87,7 +97,10 @@ pub struct SnapshotCache {
 
 impl SnapshotCache {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, latest: Mutex::new(None) }
+        Self {
+            store,
+            latest: Mutex::new(None),
+        }
     }
 
     /// A snapshot at `version` or newer.

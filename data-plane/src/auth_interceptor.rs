@@ -12,9 +12,9 @@ pub struct NodeAuth {
 
 impl NodeAuth {
     pub fn new(token: &str) -> Result<Self, crate::GatewayError> {
-        let header = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| crate::GatewayError::Config("the node token must be printable ASCII".into()))?;
+        let header = format!("Bearer {token}").parse().map_err(|_| {
+            crate::GatewayError::Config("the node token must be printable ASCII".into())
+        })?;
         Ok(Self { header })
     }
 }
@@ -26,8 +26,13 @@ impl fmt::Debug for NodeAuth {
 }
 
 impl Interceptor for NodeAuth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.header.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.header.clone());
         Ok(request)
     }
 }

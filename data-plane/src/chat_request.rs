@@ -9,11 +9,27 @@ use crate::error::ApiError;
 
 /// OpenRouter-only fields that an OpenAI-format upstream would reject or misread.
 const GATEWAY_ONLY_FIELDS: &[&str] = &[
-    "models", "provider", "plugins", "transforms", "route", "usage", "session_id", "trace", "debug",
-    "include_reasoning", "preset",
+    "models",
+    "provider",
+    "plugins",
+    "transforms",
+    "route",
+    "usage",
+    "session_id",
+    "trace",
+    "debug",
+    "include_reasoning",
+    "preset",
 ];
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ChatRequest {
@@ -59,17 +75,25 @@ impl Message {
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
         check_field_types(&value)?;
-        let request: ChatRequest = serde_json::from_value(value).map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
+        let request: ChatRequest = serde_json::from_value(value)
+            .map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
         request.validate()?;
         Ok(request)
     }
 
     fn validate(&self) -> Result<(), ApiError> {
         match (&self.messages, &self.prompt) {
-            (None, None) => return Err(ApiError::BadRequest("`messages` or `prompt` is required".into())),
-            (Some(m), _) if m.is_empty() => return Err(ApiError::BadRequest("`messages` must not be empty".into())),
+            (None, None) => {
+                return Err(ApiError::BadRequest(
+                    "`messages` or `prompt` is required".into(),
+                ));
+            }
+            (Some(m), _) if m.is_empty() => {
+                return Err(ApiError::BadRequest("`messages` must not be empty".into()));
+            }
             _ => {}
         }
         for (i, m) in self.messages.iter().flatten().enumerate() {
@@ -81,7 +105,9 @@ impl ChatRequest {
                 )));
             }
             if !matches!(m.content, Value::String(_) | Value::Array(_) | Value::Null) {
-                return Err(ApiError::BadRequest(format!("messages[{i}].content must be a string or an array of parts")));
+                return Err(ApiError::BadRequest(format!(
+                    "messages[{i}].content must be a string or an array of parts"
+                )));
             }
         }
         match self.model.as_deref() {
@@ -98,7 +124,11 @@ impl ChatRequest {
     pub fn conversation(&self) -> Vec<Message> {
         match (&self.messages, &self.prompt) {
             (Some(m), _) => m.clone(),
-            (None, Some(p)) => vec![Message { role: "user".into(), content: Value::String(p.clone()), extra: Map::new() }],
+            (None, Some(p)) => vec![Message {
+                role: "user".into(),
+                content: Value::String(p.clone()),
+                extra: Map::new(),
+            }],
             (None, None) => Vec::new(),
         }
     }
@@ -111,7 +141,9 @@ impl ChatRequest {
             extra.remove(*field);
         }
         if self.stream {
-            let options = extra.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+            let options = extra
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(o) = options {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
@@ -133,10 +165,14 @@ impl ChatRequest {
 /// errors name the field.
 fn check_field_types(value: &Value) -> Result<(), ApiError> {
     let Some(object) = value.as_object() else {
-        return Err(ApiError::BadRequest("request body must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "request body must be a JSON object".into(),
+        ));
     };
     let expect = |field: &str, ok: fn(&Value) -> bool, what: &str| match object.get(field) {
-        Some(v) if !v.is_null() && !ok(v) => Err(ApiError::BadRequest(format!("`{field}` must be {what}"))),
+        Some(v) if !v.is_null() && !ok(v) => {
+            Err(ApiError::BadRequest(format!("`{field}` must be {what}")))
+        }
         _ => Ok(()),
     };
     expect("model", Value::is_string, "a string")?;
@@ -144,11 +180,17 @@ fn check_field_types(value: &Value) -> Result<(), ApiError> {
     expect("prompt", Value::is_string, "a string")?;
     expect("stream", Value::is_boolean, "true or false")?;
     expect("max_tokens", Value::is_u64, "a non-negative integer")?;
-    expect("max_completion_tokens", Value::is_u64, "a non-negative integer")?;
+    expect(
+        "max_completion_tokens",
+        Value::is_u64,
+        "a non-negative integer",
+    )?;
     if let Some(Value::Array(messages)) = object.get("messages") {
         for (i, m) in messages.iter().enumerate() {
             if !m.get("role").is_some_and(Value::is_string) {
-                return Err(ApiError::BadRequest(format!("messages[{i}] needs a string `role`")));
+                return Err(ApiError::BadRequest(format!(
+                    "messages[{i}] needs a string `role`"
+                )));
             }
         }
     }
@@ -196,13 +238,22 @@ mod tests {
     fn errors_name_the_problem() {
         let err = ChatRequest::parse(b"{\"model\": ").unwrap_err().to_string();
         assert!(err.contains("not valid JSON"), "{err}");
-        let err = ChatRequest::parse(br#"{"model":"a/b","messages":"hi"}"#).unwrap_err().to_string();
+        let err = ChatRequest::parse(br#"{"model":"a/b","messages":"hi"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("messages"), "{err}");
-        let err = ChatRequest::parse(br#"{"model":"a/b"}"#).unwrap_err().to_string();
+        let err = ChatRequest::parse(br#"{"model":"a/b"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`messages` or `prompt`"), "{err}");
-        let err = ChatRequest::parse(br#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err().to_string();
+        let err = ChatRequest::parse(br#"{"messages":[{"role":"user","content":"x"}]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`model`"), "{err}");
-        let err = ChatRequest::parse(br#"{"model":"a","messages":[{"role":"robot","content":"x"}]}"#).unwrap_err().to_string();
+        let err =
+            ChatRequest::parse(br#"{"model":"a","messages":[{"role":"robot","content":"x"}]}"#)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("messages[0].role"), "{err}");
     }
 }

@@ -70,7 +70,11 @@ pub struct GatewayStatus {
 impl Default for GatewayStatus {
     fn default() -> Self {
         let channel = || tokio::sync::watch::channel(0).0;
-        Self { applied_version: channel(), spooled_usage_seq: channel(), acked_usage_seq: channel() }
+        Self {
+            applied_version: channel(),
+            spooled_usage_seq: channel(),
+            acked_usage_seq: channel(),
+        }
     }
 }
 
@@ -89,13 +93,27 @@ impl std::fmt::Debug for GatewayConfig {
 /// Serves on `listener` until `shutdown` fires, then drains: in-flight streams finish (up
 /// to `drain_timeout`), every usage record reaches the spool, and the shipper makes a last
 /// flush attempt.
-pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
+pub async fn run(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
     let spool = Arc::new(Spool::open(&config.spool_dir)?);
-    config.status.acked_usage_seq.send_replace(spool.acked_seq());
-    config.status.spooled_usage_seq.send_replace(spool.last_seq());
+    config
+        .status
+        .acked_usage_seq
+        .send_replace(spool.acked_seq());
+    config
+        .status
+        .spooled_usage_seq
+        .send_replace(spool.last_seq());
     tracing::info!(pending = spool.pending_len(), dir = %config.spool_dir.display(), "usage spool opened");
     let wake = Arc::new(Notify::new());
-    let (meter, appender) = metering::meter::start_appender(spool.clone(), wake.clone(), config.status.spooled_usage_seq.clone());
+    let (meter, appender) = metering::meter::start_appender(
+        spool.clone(),
+        wake.clone(),
+        config.status.spooled_usage_seq.clone(),
+    );
 
     let channel = tonic::transport::Endpoint::from_shared(config.control_plane_grpc.clone())
         .map_err(|e| GatewayError::Config(format!("control plane URL: {e}")))?
@@ -142,7 +160,10 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
         upstream: upstream::Upstream::new()?,
         meter,
         node_id: Arc::from(config.node_id.as_str()),
-        control_plane_http: config.control_plane_http.clone().map(|u| u.trim_end_matches('/').to_owned()),
+        control_plane_http: config
+            .control_plane_http
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned()),
         tracker: tracker.clone(),
     });
     let app = api::router(state);
@@ -158,7 +179,10 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Cancell
         .await;
 
     tracker.close();
-    if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight streams did not finish within the drain timeout");
     }
     background.cancel();

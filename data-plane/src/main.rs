@@ -10,13 +10,21 @@ use switchyard_gateway::GatewayConfig;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "switchyard-gateway", version, about = "Switchyard data-plane gateway node")]
+#[command(
+    name = "switchyard-gateway",
+    version,
+    about = "Switchyard data-plane gateway node"
+)]
 struct Cli {
     /// Address to serve inference on.
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
     /// gRPC URL of the control plane.
-    #[arg(long, env = "SWITCHYARD_CONTROL_PLANE", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:50051"
+    )]
     control_plane: String,
     /// HTTP URL of the control plane, for forwarded management routes.
     #[arg(long, env = "SWITCHYARD_CONTROL_PLANE_HTTP")]
@@ -28,7 +36,11 @@ struct Cli {
     #[arg(long, env = "SWITCHYARD_NODE_ID")]
     node_id: Option<String>,
     /// Directory of the durable usage spool.
-    #[arg(long, env = "SWITCHYARD_SPOOL_DIR", default_value = "./switchyard-spool")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_SPOOL_DIR",
+        default_value = "./switchyard-spool"
+    )]
     spool_dir: PathBuf,
     /// Seconds in-flight streams may run on after SIGTERM.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
@@ -39,7 +51,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -47,7 +60,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let node_id = cli.node_id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "gateway".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "gateway".into());
         format!("{host}:{}", cli.listen.port())
     });
     let config = GatewayConfig {
@@ -69,14 +84,15 @@ async fn shutdown_on_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                token.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

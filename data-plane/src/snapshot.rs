@@ -53,7 +53,11 @@ impl Credential {
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "Credential(none)" } else { "Credential(***)" })
+        f.write_str(if self.0.is_empty() {
+            "Credential(none)"
+        } else {
+            "Credential(***)"
+        })
     }
 }
 
@@ -134,22 +138,38 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 return Err(invalid("an org has an empty id"));
             }
             org_ids.insert(org.id.clone(), Arc::from(org.id.as_str()));
-            orgs.insert(org.id, OrgCatalog { name: org.name, ..OrgCatalog::default() });
+            orgs.insert(
+                org.id,
+                OrgCatalog {
+                    name: org.name,
+                    ..OrgCatalog::default()
+                },
+            );
         }
 
         let mut keys = HashMap::with_capacity(pb.api_keys.len());
         for key in pb.api_keys {
             if KeyHash::parse(&key.hash).is_none() {
-                return Err(invalid(format!("key hash `{}` is not 64 lowercase hex", key.hash)));
+                return Err(invalid(format!(
+                    "key hash `{}` is not 64 lowercase hex",
+                    key.hash
+                )));
             }
-            let org_id = org_ids
-                .get(&key.org_id)
-                .cloned()
-                .ok_or_else(|| invalid(format!("key {} names unknown org `{}`", key.hash, key.org_id)))?;
+            let org_id = org_ids.get(&key.org_id).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "key {} names unknown org `{}`",
+                    key.hash, key.org_id
+                ))
+            })?;
             let kind = match pb::KeyKind::try_from(key.kind) {
                 Ok(pb::KeyKind::Inference) => KeyKind::Inference,
                 Ok(pb::KeyKind::Management) => KeyKind::Management,
-                _ => return Err(invalid(format!("key {} has unknown kind {}", key.hash, key.kind))),
+                _ => {
+                    return Err(invalid(format!(
+                        "key {} has unknown kind {}",
+                        key.hash, key.kind
+                    )));
+                }
             };
             let entry = KeyEntry {
                 hash: key.hash.clone(),
@@ -169,19 +189,34 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
         let mut providers: HashMap<(String, String), Arc<ProviderEntry>> = HashMap::new();
         for p in pb.providers {
             if !orgs.contains_key(&p.org_id) {
-                return Err(invalid(format!("provider `{}` names unknown org `{}`", p.slug, p.org_id)));
+                return Err(invalid(format!(
+                    "provider `{}` names unknown org `{}`",
+                    p.slug, p.org_id
+                )));
             }
             let kind = match pb::ProviderKind::try_from(p.kind) {
                 Ok(pb::ProviderKind::Openai) => ProviderKind::OpenAi,
                 Ok(pb::ProviderKind::OpenaiCompatible) => ProviderKind::OpenAiCompatible,
                 Ok(pb::ProviderKind::Echo) => ProviderKind::Echo,
-                _ => return Err(invalid(format!("provider `{}` has unknown kind {}", p.slug, p.kind))),
+                _ => {
+                    return Err(invalid(format!(
+                        "provider `{}` has unknown kind {}",
+                        p.slug, p.kind
+                    )));
+                }
             };
             if kind != ProviderKind::Echo {
-                let url = reqwest::Url::parse(&p.base_url)
-                    .map_err(|e| invalid(format!("provider `{}` base URL `{}`: {e}", p.slug, p.base_url)))?;
+                let url = reqwest::Url::parse(&p.base_url).map_err(|e| {
+                    invalid(format!(
+                        "provider `{}` base URL `{}`: {e}",
+                        p.slug, p.base_url
+                    ))
+                })?;
                 if !matches!(url.scheme(), "http" | "https") {
-                    return Err(invalid(format!("provider `{}` base URL must be http(s)", p.slug)));
+                    return Err(invalid(format!(
+                        "provider `{}` base URL must be http(s)",
+                        p.slug
+                    )));
                 }
             }
             let entry = ProviderEntry {
@@ -196,19 +231,31 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
         }
 
         for m in pb.models {
-            let catalog = orgs
-                .get_mut(&m.org_id)
-                .ok_or_else(|| invalid(format!("model `{}` names unknown org `{}`", m.id, m.org_id)))?;
+            let catalog = orgs.get_mut(&m.org_id).ok_or_else(|| {
+                invalid(format!("model `{}` names unknown org `{}`", m.id, m.org_id))
+            })?;
             let mut endpoints = Vec::with_capacity(m.endpoints.len());
             for e in m.endpoints {
                 let provider = providers
                     .get(&(m.org_id.clone(), e.provider_id.clone()))
                     .cloned()
-                    .ok_or_else(|| invalid(format!("model `{}` endpoint uses unknown provider `{}`", m.id, e.provider_id)))?;
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "model `{}` endpoint uses unknown provider `{}`",
+                            m.id, e.provider_id
+                        ))
+                    })?;
                 let prices = e.prices.as_ref().map(PriceSheet::from).unwrap_or_default();
-                if [prices.input, prices.output, prices.cache_read, prices.cache_write_5m, prices.cache_write_1h, prices.per_request_nanos]
-                    .iter()
-                    .any(|p| *p < 0)
+                if [
+                    prices.input,
+                    prices.output,
+                    prices.cache_read,
+                    prices.cache_write_5m,
+                    prices.cache_write_1h,
+                    prices.per_request_nanos,
+                ]
+                .iter()
+                .any(|p| *p < 0)
                 {
                     return Err(invalid(format!("model `{}` has a negative price", m.id)));
                 }
@@ -230,7 +277,10 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 endpoints,
             });
             if catalog.by_id.insert(m.id.clone(), entry.clone()).is_some() {
-                return Err(invalid(format!("model `{}` appears twice in org `{}`", m.id, m.org_id)));
+                return Err(invalid(format!(
+                    "model `{}` appears twice in org `{}`",
+                    m.id, m.org_id
+                )));
             }
             catalog.models.push(entry);
         }
@@ -238,7 +288,11 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
             catalog.models.sort_by(|a, b| a.id.cmp(&b.id));
         }
 
-        Ok(Snapshot { version: pb.version, keys, orgs })
+        Ok(Snapshot {
+            version: pb.version,
+            keys,
+            orgs,
+        })
     }
 }
 
@@ -250,7 +304,10 @@ mod tests {
         pb::ConfigSnapshot {
             version: 7,
             generated_at_ms: 0,
-            orgs: vec![pb::Org { id: "o1".into(), name: "Org".into() }],
+            orgs: vec![pb::Org {
+                id: "o1".into(),
+                name: "Org".into(),
+            }],
             api_keys: vec![pb::ApiKey {
                 hash: "a".repeat(64),
                 org_id: "o1".into(),
@@ -270,7 +327,12 @@ mod tests {
             models: vec![pb::Model {
                 org_id: "o1".into(),
                 id: "openai/gpt-4o-mini".into(),
-                endpoints: vec![pb::Endpoint { id: "e1".into(), provider_id: "p1".into(), upstream_model: "gpt-4o-mini".into(), ..Default::default() }],
+                endpoints: vec![pb::Endpoint {
+                    id: "e1".into(),
+                    provider_id: "p1".into(),
+                    upstream_model: "gpt-4o-mini".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         }
@@ -283,7 +345,10 @@ mod tests {
         let key = snap.key(&KeyHash::parse(&"a".repeat(64)).unwrap()).unwrap();
         assert_eq!(&*key.org_id, "o1");
         let model = snap.org("o1").unwrap().model("openai/gpt-4o-mini").unwrap();
-        assert_eq!(model.endpoints[0].provider.base_url, "https://api.openai.com/v1");
+        assert_eq!(
+            model.endpoints[0].provider.base_url,
+            "https://api.openai.com/v1"
+        );
         assert!(!format!("{:?}", model.endpoints[0].provider).contains("sk-secret"));
     }
 
@@ -291,11 +356,21 @@ mod tests {
     fn rejects_dangling_references_and_bad_values() {
         let mut s = valid();
         s.api_keys[0].org_id = "nope".into();
-        assert!(Snapshot::try_from(s).unwrap_err().to_string().contains("unknown org"));
+        assert!(
+            Snapshot::try_from(s)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown org")
+        );
 
         let mut s = valid();
         s.models[0].endpoints[0].provider_id = "p404".into();
-        assert!(Snapshot::try_from(s).unwrap_err().to_string().contains("unknown provider"));
+        assert!(
+            Snapshot::try_from(s)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown provider")
+        );
 
         let mut s = valid();
         s.providers[0].base_url = "ftp://x".into();
@@ -306,7 +381,15 @@ mod tests {
         assert!(Snapshot::try_from(s).is_err());
 
         let mut s = valid();
-        s.models[0].endpoints[0].prices = Some(pb::Prices { input: -1, ..Default::default() });
-        assert!(Snapshot::try_from(s).unwrap_err().to_string().contains("negative price"));
+        s.models[0].endpoints[0].prices = Some(pb::Prices {
+            input: -1,
+            ..Default::default()
+        });
+        assert!(
+            Snapshot::try_from(s)
+                .unwrap_err()
+                .to_string()
+                .contains("negative price")
+        );
     }
 }

@@ -54,7 +54,9 @@ pub async fn run_config_sync(
 }
 
 async fn follow(
-    client: &mut ConfigServiceClient<tonic::service::interceptor::InterceptedService<Channel, NodeAuth>>,
+    client: &mut ConfigServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, NodeAuth>,
+    >,
     request: pb::WatchRequest,
     live: &ArcSwapOption<Snapshot>,
     config: &SyncConfig,
@@ -75,15 +77,29 @@ async fn follow(
                 live.store(Some(Arc::new(snapshot)));
                 config.applied.send_replace(version);
                 tracing::info!(version, "applied config snapshot");
-                pb::ConfigAck { node_id: config.node_id.clone(), version, ok: true, error: String::new() }
+                pb::ConfigAck {
+                    node_id: config.node_id.clone(),
+                    version,
+                    ok: true,
+                    error: String::new(),
+                }
             }
             Err(err) => {
                 tracing::error!(version, error = %err, "rejected config snapshot; keeping the last good one");
-                pb::ConfigAck { node_id: config.node_id.clone(), version, ok: false, error: err.to_string() }
+                pb::ConfigAck {
+                    node_id: config.node_id.clone(),
+                    version,
+                    ok: false,
+                    error: err.to_string(),
+                }
             }
         };
         if let Err(status) = client.ack_config(ack).await {
-            tracing::warn!(version, message = status.message(), "could not ack config snapshot");
+            tracing::warn!(
+                version,
+                message = status.message(),
+                "could not ack config snapshot"
+            );
         }
     }
     Err(tonic::Status::unavailable("config stream ended"))

@@ -41,19 +41,32 @@ impl Upstream {
 
     /// Sends one attempt to one endpoint. Errors are returned before any byte reached the
     /// client, so the caller may try another endpoint.
-    pub async fn send(&self, request: &ChatRequest, endpoint: &EndpointEntry, model_id: &str) -> Result<Reply, ApiError> {
+    pub async fn send(
+        &self,
+        request: &ChatRequest,
+        endpoint: &EndpointEntry,
+        model_id: &str,
+    ) -> Result<Reply, ApiError> {
         match endpoint.provider.kind {
             ProviderKind::Echo => Ok(if request.stream {
                 let chunks = providers::echo::chunks(request, model_id);
-                Reply::Stream(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))))
+                Reply::Stream(Box::pin(futures_util::stream::iter(
+                    chunks.into_iter().map(Ok),
+                )))
             } else {
                 Reply::Complete(providers::echo::complete(request, model_id))
             }),
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => self.send_openai(request, endpoint).await,
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                self.send_openai(request, endpoint).await
+            }
         }
     }
 
-    async fn send_openai(&self, request: &ChatRequest, endpoint: &EndpointEntry) -> Result<Reply, ApiError> {
+    async fn send_openai(
+        &self,
+        request: &ChatRequest,
+        endpoint: &EndpointEntry,
+    ) -> Result<Reply, ApiError> {
         let provider = &endpoint.provider.slug;
         let upstream = openai::build_request(request, endpoint);
         let mut builder = self
@@ -67,7 +80,10 @@ impl Upstream {
         if !request.stream {
             builder = builder.timeout(RESPONSE_TIMEOUT);
         }
-        let response = builder.send().await.map_err(|e| transport_failure(&e, provider))?;
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| transport_failure(&e, provider))?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = response
@@ -77,21 +93,39 @@ impl Upstream {
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let body = response.bytes().await.unwrap_or_default();
             let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            return Err(ApiError::Upstream(openai::map_error(status, &body, provider, retry_after)));
+            return Err(ApiError::Upstream(openai::map_error(
+                status,
+                &body,
+                provider,
+                retry_after,
+            )));
         }
         if request.stream {
             Ok(Reply::Stream(decode_sse(response, provider.clone())))
         } else {
-            let body = response.bytes().await.map_err(|e| transport_failure(&e, provider))?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| transport_failure(&e, provider))?;
             let value: Value = serde_json::from_slice(&body).map_err(|_| {
-                ApiError::Upstream(failure(StatusCode::BAD_GATEWAY, "provider_unavailable", provider, "returned a body that is not JSON"))
+                ApiError::Upstream(failure(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_unavailable",
+                    provider,
+                    "returned a body that is not JSON",
+                ))
             })?;
             Ok(Reply::Complete(value))
         }
     }
 }
 
-fn failure(status: StatusCode, error_type: &'static str, provider: &str, what: &str) -> UpstreamFailure {
+fn failure(
+    status: StatusCode,
+    error_type: &'static str,
+    provider: &str,
+    what: &str,
+) -> UpstreamFailure {
     UpstreamFailure {
         status,
         error_type,
@@ -104,11 +138,26 @@ fn failure(status: StatusCode, error_type: &'static str, provider: &str, what: &
 
 fn transport_failure(err: &reqwest::Error, provider: &str) -> ApiError {
     let f = if err.is_timeout() {
-        failure(StatusCode::GATEWAY_TIMEOUT, "timeout", provider, "timed out")
+        failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            provider,
+            "timed out",
+        )
     } else if err.is_connect() {
-        failure(StatusCode::BAD_GATEWAY, "provider_unavailable", provider, "could not be reached")
+        failure(
+            StatusCode::BAD_GATEWAY,
+            "provider_unavailable",
+            provider,
+            "could not be reached",
+        )
     } else {
-        failure(StatusCode::BAD_GATEWAY, "provider_unavailable", provider, "connection failed")
+        failure(
+            StatusCode::BAD_GATEWAY,
+            "provider_unavailable",
+            provider,
+            "connection failed",
+        )
     };
     ApiError::Upstream(f)
 }
@@ -118,36 +167,68 @@ fn transport_failure(err: &reqwest::Error, provider: &str) -> ApiError {
 /// an error item so the relay can end the client's stream with an error event.
 fn decode_sse(response: reqwest::Response, provider: String) -> providers::ChunkStream {
     let events = response.bytes_stream().eventsource();
-    let stream = futures_util::stream::unfold((events, provider, false), |(mut events, provider, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            let next = tokio::time::timeout(RESPONSE_TIMEOUT, events.next()).await;
-            let item = match next {
-                Err(_) => Err(failure(StatusCode::GATEWAY_TIMEOUT, "timeout", &provider, "stopped sending data")),
-                Ok(None) => Err(failure(StatusCode::BAD_GATEWAY, "provider_unavailable", &provider, "ended the stream before [DONE]")),
-                Ok(Some(Err(_))) => Err(failure(StatusCode::BAD_GATEWAY, "provider_unavailable", &provider, "broke the stream")),
-                Ok(Some(Ok(event))) => {
-                    let data = event.data.trim();
-                    if data.is_empty() {
-                        continue;
-                    }
-                    if data == "[DONE]" {
-                        return None;
-                    }
-                    match serde_json::from_str::<Value>(data) {
-                        Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
-                            let msg = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("stream error").to_owned();
-                            Err(failure(StatusCode::BAD_GATEWAY, "provider_unavailable", &provider, &format!("reported an error mid-stream: {msg}")))
+    let stream = futures_util::stream::unfold(
+        (events, provider, false),
+        |(mut events, provider, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let next = tokio::time::timeout(RESPONSE_TIMEOUT, events.next()).await;
+                let item = match next {
+                    Err(_) => Err(failure(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        &provider,
+                        "stopped sending data",
+                    )),
+                    Ok(None) => Err(failure(
+                        StatusCode::BAD_GATEWAY,
+                        "provider_unavailable",
+                        &provider,
+                        "ended the stream before [DONE]",
+                    )),
+                    Ok(Some(Err(_))) => Err(failure(
+                        StatusCode::BAD_GATEWAY,
+                        "provider_unavailable",
+                        &provider,
+                        "broke the stream",
+                    )),
+                    Ok(Some(Ok(event))) => {
+                        let data = event.data.trim();
+                        if data.is_empty() {
+                            continue;
                         }
-                        Ok(v) => return Some((Ok(v), (events, provider, false))),
-                        Err(_) => Err(failure(StatusCode::BAD_GATEWAY, "provider_unavailable", &provider, "sent an event that is not JSON")),
+                        if data == "[DONE]" {
+                            return None;
+                        }
+                        match serde_json::from_str::<Value>(data) {
+                            Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
+                                let msg = v
+                                    .pointer("/error/message")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("stream error")
+                                    .to_owned();
+                                Err(failure(
+                                    StatusCode::BAD_GATEWAY,
+                                    "provider_unavailable",
+                                    &provider,
+                                    &format!("reported an error mid-stream: {msg}"),
+                                ))
+                            }
+                            Ok(v) => return Some((Ok(v), (events, provider, false))),
+                            Err(_) => Err(failure(
+                                StatusCode::BAD_GATEWAY,
+                                "provider_unavailable",
+                                &provider,
+                                "sent an event that is not JSON",
+                            )),
+                        }
                     }
-                }
-            };
-            return Some((item.map_err(ApiError::Upstream), (events, provider, true)));
-        }
-    });
+                };
+                return Some((item.map_err(ApiError::Upstream), (events, provider, true)));
+            }
+        },
+    );
     Box::pin(stream)
 }

@@ -46,7 +46,9 @@ impl FromStr for GenerationId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let raw = s.strip_prefix(PREFIX).unwrap_or(s);
-        Uuid::parse_str(raw).map(Self).map_err(|_| GenerationIdError)
+        Uuid::parse_str(raw)
+            .map(Self)
+            .map_err(|_| GenerationIdError)
     }
 }
 

@@ -53,10 +53,18 @@ impl fmt::Debug for ApiKeySecret {
 
 /// Checks the key format without allocating; used on the hot path before hashing.
 pub fn validate(text: &str) -> Result<(), KeyFormatError> {
-    let body = text.strip_prefix(KEY_PREFIX).ok_or(KeyFormatError::Prefix)?;
+    let body = text
+        .strip_prefix(KEY_PREFIX)
+        .ok_or(KeyFormatError::Prefix)?;
     let well_formed = body.len() == SECRET_HEX_LEN
-        && body.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if well_formed { Ok(()) } else { Err(KeyFormatError::Body) }
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(KeyFormatError::Body)
+    }
 }
 
 /// Lowercase hex SHA-256 of a key secret: the key's public id.
@@ -70,7 +78,10 @@ impl KeyHash {
 
     /// Accepts a stored or client-supplied hash; rejects anything but 64 lowercase hex.
     pub fn parse(text: &str) -> Option<Self> {
-        let ok = text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = text.len() == 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Self(text.to_owned()))
     }
 
@@ -115,10 +126,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed_keys() {
-        assert_eq!(ApiKeySecret::parse("sk-or-v1-abc").unwrap_err(), KeyFormatError::Prefix);
-        assert_eq!(ApiKeySecret::parse("sk-sy-v1-abc").unwrap_err(), KeyFormatError::Body);
+        assert_eq!(
+            ApiKeySecret::parse("sk-or-v1-abc").unwrap_err(),
+            KeyFormatError::Prefix
+        );
+        assert_eq!(
+            ApiKeySecret::parse("sk-sy-v1-abc").unwrap_err(),
+            KeyFormatError::Body
+        );
         let upper = format!("{KEY_PREFIX}{}", "A".repeat(64));
-        assert_eq!(ApiKeySecret::parse(&upper).unwrap_err(), KeyFormatError::Body);
+        assert_eq!(
+            ApiKeySecret::parse(&upper).unwrap_err(),
+            KeyFormatError::Body
+        );
     }
 
     #[test]

@@ -51,8 +51,7 @@ impl Money {
             return Err(MoneyParseError::Syntax);
         }
         // Going through the shortest decimal text keeps 0.1 as exactly 100_000_000 nanos.
-        Self::parse_usd(&format!("{usd}"))
-            .or_else(|_| Self::parse_usd(&format!("{usd:.9}")))
+        Self::parse_usd(&format!("{usd}")).or_else(|_| Self::parse_usd(&format!("{usd:.9}")))
     }
 
     pub fn saturating_add(self, other: Money) -> Money {
@@ -123,7 +122,11 @@ fn parse_decimal_scaled(text: &str, scale: u32) -> Result<i128, MoneyParseError>
     if whole.is_empty() && frac.is_empty() {
         return Err(MoneyParseError::Syntax);
     }
-    if !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if !whole
+        .bytes()
+        .chain(frac.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return Err(MoneyParseError::Syntax);
     }
     let frac = frac.trim_end_matches('0');
@@ -299,8 +302,16 @@ mod tests {
 
     #[test]
     fn one_dollar_per_million_is_a_thousand_nanos_per_token() {
-        let prices = PriceSheet { input: ONE_USD_PER_MTOK, output: ONE_USD_PER_MTOK, ..Default::default() };
-        let usage = UsageDims { input_tokens: 3, output_tokens: 2, ..Default::default() };
+        let prices = PriceSheet {
+            input: ONE_USD_PER_MTOK,
+            output: ONE_USD_PER_MTOK,
+            ..Default::default()
+        };
+        let usage = UsageDims {
+            input_tokens: 3,
+            output_tokens: 2,
+            ..Default::default()
+        };
         assert_eq!(prices.cost(&usage), Money::from_nanos(5_000));
     }
 
@@ -326,8 +337,15 @@ mod tests {
 
     #[test]
     fn reasoning_priced_as_output_unless_set() {
-        let mut prices = PriceSheet { output: 10 * ONE_USD_PER_MTOK, ..Default::default() };
-        let usage = UsageDims { output_tokens: 1_000, reasoning_tokens: 400, ..Default::default() };
+        let mut prices = PriceSheet {
+            output: 10 * ONE_USD_PER_MTOK,
+            ..Default::default()
+        };
+        let usage = UsageDims {
+            output_tokens: 1_000,
+            reasoning_tokens: 400,
+            ..Default::default()
+        };
         assert_eq!(prices.cost(&usage), Money::from_nanos(10_000_000));
         prices.reasoning = Some(20 * ONE_USD_PER_MTOK);
         assert_eq!(prices.cost(&usage), Money::from_nanos(14_000_000));
@@ -336,18 +354,33 @@ mod tests {
     #[test]
     fn parses_and_formats_usd() {
         assert_eq!(Money::parse_usd("1").unwrap(), Money::from_usd(1));
-        assert_eq!(Money::parse_usd("0.000000001").unwrap(), Money::from_nanos(1));
-        assert_eq!(Money::parse_usd("0.0000000001"), Err(MoneyParseError::TooPrecise));
+        assert_eq!(
+            Money::parse_usd("0.000000001").unwrap(),
+            Money::from_nanos(1)
+        );
+        assert_eq!(
+            Money::parse_usd("0.0000000001"),
+            Err(MoneyParseError::TooPrecise)
+        );
         assert_eq!(Money::parse_usd("1e3"), Err(MoneyParseError::Syntax));
-        assert_eq!(Money::from_usd_f64(0.1).unwrap(), Money::from_nanos(100_000_000));
+        assert_eq!(
+            Money::from_usd_f64(0.1).unwrap(),
+            Money::from_nanos(100_000_000)
+        );
         assert_eq!(Money::from_nanos(1_500_000_000).to_string(), "$1.5");
         assert_eq!(Money::from_nanos(-5).to_string(), "-$0.000000005");
     }
 
     #[test]
     fn per_token_price_strings_round_trip() {
-        assert_eq!(per_token_usd_to_nanos_per_mtok("0.00000015").unwrap(), 150_000_000);
-        assert_eq!(per_token_usd_to_nanos_per_mtok("0.0000000375").unwrap(), 37_500_000);
+        assert_eq!(
+            per_token_usd_to_nanos_per_mtok("0.00000015").unwrap(),
+            150_000_000
+        );
+        assert_eq!(
+            per_token_usd_to_nanos_per_mtok("0.0000000375").unwrap(),
+            37_500_000
+        );
         assert_eq!(nanos_per_mtok_to_per_token_usd(150_000_000), "0.00000015");
         assert_eq!(nanos_per_mtok_to_per_token_usd(0), "0");
         assert!(per_token_usd_to_nanos_per_mtok("-1").is_err());

@@ -10,9 +10,15 @@ use serde_json::Value;
 use switchyard_e2e::harness::System;
 
 fn python_with_openai() -> Option<String> {
-    let candidates = std::env::var("SWITCHYARD_PYTHON").ok().into_iter().chain(["python3".to_owned()]);
+    let candidates = std::env::var("SWITCHYARD_PYTHON")
+        .ok()
+        .into_iter()
+        .chain(["python3".to_owned()]);
     for python in candidates {
-        let ok = Command::new(&python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success());
+        let ok = Command::new(&python)
+            .args(["-c", "import openai"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if ok {
             return Some(python);
         }
@@ -36,11 +42,20 @@ async fn official_openai_python_sdk_plain_and_streaming() {
     let system = System::start().await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_python_check.py");
     let output = tokio::process::Command::new(&python)
-        .args([script, &system.base_url(), system.api_key(), "switchyard/echo"])
+        .args([
+            script,
+            &system.base_url(),
+            system.api_key(),
+            "switchyard/echo",
+        ])
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let got: Value = serde_json::from_slice(&output.stdout).unwrap();
 
     assert_eq!(got["plain"]["content"], "hello from python");
@@ -55,12 +70,22 @@ async fn official_openai_python_sdk_plain_and_streaming() {
 
     assert_eq!(got["stream"]["content"], "stream from python");
     assert_eq!(got["stream"]["finish_reason"], "stop");
-    assert_eq!(got["stream"]["ids"].as_array().unwrap().len(), 1, "one id across the stream");
+    assert_eq!(
+        got["stream"]["ids"].as_array().unwrap().len(),
+        1,
+        "one id across the stream"
+    );
     let usage = got["stream"]["usage_chunks"].as_array().unwrap();
     assert_eq!(usage.len(), 1, "exactly one usage chunk");
     assert_eq!(usage[0]["completion_tokens"], 3);
 
-    assert!(got["models"].as_array().unwrap().iter().any(|m| m == "switchyard/echo"));
+    assert!(
+        got["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "switchyard/echo")
+    );
     assert_eq!(got["not_found"]["status"], 400);
     assert_eq!(got["auth_error"], 401);
 }

@@ -7,7 +7,11 @@ use switchyard_e2e::harness::System;
 
 async fn echo(system: &System, words: &str) -> String {
     let response = system
-        .post("/chat/completions", system.api_key(), &json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": words}]}))
+        .post(
+            "/chat/completions",
+            system.api_key(),
+            &json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": words}]}),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -25,13 +29,26 @@ async fn gateway_serves_known_keys_while_the_control_plane_is_down() {
     let down = system.get("/keys", system.management_key()).await.unwrap();
     assert_eq!(down.status(), 503);
     let body: Value = down.json().await.unwrap();
-    assert_eq!(body["error"]["metadata"]["error_type"], "temporarily_unavailable");
+    assert_eq!(
+        body["error"]["metadata"]["error_type"],
+        "temporarily_unavailable"
+    );
 
     system.restart_control_plane().await.unwrap();
     system.wait_for_usage_shipped().await.unwrap();
-    let generation = system.get(&format!("/generation?id={id}"), system.api_key()).await.unwrap();
+    let generation = system
+        .get(&format!("/generation?id={id}"), system.api_key())
+        .await
+        .unwrap();
     assert_eq!(generation.status(), 200);
-    assert_eq!(system.store.count_usage(&system.secrets.org_id).await.unwrap(), 1);
+    assert_eq!(
+        system
+            .store
+            .count_usage(&system.secrets.org_id)
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -51,7 +68,11 @@ async fn spooled_usage_survives_a_gateway_restart_and_bills_exactly_once() {
     system.restart_gateway().await.unwrap();
     system.wait_for_usage_shipped().await.unwrap();
     assert_eq!(system.store.count_usage(&org).await.unwrap(), 5);
-    let billed = system.store.account_balance(&org, accounts::ORG_CREDITS).await.unwrap();
+    let billed = system
+        .store
+        .account_balance(&org, accounts::ORG_CREDITS)
+        .await
+        .unwrap();
     // 3 words in, 3 out, $1/M each way: 6000 nano-USD a request.
     assert_eq!(billed, -5 * 6000);
 
@@ -61,7 +82,14 @@ async fn spooled_usage_survives_a_gateway_restart_and_bills_exactly_once() {
     system.restart_gateway().await.unwrap();
     system.wait_for_usage_shipped().await.unwrap();
     assert_eq!(system.store.count_usage(&org).await.unwrap(), 5);
-    assert_eq!(system.store.account_balance(&org, accounts::ORG_CREDITS).await.unwrap(), billed);
+    assert_eq!(
+        system
+            .store
+            .account_balance(&org, accounts::ORG_CREDITS)
+            .await
+            .unwrap(),
+        billed
+    );
 }
 
 #[tokio::test]

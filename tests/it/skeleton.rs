@@ -23,14 +23,30 @@ fn expected_cost_nanos(prompt: u64, completion: u64) -> i64 {
 
 #[tokio::test]
 async fn key_created_over_rest_drives_plain_and_streaming_calls_into_the_ledger() {
-    let mock = MockOpenAi::start(MockConfig { api_key: Some("sk-mock".into()), fixed_usage: Some((12, 7)), ..MockConfig::default() })
+    let mock = MockOpenAi::start(MockConfig {
+        api_key: Some("sk-mock".into()),
+        fixed_usage: Some((12, 7)),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let system = System::start().await.unwrap();
+    system
+        .add_openai_model(
+            &mock.base_url(),
+            "acme/mini",
+            "gpt-4o-mini",
+            PROMPT_PRICE,
+            COMPLETION_PRICE,
+        )
         .await
         .unwrap();
-    let system = System::start().await.unwrap();
-    system.add_openai_model(&mock.base_url(), "acme/mini", "gpt-4o-mini", PROMPT_PRICE, COMPLETION_PRICE).await.unwrap();
 
     // A new key through the OpenRouter-compatible management API, via the gateway's base URL.
-    let created = system.post("/keys", system.management_key(), &json!({"name": "ci key"})).await.unwrap();
+    let created = system
+        .post("/keys", system.management_key(), &json!({"name": "ci key"}))
+        .await
+        .unwrap();
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     let key = created["key"].as_str().unwrap().to_owned();
@@ -45,14 +61,20 @@ async fn key_created_over_rest_drives_plain_and_streaming_calls_into_the_ledger(
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let header_id = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let header_id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: Value = response.json().await.unwrap();
     let id = body["id"].as_str().unwrap().to_owned();
     assert_eq!(id, header_id);
     let gen_id: GenerationId = id.parse().unwrap();
     assert_eq!(gen_id.uuid().get_version_num(), 7);
     assert_eq!(body["model"], "acme/mini");
-    assert_eq!(body["choices"][0]["message"]["content"], "mock reply to: hello there");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "mock reply to: hello there"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["prompt_tokens"], 12);
     assert_eq!(body["usage"]["completion_tokens"], 7);
@@ -69,9 +91,16 @@ async fn key_created_over_rest_drives_plain_and_streaming_calls_into_the_ledger(
 
     // `/generation` answers within a second of the response, for the key that made it.
     let started = Instant::now();
-    let generation = system.get(&format!("/generation?id={id}"), &key).await.unwrap();
+    let generation = system
+        .get(&format!("/generation?id={id}"), &key)
+        .await
+        .unwrap();
     assert_eq!(generation.status(), 200);
-    assert!(started.elapsed().as_millis() < 1000, "generation took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_millis() < 1000,
+        "generation took {:?}",
+        started.elapsed()
+    );
     let generation: Value = generation.json().await.unwrap();
     assert_eq!(generation["data"]["id"], id);
     assert_eq!(generation["data"]["model"], "acme/mini");
@@ -86,22 +115,53 @@ async fn key_created_over_rest_drives_plain_and_streaming_calls_into_the_ledger(
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let stream_id = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let stream_id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = response.text().await.unwrap();
     let (chunks, done) = sse::chunks(&text);
     assert!(done, "stream did not end with [DONE]: {text}");
-    assert!(chunks.iter().all(|c| c["id"] == stream_id && c["model"] == "acme/mini"));
-    let content: String = chunks.iter().filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str)).collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["id"] == stream_id && c["model"] == "acme/mini")
+    );
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .collect();
     assert_eq!(content, "mock reply to: stream me please");
-    let usage_chunks: Vec<&Value> = chunks.iter().filter(|c| c.get("usage").is_some_and(|u| !u.is_null())).collect();
+    let usage_chunks: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c.get("usage").is_some_and(|u| !u.is_null()))
+        .collect();
     assert_eq!(usage_chunks.len(), 1, "exactly one usage chunk");
     assert_eq!(usage_chunks[0]["choices"], json!([]));
-    assert!(std::ptr::eq(*usage_chunks.last().unwrap(), chunks.last().unwrap()), "usage chunk is last before [DONE]");
+    assert!(
+        std::ptr::eq(*usage_chunks.last().unwrap(), chunks.last().unwrap()),
+        "usage chunk is last before [DONE]"
+    );
     assert_eq!(usage_chunks[0]["usage"]["completion_tokens"], 7);
     // The gateway asked the provider for streamed usage.
-    assert_eq!(mock.last_request().unwrap().body["stream_options"]["include_usage"], true);
+    assert_eq!(
+        mock.last_request().unwrap().body["stream_options"]["include_usage"],
+        true
+    );
 
-    let generation: Value = system.get(&format!("/generation?id={stream_id}"), system.management_key()).await.unwrap().json().await.unwrap();
+    let generation: Value = system
+        .get(
+            &format!("/generation?id={stream_id}"),
+            system.management_key(),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(generation["data"]["streamed"], true);
 
     // Exactly one ledger record per request, each with the exact cost.
@@ -109,16 +169,41 @@ async fn key_created_over_rest_drives_plain_and_streaming_calls_into_the_ledger(
     assert_eq!(system.store.count_usage(org).await.unwrap(), 2);
     for gen_text in [&id, &stream_id] {
         let gen_id: GenerationId = gen_text.parse().unwrap();
-        let row = system.store.get_usage(org, &gen_id.uuid().to_string()).await.unwrap().unwrap();
+        let row = system
+            .store
+            .get_usage(org, &gen_id.uuid().to_string())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.cost_nanos, plain_cost);
         assert_eq!(row.gateway_cost_nanos, plain_cost);
         assert_eq!(row.key_hash, hash);
     }
-    assert_eq!(system.store.account_balance(org, accounts::ORG_CREDITS).await.unwrap(), -2 * plain_cost);
-    assert_eq!(system.store.account_balance(org, accounts::PLATFORM_REVENUE).await.unwrap(), 2 * plain_cost);
+    assert_eq!(
+        system
+            .store
+            .account_balance(org, accounts::ORG_CREDITS)
+            .await
+            .unwrap(),
+        -2 * plain_cost
+    );
+    assert_eq!(
+        system
+            .store
+            .account_balance(org, accounts::PLATFORM_REVENUE)
+            .await
+            .unwrap(),
+        2 * plain_cost
+    );
 
     // The key's own view shows the spend.
-    let me: Value = system.get("/key", &key).await.unwrap().json().await.unwrap();
+    let me: Value = system
+        .get("/key", &key)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!((me["data"]["usage"].as_f64().unwrap() - 2.0 * plain_cost as f64 / 1e9).abs() < 1e-15);
 }
 
@@ -136,8 +221,19 @@ async fn echo_model_works_offline_with_its_demo_price() {
     // $1 per million tokens in and out: 6 tokens = 6000 nano-USD.
     assert!((body["usage"]["cost"].as_f64().unwrap() - 6e-6).abs() < 1e-15);
 
-    let models: Value = system.get("/models", system.api_key()).await.unwrap().json().await.unwrap();
-    let echo = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "switchyard/echo").unwrap();
+    let models: Value = system
+        .get("/models", system.api_key())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let echo = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "switchyard/echo")
+        .unwrap();
     assert_eq!(echo["pricing"]["prompt"], "0.000001");
 }
 
@@ -145,12 +241,29 @@ async fn echo_model_works_offline_with_its_demo_price() {
 async fn config_changes_reach_the_gateway_within_a_second() {
     let system = System::start().await.unwrap();
     let started = Instant::now();
-    let created: Value = system.post("/keys", system.management_key(), &json!({"name": "fresh"})).await.unwrap().json().await.unwrap();
+    let created: Value = system
+        .post("/keys", system.management_key(), &json!({"name": "fresh"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let version = system.store.config_version().await.unwrap();
     system.gateway.wait_for_config(version).await.unwrap();
-    assert!(started.elapsed().as_millis() < 1000, "config took {:?} to arrive", started.elapsed());
+    assert!(
+        started.elapsed().as_millis() < 1000,
+        "config took {:?} to arrive",
+        started.elapsed()
+    );
     let key = created["key"].as_str().unwrap();
-    let ok = system.post("/chat/completions", key, &json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    let ok = system
+        .post(
+            "/chat/completions",
+            key,
+            &json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 
     // Disabling the key takes effect the same way.
@@ -164,7 +277,18 @@ async fn config_changes_reach_the_gateway_within_a_second() {
         .await
         .unwrap();
     assert_eq!(patched.status(), 200);
-    system.gateway.wait_for_config(system.store.config_version().await.unwrap()).await.unwrap();
-    let refused = system.post("/chat/completions", key, &json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    system
+        .gateway
+        .wait_for_config(system.store.config_version().await.unwrap())
+        .await
+        .unwrap();
+    let refused = system
+        .post(
+            "/chat/completions",
+            key,
+            &json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
 }

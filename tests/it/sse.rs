@@ -27,7 +27,9 @@ pub fn chunks(body: &str) -> (Vec<serde_json::Value>, bool) {
     for frame in frames(body) {
         match frame {
             Frame::Data(d) if d == "[DONE]" => done = true,
-            Frame::Data(d) => out.push(serde_json::from_str(&d).unwrap_or_else(|e| panic!("chunk is not JSON ({e}): {d}"))),
+            Frame::Data(d) => out.push(
+                serde_json::from_str(&d).unwrap_or_else(|e| panic!("chunk is not JSON ({e}): {d}")),
+            ),
             Frame::Comment(_) => {}
         }
     }

@@ -57,14 +57,35 @@ impl System {
     /// A fresh system on the given database (which must be empty).
     pub async fn start_on(dir: TempDir, database_url: String) -> anyhow::Result<System> {
         init_tracing();
-        let store = store::connect(&database_url).await.context("opening the store")?;
+        let store = store::connect(&database_url)
+            .await
+            .context("opening the store")?;
         let secrets = bootstrap::ensure(&store, BootstrapOptions::default())
             .await?
             .context("the database was not empty")?;
-        let control_plane = ControlPlane::start(store.clone(), "127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?).await?;
+        let control_plane = ControlPlane::start(
+            store.clone(),
+            "127.0.0.1:0".parse()?,
+            "127.0.0.1:0".parse()?,
+        )
+        .await?;
         let spool_dir = dir.path().join("spool");
-        let gateway = Gateway::start(&control_plane, &secrets.node_token, spool_dir, "127.0.0.1:0".parse()?).await?;
-        let system = System { store, database_url, secrets, control_plane, gateway, http: reqwest::Client::new(), dir };
+        let gateway = Gateway::start(
+            &control_plane,
+            &secrets.node_token,
+            spool_dir,
+            "127.0.0.1:0".parse()?,
+        )
+        .await?;
+        let system = System {
+            store,
+            database_url,
+            secrets,
+            control_plane,
+            gateway,
+            http: reqwest::Client::new(),
+            dir,
+        };
         system.gateway.wait_for_config(1).await?;
         Ok(system)
     }
@@ -111,27 +132,55 @@ impl System {
     pub async fn restart_gateway(&mut self) -> anyhow::Result<()> {
         let addr = self.gateway.addr;
         let spool = self.gateway.spool_dir.clone();
-        self.gateway = Gateway::start(&self.control_plane, &self.secrets.node_token, spool, addr).await?;
+        self.gateway =
+            Gateway::start(&self.control_plane, &self.secrets.node_token, spool, addr).await?;
         Ok(())
     }
 
     /// POST JSON to the gateway with a bearer key.
-    pub async fn post(&self, path: &str, key: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
-        Ok(self.http.post(format!("{}{path}", self.base_url())).bearer_auth(key).json(body).send().await?)
+    pub async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(format!("{}{path}", self.base_url()))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await?)
     }
 
     pub async fn get(&self, path: &str, key: &str) -> anyhow::Result<reqwest::Response> {
-        Ok(self.http.get(format!("{}{path}", self.base_url())).bearer_auth(key).send().await?)
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.base_url()))
+            .bearer_auth(key)
+            .send()
+            .await?)
     }
 
     /// Registers an OpenAI-compatible provider and one model on it through the REST API,
     /// then waits until the gateway serves the new config.
-    pub async fn add_openai_model(&self, base_url: &str, model_id: &str, upstream: &str, prompt_price: &str, completion_price: &str) -> anyhow::Result<()> {
+    pub async fn add_openai_model(
+        &self,
+        base_url: &str,
+        model_id: &str,
+        upstream: &str,
+        prompt_price: &str,
+        completion_price: &str,
+    ) -> anyhow::Result<()> {
         let slug = format!("mock-{}", uuid::Uuid::now_v7().simple());
         let created = self
             .post("/providers", self.management_key(), &json!({"slug": slug, "kind": "openai_compatible", "base_url": base_url, "api_key": "sk-mock"}))
             .await?;
-        anyhow::ensure!(created.status() == 201, "creating provider: {}", created.text().await?);
+        anyhow::ensure!(
+            created.status() == 201,
+            "creating provider: {}",
+            created.text().await?
+        );
         let created = self
             .post(
                 "/models",
@@ -142,38 +191,68 @@ impl System {
                 }]}),
             )
             .await?;
-        anyhow::ensure!(created.status() == 201, "creating model: {}", created.text().await?);
+        anyhow::ensure!(
+            created.status() == 201,
+            "creating model: {}",
+            created.text().await?
+        );
         let version = self.store.config_version().await?;
         self.gateway.wait_for_config(version).await
     }
 
     /// Waits until the control plane has acknowledged every usage record spooled so far.
     pub async fn wait_for_usage_shipped(&self) -> anyhow::Result<()> {
-        self.gateway.wait_for_acked(|acked, last| acked >= last).await
+        self.gateway
+            .wait_for_acked(|acked, last| acked >= last)
+            .await
     }
 }
 
 impl ControlPlane {
-    pub async fn start(store: Arc<dyn Store>, http: SocketAddr, grpc: SocketAddr) -> anyhow::Result<ControlPlane> {
-        let listeners = Listeners { http: TcpListener::bind(http).await?, grpc: TcpListener::bind(grpc).await? };
+    pub async fn start(
+        store: Arc<dyn Store>,
+        http: SocketAddr,
+        grpc: SocketAddr,
+    ) -> anyhow::Result<ControlPlane> {
+        let listeners = Listeners {
+            http: TcpListener::bind(http).await?,
+            grpc: TcpListener::bind(grpc).await?,
+        };
         let http_addr = listeners.http.local_addr()?;
         let grpc_addr = listeners.grpc.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(switchyard_control_plane::run(store, listeners, RunOptions::default(), shutdown.clone()));
-        Ok(ControlPlane { http_addr, grpc_addr, shutdown, task: Some(task) })
+        let task = tokio::spawn(switchyard_control_plane::run(
+            store,
+            listeners,
+            RunOptions::default(),
+            shutdown.clone(),
+        ));
+        Ok(ControlPlane {
+            http_addr,
+            grpc_addr,
+            shutdown,
+            task: Some(task),
+        })
     }
 
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(PATIENCE, task).await.context("control plane did not stop")???;
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .context("control plane did not stop")???;
         }
         Ok(())
     }
 }
 
 impl Gateway {
-    pub async fn start(cp: &ControlPlane, node_token: &str, spool_dir: PathBuf, addr: SocketAddr) -> anyhow::Result<Gateway> {
+    pub async fn start(
+        cp: &ControlPlane,
+        node_token: &str,
+        spool_dir: PathBuf,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Gateway> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let status = GatewayStatus::default();
@@ -188,7 +267,13 @@ impl Gateway {
             status: status.clone(),
         };
         let task = tokio::spawn(switchyard_gateway::run(config, listener, shutdown.clone()));
-        Ok(Gateway { addr, status, spool_dir, shutdown, task: Some(task) })
+        Ok(Gateway {
+            addr,
+            status,
+            spool_dir,
+            shutdown,
+            task: Some(task),
+        })
     }
 
     pub async fn wait_for_config(&self, version: u64) -> anyhow::Result<()> {
@@ -202,7 +287,9 @@ impl Gateway {
     /// Waits until at least `seq` usage records are durable in the spool.
     pub async fn wait_for_spooled(&self, seq: u64) -> anyhow::Result<()> {
         let mut rx = self.status.spooled_usage_seq.subscribe();
-        tokio::time::timeout(PATIENCE, rx.wait_for(|v| *v >= seq)).await.context("usage was not spooled in time")??;
+        tokio::time::timeout(PATIENCE, rx.wait_for(|v| *v >= seq))
+            .await
+            .context("usage was not spooled in time")??;
         Ok(())
     }
 
@@ -225,7 +312,9 @@ impl Gateway {
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(PATIENCE, task).await.context("gateway did not stop")???;
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .context("gateway did not stop")???;
         }
         Ok(())
     }
@@ -253,7 +342,11 @@ impl Drop for ControlPlane {
 pub fn init_tracing() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into());
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+            .unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     });
 }

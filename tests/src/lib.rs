@@ -1,3 +1,2 @@
-
-pub mod mock_openai;
 pub mod harness;
+pub mod mock_openai;

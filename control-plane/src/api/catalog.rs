@@ -29,7 +29,10 @@ pub struct CreateProvider {
 }
 
 fn valid_slug(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 pub fn default_base_url(kind: &str) -> Option<&'static str> {
@@ -40,7 +43,11 @@ pub fn default_base_url(kind: &str) -> Option<&'static str> {
 }
 
 fn provider_json(p: &ProviderRecord) -> Value {
-    let hint = p.api_key.as_deref().filter(|k| k.len() >= 8).map(|k| format!("...{}", &k[k.len() - 4..]));
+    let hint = p
+        .api_key
+        .as_deref()
+        .filter(|k| k.len() >= 8)
+        .map(|k| format!("...{}", &k[k.len() - 4..]));
     json!({
         "id": p.id,
         "slug": p.slug,
@@ -54,28 +61,47 @@ fn provider_json(p: &ProviderRecord) -> Value {
     })
 }
 
-pub async fn list_providers(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+pub async fn list_providers(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
     principal.require_management()?;
     let providers = state.store.list_providers(principal.org_id()).await?;
-    Ok(Json(json!({ "data": providers.iter().map(provider_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "data": providers.iter().map(provider_json).collect::<Vec<_>>() }),
+    ))
 }
 
-pub async fn create_provider(State(state): State<AppState>, principal: Principal, JsonBody(body): JsonBody<CreateProvider>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create_provider(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<CreateProvider>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require_management()?;
-    let kind = body.kind.ok_or_else(|| ApiError::BadRequest(format!("`kind` is required: one of {}", PROVIDER_KINDS.join(", "))))?;
+    let kind = body.kind.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`kind` is required: one of {}",
+            PROVIDER_KINDS.join(", ")
+        ))
+    })?;
     if !PROVIDER_KINDS.contains(&kind.as_str()) {
-        return Err(ApiError::BadRequest(format!("`kind` must be one of {}, not `{kind}`", PROVIDER_KINDS.join(", "))));
+        return Err(ApiError::BadRequest(format!(
+            "`kind` must be one of {}, not `{kind}`",
+            PROVIDER_KINDS.join(", ")
+        )));
     }
     let slug = body.slug.unwrap_or_else(|| kind.replace('_', "-"));
     if !valid_slug(&slug) {
-        return Err(ApiError::BadRequest("`slug` must be 1-64 characters of a-z, 0-9, - and _".into()));
+        return Err(ApiError::BadRequest(
+            "`slug` must be 1-64 characters of a-z, 0-9, - and _".into(),
+        ));
     }
     let base_url = match (body.base_url, kind.as_str()) {
         (Some(url), _) => url.trim_end_matches('/').to_owned(),
         (None, "echo") => String::new(),
-        (None, k) => default_base_url(k)
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::BadRequest(format!("`base_url` is required for kind `{k}`")))?,
+        (None, k) => default_base_url(k).map(str::to_owned).ok_or_else(|| {
+            ApiError::BadRequest(format!("`base_url` is required for kind `{k}`"))
+        })?,
     };
     if kind != "echo" {
         check_base_url(&base_url)?;
@@ -92,7 +118,10 @@ pub async fn create_provider(State(state): State<AppState>, principal: Principal
             api_key: body.api_key.filter(|k| !k.is_empty()),
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "data": provider_json(&provider) }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "data": provider_json(&provider) })),
+    ))
 }
 
 /// Accepts absolute http(s) URLs with a host.
@@ -102,8 +131,14 @@ fn check_base_url(url: &str) -> Result<(), ApiError> {
         .map(|r| ("https", r))
         .or_else(|| url.strip_prefix("http://").map(|r| ("http", r)));
     match rest {
-        Some((_, r)) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => Ok(()),
-        _ => Err(ApiError::BadRequest(format!("`base_url` must be an absolute http(s) URL, not `{url}`"))),
+        Some((_, r))
+            if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "`base_url` must be an absolute http(s) URL, not `{url}`"
+        ))),
     }
 }
 
@@ -151,7 +186,11 @@ pub struct UpdateModel {
 
 fn price(field: &str, value: Option<&String>) -> Result<i64, ApiError> {
     value.map_or(Ok(0), |v| {
-        per_token_usd_to_nanos_per_mtok(v).map_err(|e| ApiError::BadRequest(format!("`pricing.{field}` (USD per token, e.g. \"0.00000015\"): {e}")))
+        per_token_usd_to_nanos_per_mtok(v).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "`pricing.{field}` (USD per token, e.g. \"0.00000015\"): {e}"
+            ))
+        })
     })
 }
 
@@ -168,23 +207,43 @@ fn prices(p: &PricingBody) -> Result<PriceSheet, ApiError> {
         cache_read: price("input_cache_read", p.input_cache_read.as_ref())?,
         cache_write_5m: price("input_cache_write", p.input_cache_write.as_ref())?,
         cache_write_1h: price("input_cache_write_1h", p.input_cache_write_1h.as_ref())?,
-        reasoning: p.internal_reasoning.as_ref().map(|v| price("internal_reasoning", Some(v))).transpose()?,
+        reasoning: p
+            .internal_reasoning
+            .as_ref()
+            .map(|v| price("internal_reasoning", Some(v)))
+            .transpose()?,
         per_request_nanos: request_nanos,
     })
 }
 
-async fn endpoints(state: &AppState, org_id: &str, model_id: &str, context: i64, bodies: Vec<EndpointBody>) -> Result<Vec<NewEndpoint>, ApiError> {
-    let default_upstream = model_id.split_once('/').map_or(model_id, |(_, s)| s).to_owned();
+async fn endpoints(
+    state: &AppState,
+    org_id: &str,
+    model_id: &str,
+    context: i64,
+    bodies: Vec<EndpointBody>,
+) -> Result<Vec<NewEndpoint>, ApiError> {
+    let default_upstream = model_id
+        .split_once('/')
+        .map_or(model_id, |(_, s)| s)
+        .to_owned();
     let mut out = Vec::with_capacity(bodies.len());
     for (i, e) in bodies.into_iter().enumerate() {
         let provider = state
             .store
             .get_provider(org_id, &e.provider)
             .await
-            .map_err(|_| ApiError::BadRequest(format!("endpoints[{i}].provider `{}` is not a provider of this org", e.provider)))?;
+            .map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "endpoints[{i}].provider `{}` is not a provider of this org",
+                    e.provider
+                ))
+            })?;
         let context_length = e.context_length.unwrap_or(context);
         if context_length <= 0 {
-            return Err(ApiError::BadRequest(format!("endpoints[{i}].context_length must be positive")));
+            return Err(ApiError::BadRequest(format!(
+                "endpoints[{i}].context_length must be positive"
+            )));
         }
         out.push(NewEndpoint {
             id: Uuid::now_v7().to_string(),
@@ -236,41 +295,77 @@ fn model_json(r: &ModelRecord, providers: &[ProviderRecord]) -> Value {
 
 fn valid_model_id(id: &str) -> bool {
     id.split_once('/').is_some_and(|(a, s)| {
-        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        };
         ok(a) && ok(s)
     }) && id.len() <= 200
 }
 
-pub async fn list_models(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+pub async fn list_models(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
     principal.require_management()?;
     let models = state.store.list_models(principal.org_id()).await?;
     let providers = state.store.list_providers(principal.org_id()).await?;
-    Ok(Json(json!({ "data": models.iter().map(|m| model_json(m, &providers)).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "data": models.iter().map(|m| model_json(m, &providers)).collect::<Vec<_>>() }),
+    ))
 }
 
-pub async fn create_model(State(state): State<AppState>, principal: Principal, JsonBody(body): JsonBody<CreateModel>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create_model(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<CreateModel>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require_management()?;
     let org = principal.org_id().to_owned();
-    let id = body.id.ok_or_else(|| ApiError::BadRequest("`id` is required, e.g. \"openai/gpt-4o-mini\"".into()))?;
+    let id = body.id.ok_or_else(|| {
+        ApiError::BadRequest("`id` is required, e.g. \"openai/gpt-4o-mini\"".into())
+    })?;
     if !valid_model_id(&id) {
-        return Err(ApiError::BadRequest(format!("`id` must look like author/slug, not `{id}`")));
+        return Err(ApiError::BadRequest(format!(
+            "`id` must look like author/slug, not `{id}`"
+        )));
     }
     let context_length = body.context_length.unwrap_or(8192);
     if context_length <= 0 {
-        return Err(ApiError::BadRequest("`context_length` must be positive".into()));
+        return Err(ApiError::BadRequest(
+            "`context_length` must be positive".into(),
+        ));
     }
     let endpoints = endpoints(&state, &org, &id, context_length, body.endpoints).await?;
     let record = state
         .store
-        .create_model(&NewModel { org_id: org.clone(), name: body.name.unwrap_or_else(|| id.clone()), id, description: body.description, context_length, endpoints })
+        .create_model(&NewModel {
+            org_id: org.clone(),
+            name: body.name.unwrap_or_else(|| id.clone()),
+            id,
+            description: body.description,
+            context_length,
+            endpoints,
+        })
         .await?;
     let providers = state.store.list_providers(&org).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "data": model_json(&record, &providers) }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "data": model_json(&record, &providers) })),
+    ))
 }
 
-pub async fn get_model(State(state): State<AppState>, principal: Principal, Path((author, slug)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn get_model(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((author, slug)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     principal.require_management()?;
-    let record = state.store.get_model(principal.org_id(), &format!("{author}/{slug}")).await?;
+    let record = state
+        .store
+        .get_model(principal.org_id(), &format!("{author}/{slug}"))
+        .await?;
     let providers = state.store.list_providers(principal.org_id()).await?;
     Ok(Json(json!({ "data": model_json(&record, &providers) })))
 }
@@ -287,7 +382,9 @@ pub async fn update_model(
     let current = state.store.get_model(&org, &id).await?;
     let context = body.context_length.unwrap_or(current.model.context_length);
     if context <= 0 {
-        return Err(ApiError::BadRequest("`context_length` must be positive".into()));
+        return Err(ApiError::BadRequest(
+            "`context_length` must be positive".into(),
+        ));
     }
     let endpoints = match body.endpoints {
         Some(list) => Some(endpoints(&state, &org, &id, context, list).await?),
@@ -295,7 +392,16 @@ pub async fn update_model(
     };
     let record = state
         .store
-        .update_model(&org, &id, &ModelPatch { name: body.name, description: body.description, context_length: body.context_length, endpoints })
+        .update_model(
+            &org,
+            &id,
+            &ModelPatch {
+                name: body.name,
+                description: body.description,
+                context_length: body.context_length,
+                endpoints,
+            },
+        )
         .await?;
     let providers = state.store.list_providers(&org).await?;
     Ok(Json(json!({ "data": model_json(&record, &providers) })))

@@ -23,16 +23,27 @@ pub struct GenerationQuery {
     id: Option<String>,
 }
 
-pub async fn get(State(state): State<AppState>, principal: Principal, Query(q): Query<GenerationQuery>) -> Result<Json<Value>, ApiError> {
-    let text = q.id.ok_or_else(|| ApiError::BadRequest("query parameter `id` is required".into()))?;
-    let id: GenerationId = text.parse().map_err(|_| ApiError::BadRequest(format!("`{text}` is not a generation id (gen-<uuid>)")))?;
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<GenerationQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let text =
+        q.id.ok_or_else(|| ApiError::BadRequest("query parameter `id` is required".into()))?;
+    let id: GenerationId = text.parse().map_err(|_| {
+        ApiError::BadRequest(format!("`{text}` is not a generation id (gen-<uuid>)"))
+    })?;
     let request_id = id.uuid().to_string();
     let deadline = tokio::time::Instant::now() + WAIT_FOR_RECORD;
     let row = loop {
         let ingested = state.ingested.notified();
         tokio::pin!(ingested);
         ingested.as_mut().enable();
-        if let Some(row) = state.store.get_usage(principal.org_id(), &request_id).await? {
+        if let Some(row) = state
+            .store
+            .get_usage(principal.org_id(), &request_id)
+            .await?
+        {
             break row;
         }
         if tokio::time::timeout_at(deadline, ingested).await.is_err() {

@@ -55,7 +55,9 @@ fn limit_nanos(limit: Option<f64>) -> Result<Option<i64>, ApiError> {
             if usd < 0.0 {
                 return Err(ApiError::BadRequest("`limit` must not be negative".into()));
             }
-            Money::from_usd_f64(usd).map(Money::nanos).map_err(|e| ApiError::BadRequest(format!("`limit`: {e}")))
+            Money::from_usd_f64(usd)
+                .map(Money::nanos)
+                .map_err(|e| ApiError::BadRequest(format!("`limit`: {e}")))
         })
         .transpose()
 }
@@ -64,7 +66,9 @@ fn limit_reset(reset: Option<String>) -> Result<Option<String>, ApiError> {
     match reset {
         None => Ok(None),
         Some(r) if LIMIT_RESETS.contains(&r.as_str()) => Ok(Some(r)),
-        Some(r) => Err(ApiError::BadRequest(format!("`limit_reset` must be one of daily, weekly, monthly or null, not `{r}`"))),
+        Some(r) => Err(ApiError::BadRequest(format!(
+            "`limit_reset` must be one of daily, weekly, monthly or null, not `{r}`"
+        ))),
     }
 }
 
@@ -75,7 +79,10 @@ fn label(secret: &str) -> String {
 
 async fn key_json(state: &AppState, key: &KeyRecord) -> Result<Value, ApiError> {
     let [day, week, month] = window_starts(now_ms());
-    let spend = state.store.key_spend_since(&key.org_id, &key.hash, &[0, day, week, month]).await?;
+    let spend = state
+        .store
+        .key_spend_since(&key.org_id, &key.hash, &[0, day, week, month])
+        .await?;
     let usd = |nanos: i64| Money::from_nanos(nanos).as_usd_f64();
     let window_spend = match key.limit_reset.as_deref() {
         Some("daily") => spend[1],
@@ -108,19 +115,37 @@ async fn key_json(state: &AppState, key: &KeyRecord) -> Result<Value, ApiError> 
     }))
 }
 
-pub async fn create(State(state): State<AppState>, principal: Principal, JsonBody(body): JsonBody<CreateKey>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require_management()?;
-    let name = body.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).ok_or_else(|| ApiError::BadRequest("`name` is required".into()))?;
+    let name = body
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("`name` is required".into()))?;
     if name.len() > 200 {
-        return Err(ApiError::BadRequest("`name` is longer than 200 characters".into()));
+        return Err(ApiError::BadRequest(
+            "`name` is longer than 200 characters".into(),
+        ));
     }
     let kind = match body.kind.as_deref() {
         None => KeyKind::Inference,
-        Some(k) => KeyKind::parse(k).ok_or_else(|| ApiError::BadRequest(format!("`kind` must be inference or management, not `{k}`")))?,
+        Some(k) => KeyKind::parse(k).ok_or_else(|| {
+            ApiError::BadRequest(format!("`kind` must be inference or management, not `{k}`"))
+        })?,
     };
-    let expires_at = body.expires_at.as_deref().map(|t| parse_iso("expires_at", t)).transpose()?;
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .map(|t| parse_iso("expires_at", t))
+        .transpose()?;
     if expires_at.is_some_and(|t| t <= now_ms()) {
-        return Err(ApiError::BadRequest("`expires_at` must be in the future".into()));
+        return Err(ApiError::BadRequest(
+            "`expires_at` must be in the future".into(),
+        ));
     }
     let secret = ApiKeySecret::generate();
     let key = state
@@ -139,15 +164,25 @@ pub async fn create(State(state): State<AppState>, principal: Principal, JsonBod
         .await?;
     tracing::info!(org_id = %key.org_id, key_hash = %key.hash, kind = %key.kind, "API key created");
     let data = key_json(&state, &key).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "data": data, "key": secret.expose() }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "data": data, "key": secret.expose() })),
+    ))
 }
 
-pub async fn list(State(state): State<AppState>, principal: Principal, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     principal.require_management()?;
     if q.offset < 0 {
         return Err(ApiError::BadRequest("`offset` must not be negative".into()));
     }
-    let keys = state.store.list_keys(principal.org_id(), q.offset, 100, q.include_disabled).await?;
+    let keys = state
+        .store
+        .list_keys(principal.org_id(), q.offset, 100, q.include_disabled)
+        .await?;
     let mut data = Vec::with_capacity(keys.len());
     for key in &keys {
         data.push(key_json(&state, key).await?);
@@ -155,7 +190,11 @@ pub async fn list(State(state): State<AppState>, principal: Principal, Query(q):
     Ok(Json(json!({ "data": data })))
 }
 
-pub async fn get(State(state): State<AppState>, principal: Principal, Path(hash): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(hash): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     principal.require_management()?;
     let key = state.store.get_key(principal.org_id(), &hash).await?;
     Ok(Json(json!({ "data": key_json(&state, &key).await? })))
@@ -179,13 +218,23 @@ pub async fn update(
         limit_nanos: body.limit.map(limit_nanos).transpose()?,
         limit_reset: body.limit_reset.map(limit_reset).transpose()?,
         include_byok_in_limit: body.include_byok_in_limit,
-        expires_at: body.expires_at.map(|e| e.as_deref().map(|t| parse_iso("expires_at", t)).transpose()).transpose()?,
+        expires_at: body
+            .expires_at
+            .map(|e| e.as_deref().map(|t| parse_iso("expires_at", t)).transpose())
+            .transpose()?,
     };
-    let key = state.store.update_key(principal.org_id(), &hash, &patch).await?;
+    let key = state
+        .store
+        .update_key(principal.org_id(), &hash, &patch)
+        .await?;
     Ok(Json(json!({ "data": key_json(&state, &key).await? })))
 }
 
-pub async fn delete(State(state): State<AppState>, principal: Principal, Path(hash): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(hash): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     principal.require_management()?;
     if hash == principal.key.hash {
         return Err(ApiError::BadRequest("a key cannot delete itself".into()));
@@ -195,7 +244,10 @@ pub async fn delete(State(state): State<AppState>, principal: Principal, Path(ha
 }
 
 /// `GET /api/v1/key`: the calling key, inference or management.
-pub async fn current(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+pub async fn current(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
     let mut data = key_json(&state, &principal.key).await?;
     data["is_free_tier"] = json!(false);
     data["is_management_key"] = json!(principal.kind == KeyKind::Management);

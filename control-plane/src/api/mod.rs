@@ -30,19 +30,39 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/keys", get(keys::list).post(keys::create))
-        .route("/api/v1/keys/{hash}", get(keys::get).patch(keys::update).delete(keys::delete))
+        .route(
+            "/api/v1/keys/{hash}",
+            get(keys::get).patch(keys::update).delete(keys::delete),
+        )
         .route("/api/v1/key", get(keys::current))
         .route("/api/v1/generation", get(generation::get))
-        .route("/api/v1/providers", get(catalog::list_providers).post(catalog::create_provider))
-        .route("/api/v1/models", get(catalog::list_models).post(catalog::create_model))
-        .route("/api/v1/models/{author}/{slug}", get(catalog::get_model).patch(catalog::update_model))
+        .route(
+            "/api/v1/providers",
+            get(catalog::list_providers).post(catalog::create_provider),
+        )
+        .route(
+            "/api/v1/models",
+            get(catalog::list_models).post(catalog::create_model),
+        )
+        .route(
+            "/api/v1/models/{author}/{slug}",
+            get(catalog::get_model).patch(catalog::update_model),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|request: Request| async move {
-            ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()))
+            ApiError::NotFound(format!(
+                "no route for {} {}",
+                request.method(),
+                request.uri().path()
+            ))
         })
         .with_state(state)
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(|_| axum::response::IntoResponse::into_response(ApiError::Internal("handler panicked".into()))))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "handler panicked".into(),
+            ))
+        }))
 }
 
 /// JSON body whose rejections use the API's error envelope and say what is wrong.
@@ -62,6 +82,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }

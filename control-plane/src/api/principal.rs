@@ -23,7 +23,9 @@ impl Principal {
         if self.kind == KeyKind::Management {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this route needs a management key".into()))
+            Err(ApiError::Forbidden(
+                "this route needs a management key".into(),
+            ))
         }
     }
 }
@@ -31,15 +33,21 @@ impl Principal {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let secret = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or_else(|| ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into()))?;
-        keys::validate(secret).map_err(|e| ApiError::Unauthorized(format!("invalid API key: {e}")))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into())
+            })?;
+        keys::validate(secret)
+            .map_err(|e| ApiError::Unauthorized(format!("invalid API key: {e}")))?;
         let key = state
             .store
             .find_key(KeyHash::of(secret).as_str())
@@ -51,7 +59,9 @@ impl FromRequestParts<AppState> for Principal {
         if key.expires_at.is_some_and(|t| t <= crate::store::now_ms()) {
             return Err(ApiError::Unauthorized("this API key has expired".into()));
         }
-        let kind = key.kind().ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
+        let kind = key
+            .kind()
+            .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
         Ok(Principal { key, kind })
     }
 }

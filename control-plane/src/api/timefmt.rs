@@ -13,14 +13,19 @@ pub fn iso(ms: i64) -> String {
 }
 
 pub fn parse_iso(field: &str, text: &str) -> Result<i64, ApiError> {
-    let t = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| ApiError::BadRequest(format!("`{field}` must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z: {e}")))?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| ApiError::BadRequest(format!("`{field}` is out of range")))
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "`{field}` must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z: {e}"
+        ))
+    })?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| ApiError::BadRequest(format!("`{field}` is out of range")))
 }
 
 /// Start of the current UTC day, ISO week (Monday) and month, in unix ms.
 pub fn window_starts(now_ms: i64) -> [i64; 3] {
-    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let day = now.replace_time(time::Time::MIDNIGHT);
     let week = day - time::Duration::days(i64::from(day.weekday().number_days_from_monday()));
     let month = day.replace_day(1).unwrap_or(day);
@@ -44,6 +49,11 @@ mod tests {
 
     #[test]
     fn rejects_non_rfc3339() {
-        assert!(parse_iso("expires_at", "tomorrow").unwrap_err().to_string().contains("expires_at"));
+        assert!(
+            parse_iso("expires_at", "tomorrow")
+                .unwrap_err()
+                .to_string()
+                .contains("expires_at")
+        );
     }
 }

@@ -26,7 +26,10 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ConfigSnapshot, tonic
 impl ConfigService for ConfigServiceImpl {
     type WatchStream = SnapshotStream;
 
-    async fn watch(&self, request: tonic::Request<pb::WatchRequest>) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+    async fn watch(
+        &self,
+        request: tonic::Request<pb::WatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
         self.auth.check(&request).await?;
         let watch = request.into_inner();
         tracing::info!(node_id = %watch.node_id, last_applied = watch.last_applied_version, "gateway watching config");
@@ -68,7 +71,10 @@ impl ConfigService for ConfigServiceImpl {
         Ok(tonic::Response::new(Box::pin(stream)))
     }
 
-    async fn ack_config(&self, request: tonic::Request<pb::ConfigAck>) -> Result<tonic::Response<pb::ConfigAckReply>, tonic::Status> {
+    async fn ack_config(
+        &self,
+        request: tonic::Request<pb::ConfigAck>,
+    ) -> Result<tonic::Response<pb::ConfigAckReply>, tonic::Status> {
         self.auth.check(&request).await?;
         let ack = request.into_inner();
         if ack.ok {
@@ -77,7 +83,13 @@ impl ConfigService for ConfigServiceImpl {
             tracing::warn!(node_id = %ack.node_id, version = ack.version, error = %ack.error, "gateway rejected config");
         }
         self.store
-            .record_node_ack(&NodeAck { node_id: ack.node_id, version: ack.version, ok: ack.ok, error: ack.error, node_info: String::new() })
+            .record_node_ack(&NodeAck {
+                node_id: ack.node_id,
+                version: ack.version,
+                ok: ack.ok,
+                error: ack.error,
+                node_info: String::new(),
+            })
             .await?;
         Ok(tonic::Response::new(pb::ConfigAckReply {}))
     }

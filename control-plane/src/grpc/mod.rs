@@ -22,7 +22,10 @@ pub struct NodeAuthenticator {
 
 impl NodeAuthenticator {
     pub fn new(store: Arc<dyn Store>, local_hashes: impl IntoIterator<Item = String>) -> Self {
-        Self { store, local: Arc::new(local_hashes.into_iter().collect()) }
+        Self {
+            store,
+            local: Arc::new(local_hashes.into_iter().collect()),
+        }
     }
 
     pub async fn check<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {

@@ -56,13 +56,19 @@ impl UsageService for UsageServiceImpl {
                         return;
                     }
                 };
-                let Some(acked_seq) = batch.records.iter().map(|r| r.seq).max() else { continue };
+                let Some(acked_seq) = batch.records.iter().map(|r| r.seq).max() else {
+                    continue;
+                };
                 let rows = rater.rate_batch(&batch.node_id, &batch.records).await;
                 let reply = match store.ingest_usage(&rows).await {
                     Ok(outcome) => {
                         ingested.notify_waiters();
                         tracing::debug!(node_id = %batch.node_id, inserted = outcome.inserted, duplicates = outcome.duplicates, acked_seq, "usage batch ingested");
-                        Ok(pb::UsageAck { acked_seq, inserted: outcome.inserted, duplicates: outcome.duplicates })
+                        Ok(pb::UsageAck {
+                            acked_seq,
+                            inserted: outcome.inserted,
+                            duplicates: outcome.duplicates,
+                        })
                     }
                     // Not acked: the gateway keeps the records and sends them again.
                     Err(err) => Err(tonic::Status::from(err)),

@@ -59,11 +59,27 @@ pub trait Store: Send + Sync + 'static {
     /// Auth lookup by hash, across orgs (the hash is unguessable and unique).
     async fn find_key(&self, hash: &str) -> StoreResult<Option<KeyRecord>>;
     async fn get_key(&self, org_id: &str, hash: &str) -> StoreResult<KeyRecord>;
-    async fn list_keys(&self, org_id: &str, offset: i64, limit: i64, include_disabled: bool) -> StoreResult<Vec<KeyRecord>>;
-    async fn update_key(&self, org_id: &str, hash: &str, patch: &KeyPatch) -> StoreResult<KeyRecord>;
+    async fn list_keys(
+        &self,
+        org_id: &str,
+        offset: i64,
+        limit: i64,
+        include_disabled: bool,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    async fn update_key(
+        &self,
+        org_id: &str,
+        hash: &str,
+        patch: &KeyPatch,
+    ) -> StoreResult<KeyRecord>;
     async fn delete_key(&self, org_id: &str, hash: &str) -> StoreResult<()>;
     /// Spend of a key since each of the given instants (unix ms), in nano-USD.
-    async fn key_spend_since(&self, org_id: &str, hash: &str, since_ms: &[i64]) -> StoreResult<Vec<i64>>;
+    async fn key_spend_since(
+        &self,
+        org_id: &str,
+        hash: &str,
+        since_ms: &[i64],
+    ) -> StoreResult<Vec<i64>>;
 
     async fn create_provider(&self, provider: &NewProvider) -> StoreResult<ProviderRecord>;
     async fn list_providers(&self, org_id: &str) -> StoreResult<Vec<ProviderRecord>>;
@@ -71,11 +87,19 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_model(&self, model: &NewModel) -> StoreResult<ModelRecord>;
     /// Replaces name/description/context length and, when given, the endpoint list.
-    async fn update_model(&self, org_id: &str, model_id: &str, patch: &ModelPatch) -> StoreResult<ModelRecord>;
+    async fn update_model(
+        &self,
+        org_id: &str,
+        model_id: &str,
+        patch: &ModelPatch,
+    ) -> StoreResult<ModelRecord>;
     async fn get_model(&self, org_id: &str, model_id: &str) -> StoreResult<ModelRecord>;
     async fn list_models(&self, org_id: &str) -> StoreResult<Vec<ModelRecord>>;
     /// Prices of an endpoint as currently stored, for rating usage.
-    async fn endpoint_prices(&self, endpoint_id: &str) -> StoreResult<Option<switchyard_proto::PriceSheet>>;
+    async fn endpoint_prices(
+        &self,
+        endpoint_id: &str,
+    ) -> StoreResult<Option<switchyard_proto::PriceSheet>>;
 
     async fn config_version(&self) -> StoreResult<u64>;
     /// Everything a gateway needs, read in one transaction so it matches `version`.
@@ -102,7 +126,9 @@ pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(std::sync::Arc::new(PgStore::connect(url).await?))
     } else {
-        Err(StoreError::Url("expected sqlite://… or postgres://…".into()))
+        Err(StoreError::Url(
+            "expected sqlite://… or postgres://…".into(),
+        ))
     }
 }
 

@@ -20,14 +20,18 @@ impl PgStore {
     const BACKEND: &'static str = "postgres";
 
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        let store = Self { pool, changes: watch::channel(0).0 };
+        let store = Self {
+            pool,
+            changes: watch::channel(0).0,
+        };
         let version = super::Store::config_version(&store).await?;
         store.changes.send_replace(version);
         store.listen_for_other_replicas().await?;
@@ -64,15 +68,24 @@ impl PgStore {
         super::advance(&self.changes, version);
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(version.to_string()).execute(&pool).await {
+            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(version.to_string())
+                .execute(&pool)
+                .await
+            {
                 tracing::warn!(error = %err, "could not notify other replicas of a config change");
             }
         });
     }
 
     /// REPEATABLE READ makes every table in the snapshot read match the version row.
-    async fn begin_consistent_read(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> StoreResult<()> {
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut **tx).await?;
+    async fn begin_consistent_read(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> StoreResult<()> {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }

@@ -6,8 +6,10 @@
 //! SQLite takes its write lock up front instead of failing on a lock upgrade.
 
 pub(super) const KEY_COLUMNS: &str = "hash, org_id, name, label, kind, disabled, limit_nanos, limit_reset, include_byok_in_limit, expires_at, created_at, updated_at";
-pub(super) const PROVIDER_COLUMNS: &str = "id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at";
-pub(super) const MODEL_COLUMNS: &str = "org_id, id, name, description, context_length, created_at, updated_at";
+pub(super) const PROVIDER_COLUMNS: &str =
+    "id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at";
+pub(super) const MODEL_COLUMNS: &str =
+    "org_id, id, name, description, context_length, created_at, updated_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens, price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position";
 pub(super) const USAGE_COLUMNS: &str = "request_id, org_id, key_hash, model, endpoint_id, provider_id, provider_slug, upstream_model, node_id, config_version, api, started_at, finished_at, ttft_ms, streamed, cancelled, estimated, finish_reason, native_finish_reason, http_status, error_type, input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos, gateway_cost_nanos, upstream_id, ingested_at";
 

@@ -26,9 +26,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        let store = Self { pool, changes: watch::channel(0).0 };
+        let store = Self {
+            pool,
+            changes: watch::channel(0).0,
+        };
         let version = super::Store::config_version(&store).await?;
         store.changes.send_replace(version);
         Ok(store)
@@ -39,8 +45,13 @@ impl SqliteStore {
     }
 
     /// SQLite transactions are already snapshot-consistent for readers under WAL.
-    #[expect(clippy::unused_async, reason = "same signature as PgStore's, called from the shared impl_store! body")]
-    async fn begin_consistent_read(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> StoreResult<()> {
+    #[expect(
+        clippy::unused_async,
+        reason = "same signature as PgStore's, called from the shared impl_store! body"
+    )]
+    async fn begin_consistent_read(
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ) -> StoreResult<()> {
         Ok(())
     }
 }

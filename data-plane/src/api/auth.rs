@@ -11,16 +11,30 @@ use crate::snapshot::{KeyEntry, KeyKind, Snapshot};
 
 /// The presented secret: `Authorization: Bearer …` or Anthropic-style `x-api-key`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
-        return v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim);
+        return v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .map(str::trim);
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
-pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, now_ms: i64) -> Result<Arc<KeyEntry>, ApiError> {
-    let secret = presented_key(headers)
-        .ok_or_else(|| ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into()))?;
+pub fn authenticate(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    now_ms: i64,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    let secret = presented_key(headers).ok_or_else(|| {
+        ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into())
+    })?;
     keys::validate(secret).map_err(|e| ApiError::Unauthorized(format!("invalid API key: {e}")))?;
     let key = snapshot
         .key(&KeyHash::of(secret))
@@ -35,10 +49,16 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, now_ms: i64) -> Re
 }
 
 /// Inference routes take inference keys only; management keys are refused.
-pub fn inference_key(snapshot: &Snapshot, headers: &HeaderMap, now_ms: i64) -> Result<Arc<KeyEntry>, ApiError> {
+pub fn inference_key(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    now_ms: i64,
+) -> Result<Arc<KeyEntry>, ApiError> {
     let key = authenticate(snapshot, headers, now_ms)?;
     if key.kind != KeyKind::Inference {
-        return Err(ApiError::Forbidden("management keys cannot call inference; use an inference key".into()));
+        return Err(ApiError::Forbidden(
+            "management keys cannot call inference; use an inference key".into(),
+        ));
     }
     Ok(key)
 }

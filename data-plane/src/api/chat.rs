@@ -27,18 +27,29 @@ use crate::state::AppState;
 const KEEPALIVE: &[u8] = b": SWITCHYARD PROCESSING\n\n";
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
 
-pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let snapshot = state.snapshot()?;
     let key = auth::inference_key(&snapshot, &headers, crate::unix_now_ms())?;
     let request = ChatRequest::parse(&body)?;
-    let catalog = snapshot.org(&key.org_id).ok_or_else(|| ApiError::Internal("key without org".into()))?;
+    let catalog = snapshot
+        .org(&key.org_id)
+        .ok_or_else(|| ApiError::Internal("key without org".into()))?;
     let model = catalog
         .model(request.model())
         .cloned()
-        .ok_or_else(|| ApiError::ModelNotFound { model: request.model().to_owned() })?;
+        .ok_or_else(|| ApiError::ModelNotFound {
+            model: request.model().to_owned(),
+        })?;
     if model.endpoints.is_empty() {
-        return Err(ApiError::NoEndpoints { model: model.id.clone(), reason: "the model has no endpoints configured".into() });
+        return Err(ApiError::NoEndpoints {
+            model: model.id.clone(),
+            reason: "the model has no endpoints configured".into(),
+        });
     }
 
     let generation = GenerationId::new();
@@ -60,7 +71,8 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
             Ok(Reply::Complete(value)) => return Ok(complete(value, meter)),
             Ok(Reply::Stream(chunks)) => return Ok(stream(chunks, meter)),
             Err(err) => {
-                let retry = matches!(&err, ApiError::Upstream(f) if openai::is_retryable(f)) && attempt + 1 < model.endpoints.len();
+                let retry = matches!(&err, ApiError::Upstream(f) if openai::is_retryable(f))
+                    && attempt + 1 < model.endpoints.len();
                 tracing::warn!(generation = %generation, provider = %endpoint.provider.slug, error = %err, retry, "upstream attempt failed");
                 if !retry {
                     meter.record_failure(&err);
@@ -119,7 +131,9 @@ impl Metering {
             config_version: self.config_version,
             started_at_ms: self.started_at_ms,
             finished_at_ms: crate::unix_now_ms(),
-            ttft_ms: outcome.ttft.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            ttft_ms: outcome
+                .ttft
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             streamed: self.streamed,
             cancelled: outcome.cancelled,
             estimated: outcome.estimated,
@@ -161,7 +175,8 @@ impl Metering {
     }
 
     fn generation_header(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.generation.to_string()).unwrap_or_else(|_| HeaderValue::from_static("gen-invalid"))
+        HeaderValue::from_str(&self.generation.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("gen-invalid"))
     }
 }
 
@@ -174,7 +189,11 @@ fn complete(mut value: Value, meter: Metering) -> Response {
     let estimated = reported.is_none();
     let dims = reported.unwrap_or_else(|| meter.estimate(content_chars));
     let cost = meter.cost(&dims);
-    let upstream_id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let upstream_id = value
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let native = value
         .pointer("/choices/0/finish_reason")
         .and_then(Value::as_str)
@@ -187,11 +206,19 @@ fn complete(mut value: Value, meter: Metering) -> Response {
     value["usage"] = client_usage(&dims, cost);
     if let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) {
         for choice in choices {
-            let native = choice.get("finish_reason").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let native = choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             if !native.is_empty() {
                 choice["finish_reason"] = json!(normalize_finish_reason(&native));
             }
-            choice["native_finish_reason"] = if native.is_empty() { Value::Null } else { json!(native) };
+            choice["native_finish_reason"] = if native.is_empty() {
+                Value::Null
+            } else {
+                json!(native)
+            };
         }
     }
 
@@ -207,7 +234,9 @@ fn complete(mut value: Value, meter: Metering) -> Response {
         upstream_id,
     });
     let mut response = axum::Json(value).into_response();
-    response.headers_mut().insert("x-generation-id", meter.generation_header());
+    response
+        .headers_mut()
+        .insert("x-generation-id", meter.generation_header());
     response
 }
 
@@ -219,7 +248,10 @@ fn stream(chunks: ChunkStream, meter: Metering) -> Response {
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers.insert("x-generation-id", generation);
@@ -248,7 +280,10 @@ async fn relay(mut chunks: ChunkStream, meter: Metering, tx: mpsc::Sender<Bytes>
     let mut upstream_id = String::new();
     let mut failure: Option<ApiError> = None;
     let mut created = Value::Null;
-    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
+    let mut keepalive = tokio::time::interval_at(
+        tokio::time::Instant::now() + KEEPALIVE_EVERY,
+        KEEPALIVE_EVERY,
+    );
 
     let cancelled = loop {
         let next = tokio::select! {
@@ -291,7 +326,10 @@ async fn relay(mut chunks: ChunkStream, meter: Metering, tx: mpsc::Sender<Bytes>
                     ttft = Some(meter.started.elapsed());
                 }
             }
-            let native = choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned);
+            let native = choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             if let Some(native) = native {
                 choice["finish_reason"] = json!(normalize_finish_reason(&native));
                 choice["native_finish_reason"] = json!(native);
@@ -332,9 +370,17 @@ async fn relay(mut chunks: ChunkStream, meter: Metering, tx: mpsc::Sender<Bytes>
     }
 
     let (finish_reason, error_type, status) = match &failure {
-        Some(err) => ("error".to_owned(), err.error_type().to_owned(), err.status().as_u16()),
+        Some(err) => (
+            "error".to_owned(),
+            err.error_type().to_owned(),
+            err.status().as_u16(),
+        ),
         None if cancelled => ("cancelled".to_owned(), String::new(), 499),
-        None => (normalize_finish_reason(&native_finish).to_owned(), String::new(), 200),
+        None => (
+            normalize_finish_reason(&native_finish).to_owned(),
+            String::new(),
+            200,
+        ),
     };
     meter.record(Outcome {
         dims,

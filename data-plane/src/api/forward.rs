@@ -11,13 +11,30 @@ use crate::state::AppState;
 
 const MAX_FORWARD_BODY: usize = 4 * 1024 * 1024;
 /// Hop-by-hop headers are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[HeaderName] = &[header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE, header::TRAILER, header::HOST];
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+    header::HOST,
+];
 
-pub async fn forward(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub async fn forward(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let Some(base) = &state.control_plane_http else {
-        return Err(ApiError::NotFound(format!("no route for {}", request.uri().path())));
+        return Err(ApiError::NotFound(format!(
+            "no route for {}",
+            request.uri().path()
+        )));
     };
-    let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
         .map_err(|_| ApiError::BadRequest("unsupported method".into()))?;
     let mut headers = reqwest::header::HeaderMap::new();
@@ -34,7 +51,9 @@ pub async fn forward(State(state): State<AppState>, request: Request) -> Result<
     }
     let body: Bytes = axum::body::to_bytes(request.into_body(), MAX_FORWARD_BODY)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge { limit: MAX_FORWARD_BODY })?;
+        .map_err(|_| ApiError::PayloadTooLarge {
+            limit: MAX_FORWARD_BODY,
+        })?;
     let upstream = state
         .upstream
         .http()
@@ -54,7 +73,8 @@ pub async fn forward(State(state): State<AppState>, request: Request) -> Result<
                 retry_after_secs: Some(1),
             })
         })?;
-    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = Response::builder().status(status);
     for (name, value) in upstream.headers() {
         if name == reqwest::header::TRANSFER_ENCODING || name == reqwest::header::CONNECTION {
@@ -63,5 +83,7 @@ pub async fn forward(State(state): State<AppState>, request: Request) -> Result<
         response = response.header(name.as_str(), value.as_bytes());
     }
     let body = Body::from_stream(upstream.bytes_stream());
-    Ok(response.body(body).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()))
+    Ok(response
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()))
 }

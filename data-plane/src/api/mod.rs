@@ -28,7 +28,10 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/api/v1/models", get(models::list_models).fallback(forward::forward))
+        .route(
+            "/api/v1/models",
+            get(models::list_models).fallback(forward::forward),
+        )
         .route("/v1/models", get(models::list_models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -44,8 +47,16 @@ pub fn router(state: AppState) -> Router {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.live.load().as_ref() {
-        Some(snapshot) => (StatusCode::OK, format!("ready: config version {}", snapshot.version)).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first config snapshot").into_response(),
+        Some(snapshot) => (
+            StatusCode::OK,
+            format!("ready: config version {}", snapshot.version),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first config snapshot",
+        )
+            .into_response(),
     }
 }
 
@@ -53,7 +64,12 @@ async fn fallback(state: State<AppState>, request: Request) -> Response {
     if request.uri().path().starts_with("/api/v1/") {
         return forward::forward(state, request).await.into_response();
     }
-    ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path())).into_response()
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
 }
 
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {

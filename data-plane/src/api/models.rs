@@ -10,19 +10,29 @@ use crate::error::ApiError;
 use crate::snapshot::ModelEntry;
 use crate::state::AppState;
 
-pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+pub async fn list_models(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
     let snapshot = state.snapshot()?;
     let key = auth::authenticate(&snapshot, &headers, crate::unix_now_ms())?;
-    let catalog = snapshot.org(&key.org_id).ok_or_else(|| ApiError::Internal("key without org".into()))?;
+    let catalog = snapshot
+        .org(&key.org_id)
+        .ok_or_else(|| ApiError::Internal("key without org".into()))?;
     let data: Vec<Value> = catalog.models.iter().map(|m| model_json(m)).collect();
-    Ok(axum::Json(json!({ "data": data, "total_count": catalog.models.len() })))
+    Ok(axum::Json(
+        json!({ "data": data, "total_count": catalog.models.len() }),
+    ))
 }
 
 fn model_json(m: &ModelEntry) -> Value {
     // The catalog shows the first endpoint's terms, as OpenRouter shows its top provider.
     let top = m.endpoints.first();
     let price = |f: fn(&switchyard_proto::PriceSheet) -> i64| {
-        top.map_or_else(|| "0".to_owned(), |e| nanos_per_mtok_to_per_token_usd(f(&e.prices)))
+        top.map_or_else(
+            || "0".to_owned(),
+            |e| nanos_per_mtok_to_per_token_usd(f(&e.prices)),
+        )
     };
     let per_request = top.map_or(0, |e| e.prices.per_request_nanos);
     json!({

@@ -39,10 +39,17 @@ impl Meter {
 
 /// Starts the appender. It returns once every `Meter` clone is dropped and the channel is
 /// drained, so awaiting it at shutdown guarantees every record reached the spool.
-pub fn start_appender(spool: Arc<Spool>, wake: Arc<Notify>, spooled: watch::Sender<u64>) -> (Meter, tokio::task::JoinHandle<()>) {
+pub fn start_appender(
+    spool: Arc<Spool>,
+    wake: Arc<Notify>,
+    spooled: watch::Sender<u64>,
+) -> (Meter, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<pb::UsageRecord>();
     let backlog = Arc::new(AtomicU64::new(0));
-    let meter = Meter { tx, backlog: backlog.clone() };
+    let meter = Meter {
+        tx,
+        backlog: backlog.clone(),
+    };
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -71,7 +78,9 @@ async fn append_until_durable(spool: &Arc<Spool>, batch: Vec<pb::UsageRecord>) -
         let attempt = batch.clone();
         match tokio::task::spawn_blocking(move || spool.append(attempt)).await {
             Ok(Ok(last)) => return last,
-            Ok(Err(err)) => tracing::error!(error = %err, records = batch.len(), "could not append usage to the spool; retrying"),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, records = batch.len(), "could not append usage to the spool; retrying")
+            }
             Err(err) => tracing::error!(error = %err, "spool append task failed; retrying"),
         }
         tokio::time::sleep(delay).await;

@@ -21,7 +21,11 @@ fn reply_text(request: &ChatRequest) -> String {
 }
 
 fn usage(request: &ChatRequest, reply: &str) -> Value {
-    let prompt: u64 = request.conversation().iter().map(|m| words(&m.text())).sum();
+    let prompt: u64 = request
+        .conversation()
+        .iter()
+        .map(|m| words(&m.text()))
+        .sum();
     let completion = words(reply);
     json!({
         "prompt_tokens": prompt,
@@ -59,10 +63,17 @@ pub fn chunks(request: &ChatRequest, model: &str) -> Vec<Value> {
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]
         })
     };
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     let pieces: Vec<&str> = reply.split_whitespace().collect();
     for (i, word) in pieces.iter().enumerate() {
-        let text = if i + 1 < pieces.len() { format!("{word} ") } else { (*word).to_owned() };
+        let text = if i + 1 < pieces.len() {
+            format!("{word} ")
+        } else {
+            (*word).to_owned()
+        };
         out.push(chunk(json!({"content": text}), Value::Null));
     }
     out.push(chunk(json!({}), json!("stop")));
@@ -89,7 +100,13 @@ mod tests {
         assert_eq!(out["usage"]["completion_tokens"], 3);
 
         let chunks = chunks(&req, "switchyard/echo");
-        let text: String = chunks.iter().filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str)).collect();
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
+            .collect();
         assert_eq!(text, "hello there world");
         assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 3);
     }

@@ -25,7 +25,10 @@ pub fn build_request(request: &ChatRequest, endpoint: &EndpointEntry) -> Upstrea
 }
 
 fn count(v: &Value, path: &[&str]) -> u64 {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_u64).unwrap_or(0)
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
 }
 
 /// Reads OpenAI's `usage` object. `prompt_tokens` includes cached tokens, which matches
@@ -45,18 +48,26 @@ pub fn parse_usage(usage: &Value) -> Option<UsageDims> {
 }
 
 /// Maps an upstream HTTP error to the OpenRouter error vocabulary.
-pub fn map_error(status: StatusCode, body: &[u8], provider: &str, retry_after_secs: Option<u64>) -> UpstreamFailure {
+pub fn map_error(
+    status: StatusCode,
+    body: &[u8],
+    provider: &str,
+    retry_after_secs: Option<u64>,
+) -> UpstreamFailure {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let upstream_message = parsed
         .as_ref()
         .and_then(|v| v.pointer("/error/message"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let provider_code = parsed.as_ref().and_then(|v| v.pointer("/error/code")).and_then(|c| match c {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
+    let provider_code = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/code"))
+        .and_then(|c| match c {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
     let (status_out, error_type) = match status.as_u16() {
         400 => (StatusCode::BAD_REQUEST, "invalid_request"),
         401 | 403 => (StatusCode::BAD_GATEWAY, "provider_unavailable"),
@@ -73,12 +84,22 @@ pub fn map_error(status: StatusCode, body: &[u8], provider: &str, retry_after_se
         (_, Some(m)) => format!("provider `{provider}` returned {}: {m}", status.as_u16()),
         (_, None) => format!("provider `{provider}` returned {}", status.as_u16()),
     };
-    UpstreamFailure { status: status_out, error_type, message, provider: provider.to_owned(), provider_code, retry_after_secs }
+    UpstreamFailure {
+        status: status_out,
+        error_type,
+        message,
+        provider: provider.to_owned(),
+        provider_code,
+        retry_after_secs,
+    }
 }
 
 /// Whether another endpoint may be tried after this failure (nothing was streamed yet).
 pub fn is_retryable(failure: &UpstreamFailure) -> bool {
-    matches!(failure.error_type, "rate_limit_exceeded" | "provider_overloaded" | "provider_unavailable" | "timeout")
+    matches!(
+        failure.error_type,
+        "rate_limit_exceeded" | "provider_overloaded" | "provider_unavailable" | "timeout"
+    )
 }
 
 #[cfg(test)]
@@ -95,7 +116,15 @@ mod tests {
             "completion_tokens_details": {"reasoning_tokens": 5}
         }))
         .unwrap();
-        assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_tokens, u.reasoning_tokens), (100, 20, 60, 5));
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.reasoning_tokens
+            ),
+            (100, 20, 60, 5)
+        );
         assert!(parse_usage(&Value::Null).is_none());
     }
 
