@@ -149,7 +149,9 @@ pub async fn run(
             node_token: config.node_token.clone(),
             batch_size: 256,
             max_backoff: Duration::from_secs(5),
-            stats: Arc::default(),
+            stats: Arc::new(metering::shipper::ShipperStats::publishing_acks_to(
+                config.status.acked_usage_seq.clone(),
+            )),
         },
         shipper_stop.clone(),
     )));

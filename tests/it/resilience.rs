@@ -101,7 +101,7 @@ async fn a_killed_gateway_loses_no_spooled_usage() {
         echo(&system, &format!("killed {i}")).await;
     }
     system.gateway.wait_for_spooled(3).await.unwrap();
-    system.kill_gateway();
+    system.kill_gateway().await.unwrap();
     system.restart_control_plane().await.unwrap();
     system.restart_gateway().await.unwrap();
     system.wait_for_usage_shipped().await.unwrap();

@@ -124,8 +124,8 @@ impl System {
     }
 
     /// Kills the gateway task without any drain, like `kill -9` of a gateway process.
-    pub fn kill_gateway(&mut self) {
-        self.gateway.kill();
+    pub async fn kill_gateway(&mut self) -> anyhow::Result<()> {
+        self.gateway.kill().await
     }
 
     /// A new gateway process on the same address and spool directory.
@@ -134,7 +134,9 @@ impl System {
         let spool = self.gateway.spool_dir.clone();
         self.gateway =
             Gateway::start(&self.control_plane, &self.secrets.node_token, spool, addr).await?;
-        Ok(())
+        // Applying config happens after the spool is open, so its progress is observable.
+        let version = self.store.config_version().await?;
+        self.gateway.wait_for_config(version).await
     }
 
     /// POST JSON to the gateway with a bearer key.
@@ -319,10 +321,23 @@ impl Gateway {
         Ok(())
     }
 
-    pub fn kill(&mut self) {
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(task) = self.task.take() {
             task.abort();
+            let _ = task.await;
         }
+        // An aborted task releases the spool's lock when its last handle drops, moments later
+        // (a process killed with -9 releases it at once, through the OS).
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match switchyard_gateway::metering::spool::Spool::open(&self.spool_dir) {
+                    Ok(_) => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        })
+        .await
+        .context("the killed gateway's spool stayed locked")
     }
 }
 

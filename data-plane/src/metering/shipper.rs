@@ -56,9 +56,25 @@ pub struct ShipperStats {
     shipped: AtomicU64,
     acked_seq: AtomicU64,
     reconnects: AtomicU64,
+    /// Also publishes the acked seq to watchers (readiness probes, tests).
+    acked_watch: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 impl ShipperStats {
+    pub fn publishing_acks_to(acked: tokio::sync::watch::Sender<u64>) -> Self {
+        Self {
+            acked_watch: Some(acked),
+            ..Self::default()
+        }
+    }
+
+    fn set_acked(&self, seq: u64) {
+        self.acked_seq.store(seq, Ordering::Relaxed);
+        if let Some(watch) = &self.acked_watch {
+            watch.send_replace(seq);
+        }
+    }
+
     /// Records sent, resends after a reconnect included.
     pub fn shipped(&self) -> u64 {
         self.shipped.load(Ordering::Relaxed)
@@ -98,7 +114,7 @@ pub async fn run_shipper(
         }
     };
     let stats = config.stats;
-    stats.acked_seq.store(spool.acked_seq(), Ordering::Relaxed);
+    stats.set_acked(spool.acked_seq());
     let shipper = Shipper {
         spool,
         channel,
@@ -326,7 +342,7 @@ impl<'a> Session<'a> {
         match tokio::task::spawn_blocking(move || spool.ack(acked)).await {
             Ok(Ok(())) => {
                 self.progressed = true;
-                self.shipper.stats.acked_seq.store(acked, Ordering::Relaxed);
+                self.shipper.stats.set_acked(acked);
                 tracing::trace!(
                     acked_seq = acked,
                     inserted = ack.inserted,
