@@ -185,12 +185,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(30),
         status: switchyard_gateway::GatewayStatus::default(),
     };
+    let mut applied = gateway_config.status.applied_version.subscribe();
     let gateway = tokio::spawn(switchyard_gateway::run(
         gateway_config,
         gateway_listener,
         gw_shutdown.clone(),
     ));
 
+    // The banner's curl must work when it is printed: wait for the first config snapshot.
+    if tokio::time::timeout(Duration::from_secs(30), applied.wait_for(|v| *v > 0))
+        .await
+        .is_err()
+    {
+        tracing::warn!("the embedded gateway has not received its configuration yet");
+    }
     print_banner(gateway_addr, http_addr, started.first_start.as_ref());
     wait_for_signal().await;
     tracing::info!("shutting down: draining the gateway, then the control plane");

@@ -41,7 +41,9 @@ impl Rater {
             let cost = prices
                 .get(r.endpoint_id.as_str())
                 .and_then(|p| p.as_ref())
-                .map_or(r.cost_nanos, |p| p.cost(&dims).nanos());
+                .map_or(r.cost_nanos, |p| {
+                    p.charge(&dims, r.finish_reason == "error").nanos()
+                });
             rows.push(row(node_id, r, &dims, cost));
         }
         rows

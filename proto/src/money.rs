@@ -238,6 +238,18 @@ impl PriceSheet {
     }
 }
 
+impl PriceSheet {
+    /// What a request is charged: its cost, except that a request which failed without
+    /// producing any output is not charged at all (zero-completion insurance).
+    pub fn charge(&self, usage: &UsageDims, failed: bool) -> Money {
+        if failed && usage.output_tokens == 0 {
+            Money::ZERO
+        } else {
+            self.cost(usage)
+        }
+    }
+}
+
 impl From<&pb::Prices> for PriceSheet {
     fn from(p: &pb::Prices) -> Self {
         Self {
@@ -349,6 +361,26 @@ mod tests {
         assert_eq!(prices.cost(&usage), Money::from_nanos(10_000_000));
         prices.reasoning = Some(20 * ONE_USD_PER_MTOK);
         assert_eq!(prices.cost(&usage), Money::from_nanos(14_000_000));
+    }
+
+    #[test]
+    fn failed_requests_without_output_are_free() {
+        let prices = PriceSheet {
+            input: ONE_USD_PER_MTOK,
+            per_request_nanos: 7,
+            ..Default::default()
+        };
+        let usage = UsageDims {
+            input_tokens: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(prices.charge(&usage, true), Money::ZERO);
+        assert_eq!(prices.charge(&usage, false), Money::from_nanos(1_007));
+        let partial = UsageDims {
+            output_tokens: 1,
+            ..usage
+        };
+        assert!(prices.charge(&partial, true) > Money::ZERO);
     }
 
     #[test]

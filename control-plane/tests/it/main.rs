@@ -1,2 +1,3 @@
+mod cli;
 mod common;
 mod store_conformance;

@@ -1,0 +1,166 @@
+//! The `switchyard` binary as a user runs it: the first start prints the URLs, both keys
+//! and a curl that works; a second start on the same data dir reuses it and prints no secrets.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn serve(data_dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args([
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("SWITCHYARD_BOOTSTRAP_API_KEY")
+        .env_remove("SWITCHYARD_BOOTSTRAP_MANAGEMENT_KEY")
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting switchyard serve")
+}
+
+/// Reads stdout until a line containing `until`, returning everything read.
+async fn read_until(child: &mut Child, until: &str) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut out = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.expect("reading stdout") {
+            out.push_str(&line);
+            out.push('\n');
+            if line.contains(until) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{until}` line; got:\n{out}"));
+    out
+}
+
+fn field(text: &str, label: &str) -> String {
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(label)
+                .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"))
+}
+
+async fn terminate(mut child: Child) {
+    let pid = child.id().expect("running child");
+    // SIGTERM exercises the graceful path: the gateway drains, then the control plane stops.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("switchyard did not stop on SIGTERM")
+        .expect("wait");
+    assert!(exit.success(), "switchyard exited with {exit}");
+}
+
+#[tokio::test]
+async fn first_start_prints_working_secrets_and_second_start_prints_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = serve(dir.path());
+    let banner = read_until(&mut first, "\"model\":\"switchyard/echo\"").await;
+    let base = field(&banner, "Gateway base URL:");
+    let api_key = field(&banner, "Inference API key:");
+    let management_key = field(&banner, "Management key:");
+    assert!(api_key.starts_with("sk-sy-v1-") && management_key.starts_with("sk-sy-v1-"));
+    assert!(banner.contains("Management API:"));
+    assert!(banner.contains(&format!("curl {base}/chat/completions")));
+    assert!(banner.contains(&format!("Authorization: Bearer {api_key}")));
+
+    // The printed curl, sent as printed.
+    let http = reqwest::Client::new();
+    let answer: Value = http
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(&api_key)
+        .header("content-type", "application/json")
+        .body(r#"{"model":"switchyard/echo","messages":[{"role":"user","content":"Hello from Switchyard"}]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Hello from Switchyard"
+    );
+    assert!(answer["usage"]["cost"].as_f64().unwrap() > 0.0);
+    let keys = http
+        .get(format!("{base}/keys"))
+        .bearer_auth(&management_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 200);
+    terminate(first).await;
+
+    let mut second = serve(dir.path());
+    let banner = read_until(&mut second, "Keys were shown at first start").await;
+    assert!(
+        !banner.contains("sk-sy-v1-"),
+        "second start printed a secret:\n{banner}"
+    );
+    assert!(
+        !banner.contains("sy-node-"),
+        "second start printed a node token:\n{banner}"
+    );
+    // The same database: the first key still works.
+    let base = field(&banner, "Gateway base URL:");
+    let again = http
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(&api_key)
+        .json(&serde_json::json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "again"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    terminate(second).await;
+}
+
+#[tokio::test]
+async fn bad_bootstrap_key_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .env("SWITCHYARD_BOOTSTRAP_API_KEY", "sk-sy-v1-short")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SWITCHYARD_BOOTSTRAP_API_KEY"), "{stderr}");
+}
