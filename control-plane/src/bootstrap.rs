@@ -8,8 +8,8 @@ use switchyard_proto::{ApiKeySecret, PriceSheet};
 use uuid::Uuid;
 
 use crate::store::{
-    BootstrapPlan, KeyKind, NewEndpoint, NewKey, NewModel, NewProvider, Org, Store, StoreResult,
-    now_ms,
+    BootstrapPlan, KeyKind, NewEndpoint, NewKey, NewModel, NewProvider, Org, ProviderPolicy, Store,
+    StoreResult, now_ms,
 };
 
 /// USD per million tokens, as nano-USD per million tokens.
@@ -85,6 +85,11 @@ pub async fn ensure(
         kind: "echo".into(),
         base_url: String::new(),
         api_key: None,
+        // Nothing leaves the process.
+        policy: ProviderPolicy {
+            zero_data_retention: true,
+            ..ProviderPolicy::default()
+        },
     };
     let demo_price = usd_per_mtok(1000);
     let mut models = vec![NewModel {
@@ -100,6 +105,8 @@ pub async fn ensure(
             context_length: 1_000_000,
             max_output_tokens: 1_000_000,
             prices: PriceSheet { input: demo_price, output: demo_price, ..PriceSheet::default() },
+            quantization: String::new(),
+            supported_parameters: Vec::new(),
         }],
     }];
     let mut providers = vec![echo];
@@ -117,6 +124,8 @@ pub async fn ensure(
                 .trim_end_matches('/')
                 .to_owned(),
             api_key: Some(seed.api_key),
+            // OpenAI's API terms: no training on API data; abuse-monitoring retention.
+            policy: ProviderPolicy::default(),
         };
         models.extend(openai_starter_catalog(&org_id, &openai.id));
         providers.push(openai);
@@ -197,6 +206,19 @@ fn openai_starter_catalog(org_id: &str, provider_id: &str) -> Vec<NewModel> {
                         cache_read: usd_per_mtok(cached),
                         ..PriceSheet::default()
                     },
+                    quantization: String::new(),
+                    supported_parameters: vec![
+                        "tools".into(),
+                        "tool_choice".into(),
+                        "response_format".into(),
+                        "structured_outputs".into(),
+                        "temperature".into(),
+                        "top_p".into(),
+                        "max_tokens".into(),
+                        "stop".into(),
+                        "seed".into(),
+                        "logprobs".into(),
+                    ],
                 }],
             },
         )

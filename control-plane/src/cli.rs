@@ -1,6 +1,8 @@
 //! Command-line interface of the `switchyard` binary. Every flag can also be given as an
 //! environment variable `SWITCHYARD_<FLAG>`.
 
+mod audit;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +34,9 @@ enum Command {
     Serve(ServeArgs),
     /// The control plane alone, for split deployments with separate `switchyard-gateway` nodes.
     ControlPlane(CommonArgs),
+    /// Audit log tools (`switchyard audit verify`).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Args)]
@@ -89,6 +94,7 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve(args).await,
             Command::ControlPlane(args) => control_plane(args).await,
+            Command::Audit(command) => audit::run(command).await,
         }
     }
 }
@@ -167,6 +173,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let embedded_token = ApiKeySecret::generate().expose().to_owned();
     let options = RunOptions {
         local_node_token_hashes: vec![switchyard_proto::keys::sha256_hex(&embedded_token)],
+        ..RunOptions::default()
     };
     let cp_shutdown = CancellationToken::new();
     let gw_shutdown = CancellationToken::new();
@@ -213,7 +220,11 @@ async fn control_plane(args: CommonArgs) -> anyhow::Result<()> {
     let started = start_control_plane(&args).await?;
     let http_addr = started.listeners.http.local_addr()?;
     if let Some(first) = &started.first_start {
-        print_first_start_secrets(first, &format!("http://{http_addr}/api/v1"), None);
+        write_stdout(&first_start_text(
+            first,
+            &format!("http://{http_addr}/api/v1"),
+            None,
+        ));
     }
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(switchyard_control_plane::run(
@@ -237,57 +248,50 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-#[allow(clippy::print_stdout)]
+/// Writes the start-up banner. A closed stdout (`switchyard serve | head`) must not take
+/// the server down, so write errors are logged, never fatal.
 fn print_banner(gateway: SocketAddr, http: SocketAddr, first: Option<&FirstStart>) {
     let base = format!("http://{}/api/v1", loopback(gateway));
-    match first {
-        Some(first) => print_first_start_secrets(
-            first,
-            &base,
-            Some(&format!("http://{}/api/v1", loopback(http))),
+    let cp = format!("http://{}/api/v1", loopback(http));
+    let text = match first {
+        Some(first) => first_start_text(first, &base, Some(&cp)),
+        None => format!(
+            "Switchyard is running.\n  Gateway base URL:   {base}\n  Management API:     {base}  (also {cp})\n  \
+             Keys were shown at first start; create more with a management key: POST {base}/keys\n"
         ),
-        None => {
-            println!("Switchyard is running.");
-            println!("  Gateway base URL:   {base}");
-            println!(
-                "  Management API:     {base}  (also http://{}/api/v1)",
-                loopback(http)
-            );
-            println!(
-                "  Keys were shown at first start; create more with a management key: POST {base}/keys"
-            );
-        }
+    };
+    write_stdout(&text);
+}
+
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!(error = %err, "could not print the start-up banner");
     }
 }
 
-#[allow(clippy::print_stdout)]
-fn print_first_start_secrets(first: &FirstStart, base: &str, control_plane_url: Option<&str>) {
+fn first_start_text(first: &FirstStart, base: &str, control_plane_url: Option<&str>) -> String {
     let api_key = first.api_key.expose();
-    println!(
-        "Switchyard is running. This is the first start: the secrets below are shown only once."
-    );
-    println!();
-    println!("  Gateway base URL:        {base}");
-    match control_plane_url {
-        Some(cp) => println!("  Management API:          {base}  (also {cp})"),
-        None => println!("  Management API:          {base}"),
-    }
-    println!(
-        "  Management key:          {}",
-        first.management_key.expose()
-    );
-    println!("  Inference API key:       {api_key}");
-    println!("  Node token (gateways):   {}", first.node_token);
-    println!();
-    println!("Try it (works offline with the built-in demo model):");
-    println!();
-    println!("  curl {base}/chat/completions \\");
-    println!("    -H 'Authorization: Bearer {api_key}' \\");
-    println!("    -H 'Content-Type: application/json' \\");
-    println!(
-        "    -d '{{\"model\":\"switchyard/echo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello from Switchyard\"}}]}}'"
-    );
-    println!();
+    let management = match control_plane_url {
+        Some(cp) => format!("{base}  (also {cp})"),
+        None => base.to_owned(),
+    };
+    format!(
+        "Switchyard is running. This is the first start: the secrets below are shown only once.\n\n\
+         \x20 Gateway base URL:        {base}\n\
+         \x20 Management API:          {management}\n\
+         \x20 Management key:          {management_key}\n\
+         \x20 Inference API key:       {api_key}\n\
+         \x20 Node token (gateways):   {node_token}\n\n\
+         Try it (works offline with the built-in demo model):\n\n\
+         \x20 curl {base}/chat/completions \\\n\
+         \x20   -H 'Authorization: Bearer {api_key}' \\\n\
+         \x20   -H 'Content-Type: application/json' \\\n\
+         \x20   -d '{{\"model\":\"switchyard/echo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello from Switchyard\"}}]}}'\n\n",
+        management_key = first.management_key.expose(),
+        node_token = first.node_token,
+    )
 }
 
 async fn wait_for_signal() {

@@ -19,6 +19,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("internal error")]
@@ -35,6 +37,7 @@ impl ApiError {
             ApiError::Conflict(_) | ApiError::Store(StoreError::Conflict(_)) => {
                 StatusCode::CONFLICT
             }
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -46,6 +49,7 @@ impl ApiError {
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::BAD_REQUEST => "invalid_request",
             StatusCode::CONFLICT => "precondition_failed",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_exceeded",
             _ => "server",
         }
     }

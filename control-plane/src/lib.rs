@@ -2,9 +2,12 @@
 //! ledger, and the gRPC services that push config to gateways and take their usage.
 
 pub mod api;
+pub mod audit;
 pub mod bootstrap;
 pub mod error;
 mod grpc;
+pub mod identity;
+pub mod policy;
 mod rating;
 pub mod snapshot;
 pub mod store;
@@ -38,6 +41,9 @@ pub struct Listeners {
 pub struct RunOptions {
     /// SHA-256 hashes of node tokens accepted without a database row (embedded gateway).
     pub local_node_token_hashes: Vec<String>,
+    /// Mark console cookies `Secure` even on plain-HTTP requests (TLS terminated in front
+    /// without `X-Forwarded-Proto`).
+    pub secure_cookies: bool,
 }
 
 /// Serves the REST API and the gateway-facing gRPC services until `shutdown` fires.
@@ -54,6 +60,7 @@ pub async fn run(
         cache: Arc::new(snapshot::SnapshotCache::new(store.clone())),
         auth: auth.clone(),
         shutdown: shutdown.clone(),
+        watchers: Arc::new(tokio::sync::watch::channel(0).0),
     };
     let usage_service = grpc::UsageServiceImpl {
         store: store.clone(),
@@ -80,7 +87,8 @@ pub async fn run(
             TcpListenerStream::new(listeners.grpc),
             shutdown.clone().cancelled_owned(),
         );
-    let app = api::router(api::AppState { store, ingested });
+    let state = api::AppState::new(store, ingested, options.secure_cookies).await?;
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http =
         axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let (grpc, http) = tokio::join!(grpc, async { http.await });

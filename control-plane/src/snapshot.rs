@@ -13,6 +13,8 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
         "openai" => pb::ProviderKind::Openai,
         "openai_compatible" => pb::ProviderKind::OpenaiCompatible,
         "echo" => pb::ProviderKind::Echo,
+        "anthropic" => pb::ProviderKind::Anthropic,
+        "gemini" => pb::ProviderKind::Gemini,
         _ => pb::ProviderKind::Unspecified,
     };
     let mut models: Vec<pb::Model> = data
@@ -40,16 +42,36 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
                 context_length: u32::try_from(e.context_length).unwrap_or(u32::MAX),
                 max_output_tokens: u32::try_from(e.max_output_tokens).unwrap_or(u32::MAX),
                 prices: Some((&e.prices()).into()),
+                quantization: e.quantization.clone(),
+                supported_parameters: e
+                    .supported_parameters
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
             });
         }
     }
+    let limits = |kind: &str, id: &str| {
+        data.rate_limits
+            .iter()
+            .find(|l| l.scope_kind == kind && l.scope_id == id)
+            .map(|l| pb::RateLimits {
+                requests_per_minute: u32::try_from(l.requests_per_minute).unwrap_or(u32::MAX),
+                tokens_per_minute: u64::try_from(l.tokens_per_minute).unwrap_or(0),
+                concurrent_requests: u32::try_from(l.concurrent_requests).unwrap_or(u32::MAX),
+            })
+    };
     pb::ConfigSnapshot {
         version: data.version,
+        // Set per connection by the config service, which knows how many gateways watch.
+        gateway_count: 1,
         generated_at_ms: crate::store::now_ms(),
         orgs: data
             .orgs
             .into_iter()
             .map(|o| pb::Org {
+                rate_limits: limits("org", &o.id),
                 id: o.id,
                 name: o.name,
             })
@@ -58,6 +80,7 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
             .keys
             .into_iter()
             .map(|k| pb::ApiKey {
+                rate_limits: limits("key", &k.hash),
                 kind: match k.kind() {
                     Some(KeyKind::Inference) => pb::KeyKind::Inference as i32,
                     Some(KeyKind::Management) => pb::KeyKind::Management as i32,
@@ -70,6 +93,8 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
                 expires_at_ms: k.expires_at,
                 limit_nanos: k.limit_nanos,
                 limit_reset: k.limit_reset.unwrap_or_default(),
+                // Allowlists and owners: `add_access_policies`.
+                ..Default::default()
             })
             .collect(),
         providers: data
@@ -83,10 +108,60 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
                 name: p.name,
                 base_url: p.base_url,
                 api_key: p.api_key.unwrap_or_default(),
+                zero_data_retention: p.zero_data_retention,
+                trains_on_prompts: p.trains_on_prompts,
+                connect_timeout_ms: millis(p.connect_timeout_ms),
+                first_byte_timeout_ms: millis(p.first_byte_timeout_ms),
+                stream_idle_timeout_ms: millis(p.stream_idle_timeout_ms),
             })
             .collect(),
         models,
+        ..Default::default()
     }
+}
+
+/// Fills in per-key owners and allowlists and the guardrail policies of every scope.
+///
+/// Read after `load_config`, so it may be a little newer than `version`; every change to
+/// it bumps the version, so a snapshot that matches it follows at once.
+pub async fn add_access_policies(
+    snapshot: &mut pb::ConfigSnapshot,
+    store: &dyn Store,
+) -> StoreResult<()> {
+    let policies: std::collections::HashMap<String, crate::store::KeyPolicy> = store
+        .all_key_policies()
+        .await?
+        .into_iter()
+        .map(|p| (p.hash.clone(), p))
+        .collect();
+    for key in &mut snapshot.api_keys {
+        if let Some(p) = policies.get(&key.hash) {
+            key.allowed_models.clone_from(&p.allowed_models);
+            key.allowed_providers.clone_from(&p.allowed_providers);
+            key.owner_user_id = p.owner_user_id.clone().unwrap_or_default();
+            key.owner_team_id = p.owner_team_id.clone().unwrap_or_default();
+        }
+    }
+    for row in store.all_guardrail_policies().await? {
+        // Stored documents were validated on the way in; one that no longer parses is
+        // skipped loudly rather than failing every gateway's snapshot.
+        match serde_json::from_str::<crate::policy::PolicyDoc>(&row.policy) {
+            Ok(doc) => snapshot.guardrails.push(pb::GuardrailScope {
+                org_id: row.org_id,
+                scope_kind: row.scope_kind,
+                scope_id: row.scope_id,
+                policy: Some(doc.to_pb()),
+            }),
+            Err(err) => {
+                tracing::error!(org_id = %row.org_id, scope = %row.scope_kind, scope_id = %row.scope_id, error = %err, "skipping an unreadable guardrail policy")
+            }
+        }
+    }
+    Ok(())
+}
+
+fn millis(ms: i64) -> u32 {
+    u32::try_from(ms.max(0)).unwrap_or(u32::MAX)
 }
 
 /// The latest built snapshot; rebuilt only when the version moves.
@@ -111,7 +186,9 @@ impl SnapshotCache {
         {
             return Ok(s.clone());
         }
-        let built = Arc::new(build(self.store.load_config().await?));
+        let mut snapshot = build(self.store.load_config().await?);
+        add_access_policies(&mut snapshot, &*self.store).await?;
+        let built = Arc::new(snapshot);
         *latest = Some(built.clone());
         Ok(built)
     }

@@ -77,6 +77,11 @@ impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
+        Self::from_value(value)
+    }
+
+    /// A request another skin translated into the chat shape, checked the same way.
+    pub fn from_value(value: Value) -> Result<Self, ApiError> {
         check_field_types(&value)?;
         let request: ChatRequest = serde_json::from_value(value)
             .map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;

@@ -26,6 +26,12 @@ pub enum ApiError {
     Upstream(UpstreamFailure),
     #[error("the gateway has not received its configuration yet")]
     NotReady,
+    #[error("{}", .0.detail)]
+    NoRoute(crate::routing::NoRoute),
+    #[error("rate limit exceeded: the {} allows {} {}", .0.scope, .0.limit, .0.limit_name.replace('_', " "))]
+    RateLimited(crate::limits::Rejection),
+    #[error("{0}")]
+    Guardrail(crate::guardrails::GuardrailViolation),
     #[error("internal error")]
     Internal(String),
 }
@@ -39,6 +45,55 @@ pub struct UpstreamFailure {
     pub provider: String,
     pub provider_code: Option<String>,
     pub retry_after_secs: Option<u64>,
+}
+
+impl UpstreamFailure {
+    /// A failure described from the gateway's side: "provider `x` <what>".
+    pub fn new(status: StatusCode, error_type: &'static str, provider: &str, what: &str) -> Self {
+        Self {
+            status,
+            error_type,
+            message: format!("provider `{provider}` {what}"),
+            provider: provider.to_owned(),
+            provider_code: None,
+            retry_after_secs: None,
+        }
+    }
+}
+
+/// OpenRouter's `error_type` vocabulary (reference §2.3), for reading it back from
+/// upstream bodies (an OpenRouter-compatible upstream reports errors this way).
+pub fn known_error_type(name: &str) -> Option<&'static str> {
+    const TYPES: &[&str] = &[
+        "context_length_exceeded",
+        "max_tokens_exceeded",
+        "token_limit_exceeded",
+        "string_too_long",
+        "authentication",
+        "permission_denied",
+        "payment_required",
+        "rate_limit_exceeded",
+        "provider_overloaded",
+        "provider_unavailable",
+        "invalid_request",
+        "invalid_prompt",
+        "not_found",
+        "precondition_failed",
+        "payload_too_large",
+        "unprocessable",
+        "content_policy_violation",
+        "refusal",
+        "invalid_image",
+        "image_too_large",
+        "image_too_small",
+        "unsupported_image_format",
+        "image_download_failed",
+        "image_not_found",
+        "server",
+        "timeout",
+        "unmapped",
+    ];
+    TYPES.iter().copied().find(|t| *t == name)
 }
 
 impl std::fmt::Display for UpstreamFailure {
@@ -58,6 +113,10 @@ impl ApiError {
             ApiError::Upstream(f) => f.status,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NoRoute(r) if r.code == "model_not_found" => StatusCode::BAD_REQUEST,
+            ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Guardrail(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -72,6 +131,10 @@ impl ApiError {
             ApiError::Upstream(f) => f.error_type,
             ApiError::NotReady => "provider_overloaded",
             ApiError::Internal(_) => "server",
+            ApiError::NoRoute(r) if r.code == "model_not_found" => "invalid_request",
+            ApiError::NoRoute(_) => "not_found",
+            ApiError::RateLimited(_) => "rate_limit_exceeded",
+            ApiError::Guardrail(_) => "permission_denied",
         }
     }
 
@@ -84,6 +147,11 @@ impl ApiError {
             ApiError::NoEndpoints { model, .. } => Some(json!({
                 "code": "no_endpoints", "retryable": false, "retry_after": null,
                 "requested_models": [model], "affected_providers": [], "excluded_by": [], "fallback_models": [],
+            })),
+            ApiError::NoRoute(r) => Some(json!({
+                "code": r.code, "retryable": false, "retry_after": null,
+                "requested_models": r.requested_models, "affected_providers": r.affected_providers,
+                "excluded_by": r.excluded_by, "fallback_models": [],
             })),
             _ => None,
         }
@@ -98,6 +166,10 @@ impl ApiError {
             other => other.to_string(),
         };
         let mut metadata = json!({ "error_type": self.error_type() });
+        if let ApiError::Guardrail(v) = self {
+            // OpenRouter's guardrail shape names the rule, never the matched text.
+            metadata = v.error_body()["error"]["metadata"].clone();
+        }
         if let ApiError::Upstream(f) = self {
             metadata["provider_name"] = json!(f.provider);
             if let Some(code) = &f.provider_code {
@@ -116,8 +188,32 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Upstream(f) => f.retry_after_secs,
+            ApiError::RateLimited(r) => Some(r.retry_after.as_secs_f64().ceil().max(1.0) as u64),
             _ => None,
         }
+    }
+
+    /// Headers every skin adds to this error's response: `Retry-After`, and the
+    /// `X-RateLimit-*` trio on rate-limit rejections.
+    pub fn headers(&self) -> Vec<(header::HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        if let Some(secs) = self.retry_after()
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            out.push((header::RETRY_AFTER, value));
+        }
+        if let ApiError::RateLimited(r) = self {
+            for (name, value) in [
+                ("x-ratelimit-limit", r.limit.to_string()),
+                ("x-ratelimit-remaining", r.remaining.to_string()),
+                ("x-ratelimit-reset", r.reset_unix_ms.to_string()),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    out.push((header::HeaderName::from_static(name), v));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -131,10 +227,8 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "error": self.error_object() });
         let mut response = (status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after()
-            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+        for (name, value) in self.headers() {
+            response.headers_mut().insert(name, value);
         }
         response
     }

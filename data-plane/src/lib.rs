@@ -6,8 +6,11 @@ mod api;
 mod auth_interceptor;
 mod chat_request;
 mod error;
+pub mod guardrails;
+pub mod limits;
 pub mod metering;
 mod providers;
+pub mod routing;
 pub mod snapshot;
 mod state;
 mod sync;
@@ -65,6 +68,8 @@ pub struct GatewayStatus {
     pub spooled_usage_seq: tokio::sync::watch::Sender<u64>,
     /// Highest usage sequence number the control plane has acknowledged.
     pub acked_usage_seq: tokio::sync::watch::Sender<u64>,
+    /// Gateways sharing the rate limits, per the snapshot in use.
+    pub gateway_count: tokio::sync::watch::Sender<u32>,
 }
 
 impl Default for GatewayStatus {
@@ -74,6 +79,7 @@ impl Default for GatewayStatus {
             applied_version: channel(),
             spooled_usage_seq: channel(),
             acked_usage_seq: channel(),
+            gateway_count: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -136,6 +142,7 @@ pub async fn run(
             auth: auth_interceptor::NodeAuth::new(&config.node_token)?,
             max_backoff: Duration::from_secs(5),
             applied: config.status.applied_version.clone(),
+            gateway_count: config.status.gateway_count.clone(),
         },
         background.clone(),
     )));
@@ -167,6 +174,8 @@ pub async fn run(
             .clone()
             .map(|u| u.trim_end_matches('/').to_owned()),
         tracker: tracker.clone(),
+        health: routing::HealthTable::default(),
+        limiter: limits::RateLimiter::default(),
     });
     let app = api::router(state);
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;

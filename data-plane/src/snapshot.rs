@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use switchyard_proto::keys::KeyHash;
+
+use crate::limits::Limits;
 use switchyard_proto::{PriceSheet, pb};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +30,14 @@ pub struct KeyEntry {
     pub expires_at_ms: Option<i64>,
     pub limit_nanos: Option<i64>,
     pub limit_reset: String,
+    /// This gateway's share of the key's rate limits.
+    pub rate_limits: Limits,
+    /// Owner of the key: a user or a team of the org (both `None` = the org itself).
+    pub owner_user_id: Option<String>,
+    pub owner_team_id: Option<String>,
+    /// Everything that applies to this key's requests, combined: the org's, the owning
+    /// team's and the key's guardrail policies and the key's own allowlists.
+    pub guardrails: Arc<crate::guardrails::Policy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +45,8 @@ pub enum ProviderKind {
     OpenAi,
     OpenAiCompatible,
     Echo,
+    Anthropic,
+    Gemini,
 }
 
 /// A provider credential; `Debug` never prints it.
@@ -70,6 +82,21 @@ pub struct ProviderEntry {
     /// Without a trailing slash.
     pub base_url: String,
     pub credential: Credential,
+    pub zero_data_retention: bool,
+    pub trains_on_prompts: bool,
+    pub timeouts: ProviderTimeouts,
+}
+
+/// Per-provider timeouts; `None` uses the gateway's default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProviderTimeouts {
+    pub connect: Option<std::time::Duration>,
+    pub first_byte: Option<std::time::Duration>,
+    pub stream_idle: Option<std::time::Duration>,
+}
+
+fn millis(ms: u32) -> Option<std::time::Duration> {
+    (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)))
 }
 
 #[derive(Debug)]
@@ -80,6 +107,9 @@ pub struct EndpointEntry {
     pub context_length: u32,
     pub max_output_tokens: u32,
     pub prices: PriceSheet,
+    pub quantization: String,
+    /// Empty: the operator did not restrict which parameters the endpoint honours.
+    pub supported_parameters: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -95,6 +125,8 @@ pub struct ModelEntry {
 #[derive(Debug, Default)]
 pub struct OrgCatalog {
     pub name: String,
+    /// This gateway's share of the org's rate limits.
+    pub rate_limits: Limits,
     /// Sorted by id, for stable listings.
     pub models: Vec<Arc<ModelEntry>>,
     by_id: HashMap<String, Arc<ModelEntry>>,
@@ -109,6 +141,8 @@ impl OrgCatalog {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub version: u64,
+    /// Gateways sharing the rate limits when this snapshot was sent.
+    pub gateway_count: u32,
     keys: HashMap<String, Arc<KeyEntry>>,
     orgs: HashMap<String, OrgCatalog>,
 }
@@ -127,10 +161,57 @@ fn invalid(msg: impl Into<String>) -> SnapshotError {
     SnapshotError(msg.into())
 }
 
+type GuardrailScopes = HashMap<(String, String, String), crate::guardrails::Policy>;
+
+/// Compiles every scope's guardrail policy, keyed by (org, scope kind, scope id). A policy
+/// that does not compile rejects the snapshot, like any other invalid part.
+fn guardrail_scopes(list: &[pb::GuardrailScope]) -> Result<GuardrailScopes, SnapshotError> {
+    let mut scopes = HashMap::with_capacity(list.len());
+    for g in list {
+        let policy = crate::guardrails::Policy::from_pb(&g.policy.clone().unwrap_or_default())
+            .map_err(|e| invalid(format!("{} {} guardrails: {e}", g.scope_kind, g.scope_id)))?;
+        scopes.insert(
+            (g.org_id.clone(), g.scope_kind.clone(), g.scope_id.clone()),
+            policy,
+        );
+    }
+    Ok(scopes)
+}
+
+/// Org ∩ owning team ∩ key policy ∩ the key's allowlists.
+fn key_guardrails(scopes: &GuardrailScopes, key: &pb::ApiKey) -> crate::guardrails::Policy {
+    let scope =
+        |kind: &str, id: &str| scopes.get(&(key.org_id.clone(), kind.to_owned(), id.to_owned()));
+    let mut policy =
+        crate::guardrails::Policy::allowlists(&key.allowed_models, &key.allowed_providers);
+    for extra in [
+        scope("org", &key.org_id),
+        scope("team", &key.owner_team_id),
+        scope("key", &key.hash),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        policy = policy.merge(extra);
+    }
+    policy
+}
+
 impl TryFrom<pb::ConfigSnapshot> for Snapshot {
     type Error = SnapshotError;
 
     fn try_from(pb: pb::ConfigSnapshot) -> Result<Self, Self::Error> {
+        let gateways = pb.gateway_count.max(1);
+        let share = |l: Option<&pb::RateLimits>| {
+            l.map_or_else(Limits::default, |l| {
+                Limits {
+                    requests_per_minute: l.requests_per_minute,
+                    tokens_per_minute: l.tokens_per_minute,
+                    concurrent_requests: l.concurrent_requests,
+                }
+                .share(gateways)
+            })
+        };
         let mut orgs: HashMap<String, OrgCatalog> = HashMap::new();
         let mut org_ids: HashMap<String, Arc<str>> = HashMap::new();
         for org in pb.orgs {
@@ -142,11 +223,13 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 org.id,
                 OrgCatalog {
                     name: org.name,
+                    rate_limits: share(org.rate_limits.as_ref()),
                     ..OrgCatalog::default()
                 },
             );
         }
 
+        let scopes = guardrail_scopes(&pb.guardrails)?;
         let mut keys = HashMap::with_capacity(pb.api_keys.len());
         for key in pb.api_keys {
             if KeyHash::parse(&key.hash).is_none() {
@@ -171,6 +254,7 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                     )));
                 }
             };
+            let guardrails = Arc::new(key_guardrails(&scopes, &key));
             let entry = KeyEntry {
                 hash: key.hash.clone(),
                 org_id,
@@ -180,6 +264,10 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 expires_at_ms: key.expires_at_ms,
                 limit_nanos: key.limit_nanos,
                 limit_reset: key.limit_reset,
+                rate_limits: share(key.rate_limits.as_ref()),
+                guardrails,
+                owner_user_id: Some(key.owner_user_id).filter(|o| !o.is_empty()),
+                owner_team_id: Some(key.owner_team_id).filter(|o| !o.is_empty()),
             };
             if keys.insert(key.hash.clone(), Arc::new(entry)).is_some() {
                 return Err(invalid(format!("key {} appears twice", key.hash)));
@@ -198,6 +286,8 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 Ok(pb::ProviderKind::Openai) => ProviderKind::OpenAi,
                 Ok(pb::ProviderKind::OpenaiCompatible) => ProviderKind::OpenAiCompatible,
                 Ok(pb::ProviderKind::Echo) => ProviderKind::Echo,
+                Ok(pb::ProviderKind::Anthropic) => ProviderKind::Anthropic,
+                Ok(pb::ProviderKind::Gemini) => ProviderKind::Gemini,
                 _ => {
                     return Err(invalid(format!(
                         "provider `{}` has unknown kind {}",
@@ -226,6 +316,13 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 kind,
                 base_url: p.base_url.trim_end_matches('/').to_owned(),
                 credential: Credential(p.api_key),
+                zero_data_retention: p.zero_data_retention,
+                trains_on_prompts: p.trains_on_prompts,
+                timeouts: ProviderTimeouts {
+                    connect: millis(p.connect_timeout_ms),
+                    first_byte: millis(p.first_byte_timeout_ms),
+                    stream_idle: millis(p.stream_idle_timeout_ms),
+                },
             };
             providers.insert((p.org_id, p.id), Arc::new(entry));
         }
@@ -266,6 +363,8 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                     context_length: e.context_length,
                     max_output_tokens: e.max_output_tokens,
                     prices,
+                    quantization: e.quantization,
+                    supported_parameters: e.supported_parameters,
                 }));
             }
             let entry = Arc::new(ModelEntry {
@@ -290,6 +389,7 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
 
         Ok(Snapshot {
             version: pb.version,
+            gateway_count: gateways,
             keys,
             orgs,
         })
@@ -307,6 +407,7 @@ mod tests {
             orgs: vec![pb::Org {
                 id: "o1".into(),
                 name: "Org".into(),
+                ..Default::default()
             }],
             api_keys: vec![pb::ApiKey {
                 hash: "a".repeat(64),
@@ -323,6 +424,7 @@ mod tests {
                 kind: pb::ProviderKind::Openai as i32,
                 base_url: "https://api.openai.com/v1/".into(),
                 api_key: "sk-secret".into(),
+                ..Default::default()
             }],
             models: vec![pb::Model {
                 org_id: "o1".into(),
@@ -335,6 +437,7 @@ mod tests {
                 }],
                 ..Default::default()
             }],
+            ..Default::default()
         }
     }
 

@@ -7,7 +7,9 @@ use arc_swap::ArcSwapOption;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
+use crate::limits::RateLimiter;
 use crate::metering::meter::Meter;
+use crate::routing::HealthTable;
 use crate::snapshot::Snapshot;
 use crate::upstream::Upstream;
 
@@ -23,6 +25,10 @@ pub struct Inner {
     pub control_plane_http: Option<String>,
     /// Streaming relays outlive their handler; tracked so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// What this node has learned about each endpoint from live traffic.
+    pub health: HealthTable,
+    /// This node's share of every key's and org's rate limits.
+    pub limiter: RateLimiter,
 }
 
 impl std::ops::Deref for AppState {

@@ -20,6 +20,7 @@ pub struct SyncConfig {
     pub auth: NodeAuth,
     pub max_backoff: Duration,
     pub applied: tokio::sync::watch::Sender<u64>,
+    pub gateway_count: tokio::sync::watch::Sender<u32>,
 }
 
 /// Runs until `shutdown` fires.
@@ -72,9 +73,11 @@ async fn follow(
             tracing::warn!(version, current, "ignoring an older config snapshot");
             continue;
         }
+        let gateways = message.gateway_count.max(1);
         let ack = match Snapshot::try_from(message) {
             Ok(snapshot) => {
                 live.store(Some(Arc::new(snapshot)));
+                config.gateway_count.send_replace(gateways);
                 config.applied.send_replace(version);
                 tracing::info!(version, "applied config snapshot");
                 pb::ConfigAck {

@@ -1,6 +1,7 @@
 //! The only place that talks to providers: one pooled HTTP client (TCP_NODELAY, HTTP/2 when
 //! offered via ALPN), timeouts, and SSE decoding of streamed replies.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -10,7 +11,9 @@ use serde_json::Value;
 
 use crate::chat_request::ChatRequest;
 use crate::error::{ApiError, UpstreamFailure};
-use crate::providers::{self, Reply, openai};
+use crate::providers::{
+    self, ChunkStream, EmbeddingsRequest, Parsed, Reply, StreamParser, UpstreamRequest, Wire,
+};
 use crate::snapshot::{EndpointEntry, ProviderKind};
 
 /// Upper bound for a whole non-streaming call, and for the gap between streamed events.
@@ -47,8 +50,8 @@ impl Upstream {
         endpoint: &EndpointEntry,
         model_id: &str,
     ) -> Result<Reply, ApiError> {
-        match endpoint.provider.kind {
-            ProviderKind::Echo => Ok(if request.stream {
+        match Wire::of(endpoint.provider.kind) {
+            None => Ok(if request.stream {
                 let chunks = providers::echo::chunks(request, model_id);
                 Reply::Stream(Box::pin(futures_util::stream::iter(
                     chunks.into_iter().map(Ok),
@@ -56,28 +59,134 @@ impl Upstream {
             } else {
                 Reply::Complete(providers::echo::complete(request, model_id))
             }),
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
-                self.send_openai(request, endpoint).await
-            }
+            Some(wire) => self.send_http(wire, request, endpoint).await,
         }
     }
 
-    async fn send_openai(
+    async fn send_http(
         &self,
+        wire: Wire,
         request: &ChatRequest,
         endpoint: &EndpointEntry,
     ) -> Result<Reply, ApiError> {
         let provider = &endpoint.provider.slug;
-        let upstream = openai::build_request(request, endpoint);
-        let mut builder = self
-            .client
-            .post(&upstream.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(upstream.body);
-        if let Some(token) = &upstream.bearer {
-            builder = builder.bearer_auth(token);
+        let upstream = wire.build_request(request, endpoint)?;
+        let response = self
+            .execute(wire, upstream, provider, !request.stream)
+            .await?;
+        if request.stream {
+            Ok(Reply::Stream(decode_sse(
+                response,
+                wire.stream_parser(provider),
+                provider.clone(),
+            )))
+        } else {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| transport_failure(&e, provider))?;
+            Ok(Reply::Complete(
+                wire.parse_response(&body, provider)
+                    .map_err(ApiError::Upstream)?,
+            ))
         }
-        if !request.stream {
+    }
+
+    /// Anthropic's own token count for a messages request; `None` when the endpoint is
+    /// not an Anthropic one.
+    pub async fn count_tokens(
+        &self,
+        request: &ChatRequest,
+        endpoint: &EndpointEntry,
+    ) -> Option<Result<u64, ApiError>> {
+        if endpoint.provider.kind != ProviderKind::Anthropic {
+            return None;
+        }
+        let provider = &endpoint.provider.slug;
+        Some(
+            async {
+                let upstream = providers::anthropic::build_count_tokens(request, endpoint)?;
+                let response = self
+                    .execute(Wire::Anthropic, upstream, provider, true)
+                    .await?;
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| transport_failure(&e, provider))?;
+                serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("input_tokens").and_then(Value::as_u64))
+                    .ok_or_else(|| {
+                        ApiError::Upstream(UpstreamFailure::new(
+                            StatusCode::BAD_GATEWAY,
+                            "provider_unavailable",
+                            provider,
+                            "returned no input_tokens",
+                        ))
+                    })
+            }
+            .await,
+        )
+    }
+
+    /// One embeddings call; the answer in OpenAI's embeddings shape. `None` when the
+    /// endpoint's provider has no embeddings API.
+    pub async fn embed(
+        &self,
+        request: &EmbeddingsRequest,
+        endpoint: &EndpointEntry,
+    ) -> Option<Result<Value, ApiError>> {
+        let provider = &endpoint.provider.slug;
+        let (wire, upstream) = match endpoint.provider.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => (
+                Wire::OpenAi,
+                Ok(providers::openai::build_embeddings(request, endpoint)),
+            ),
+            ProviderKind::Gemini => (
+                Wire::Gemini,
+                providers::gemini::build_embeddings(request, endpoint),
+            ),
+            ProviderKind::Anthropic | ProviderKind::Echo => return None,
+        };
+        Some(
+            async {
+                let response = self.execute(wire, upstream?, provider, true).await?;
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| transport_failure(&e, provider))?;
+                let value: Value = serde_json::from_slice(&body).map_err(|_| {
+                    ApiError::Upstream(UpstreamFailure::new(
+                        StatusCode::BAD_GATEWAY,
+                        "provider_unavailable",
+                        provider,
+                        "returned a body that is not JSON",
+                    ))
+                })?;
+                match wire {
+                    Wire::Gemini => providers::gemini::parse_embeddings(&value, request, provider)
+                        .map_err(ApiError::Upstream),
+                    _ => Ok(value),
+                }
+            }
+            .await,
+        )
+    }
+
+    /// Sends a built request; a non-2xx answer becomes the mapped error, before any byte
+    /// reached the client.
+    async fn execute(
+        &self,
+        wire: Wire,
+        upstream: UpstreamRequest,
+        provider: &str,
+        whole_body_timeout: bool,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut builder = self.client.post(&upstream.url).body(upstream.body);
+        for (name, value) in &upstream.headers {
+            builder = builder.header(*name, value);
+        }
+        if whole_body_timeout {
             builder = builder.timeout(RESPONSE_TIMEOUT);
         }
         let response = builder
@@ -85,74 +194,42 @@ impl Upstream {
             .await
             .map_err(|e| transport_failure(&e, provider))?;
         let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            let body = response.bytes().await.unwrap_or_default();
-            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            return Err(ApiError::Upstream(openai::map_error(
-                status,
-                &body,
-                provider,
-                retry_after,
-            )));
+        if status.is_success() {
+            return Ok(response);
         }
-        if request.stream {
-            Ok(Reply::Stream(decode_sse(response, provider.clone())))
-        } else {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| transport_failure(&e, provider))?;
-            let value: Value = serde_json::from_slice(&body).map_err(|_| {
-                ApiError::Upstream(failure(
-                    StatusCode::BAD_GATEWAY,
-                    "provider_unavailable",
-                    provider,
-                    "returned a body that is not JSON",
-                ))
-            })?;
-            Ok(Reply::Complete(value))
-        }
-    }
-}
-
-fn failure(
-    status: StatusCode,
-    error_type: &'static str,
-    provider: &str,
-    what: &str,
-) -> UpstreamFailure {
-    UpstreamFailure {
-        status,
-        error_type,
-        message: format!("provider `{provider}` {what}"),
-        provider: provider.to_owned(),
-        provider_code: None,
-        retry_after_secs: None,
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response.bytes().await.unwrap_or_default();
+        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        Err(ApiError::Upstream(wire.map_error(
+            status,
+            &body,
+            provider,
+            retry_after,
+        )))
     }
 }
 
 fn transport_failure(err: &reqwest::Error, provider: &str) -> ApiError {
     let f = if err.is_timeout() {
-        failure(
+        UpstreamFailure::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             provider,
             "timed out",
         )
     } else if err.is_connect() {
-        failure(
+        UpstreamFailure::new(
             StatusCode::BAD_GATEWAY,
             "provider_unavailable",
             provider,
             "could not be reached",
         )
     } else {
-        failure(
+        UpstreamFailure::new(
             StatusCode::BAD_GATEWAY,
             "provider_unavailable",
             provider,
@@ -162,73 +239,68 @@ fn transport_failure(err: &reqwest::Error, provider: &str) -> ApiError {
     ApiError::Upstream(f)
 }
 
-/// Decodes an OpenAI-format SSE body into chunk objects. Comment lines are ignored by the
-/// SSE parser; `[DONE]` ends the stream; an `error` object or a broken connection becomes
-/// an error item so the relay can end the client's stream with an error event.
-fn decode_sse(response: reqwest::Response, provider: String) -> providers::ChunkStream {
-    let events = response.bytes_stream().eventsource();
-    let stream = futures_util::stream::unfold(
-        (events, provider, false),
-        |(mut events, provider, done)| async move {
-            if done {
+/// Decodes an SSE body into canonical chunks with the format's parser. Comment lines are
+/// ignored by the SSE decoder; a failure (reported by the provider, a broken connection,
+/// a stall) becomes the last item so the relay can end the client's stream with an error.
+fn decode_sse(
+    response: reqwest::Response,
+    parser: Box<dyn StreamParser>,
+    provider: String,
+) -> ChunkStream {
+    struct State<E> {
+        events: E,
+        parser: Box<dyn StreamParser>,
+        pending: VecDeque<Value>,
+        finished: bool,
+        provider: String,
+    }
+    let state = State {
+        events: response.bytes_stream().eventsource(),
+        parser,
+        pending: VecDeque::new(),
+        finished: false,
+        provider,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(chunk) = st.pending.pop_front() {
+                return Some((Ok(chunk), st));
+            }
+            if st.finished {
                 return None;
             }
-            loop {
-                let next = tokio::time::timeout(RESPONSE_TIMEOUT, events.next()).await;
-                let item = match next {
-                    Err(_) => Err(failure(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "timeout",
-                        &provider,
-                        "stopped sending data",
-                    )),
-                    Ok(None) => Err(failure(
-                        StatusCode::BAD_GATEWAY,
-                        "provider_unavailable",
-                        &provider,
-                        "ended the stream before [DONE]",
-                    )),
-                    Ok(Some(Err(_))) => Err(failure(
-                        StatusCode::BAD_GATEWAY,
-                        "provider_unavailable",
-                        &provider,
-                        "broke the stream",
-                    )),
-                    Ok(Some(Ok(event))) => {
-                        let data = event.data.trim();
-                        if data.is_empty() {
-                            continue;
-                        }
-                        if data == "[DONE]" {
-                            return None;
-                        }
-                        match serde_json::from_str::<Value>(data) {
-                            Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
-                                let msg = v
-                                    .pointer("/error/message")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("stream error")
-                                    .to_owned();
-                                Err(failure(
-                                    StatusCode::BAD_GATEWAY,
-                                    "provider_unavailable",
-                                    &provider,
-                                    &format!("reported an error mid-stream: {msg}"),
-                                ))
-                            }
-                            Ok(v) => return Some((Ok(v), (events, provider, false))),
-                            Err(_) => Err(failure(
-                                StatusCode::BAD_GATEWAY,
-                                "provider_unavailable",
-                                &provider,
-                                "sent an event that is not JSON",
-                            )),
-                        }
-                    }
-                };
-                return Some((item.map_err(ApiError::Upstream), (events, provider, true)));
+            let next = tokio::time::timeout(RESPONSE_TIMEOUT, st.events.next()).await;
+            let step = match next {
+                Err(_) => Err(UpstreamFailure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    &st.provider,
+                    "stopped sending data",
+                )),
+                Ok(None) => st
+                    .parser
+                    .closed()
+                    .map(|chunks| Parsed { chunks, done: true }),
+                Ok(Some(Err(_))) => Err(UpstreamFailure::new(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_unavailable",
+                    &st.provider,
+                    "broke the stream",
+                )),
+                Ok(Some(Ok(event))) => st.parser.event(&event.event, &event.data),
+            };
+            match step {
+                Ok(parsed) => {
+                    st.pending.extend(parsed.chunks);
+                    st.finished = parsed.done;
+                }
+                Err(failure) => {
+                    st.finished = true;
+                    st.pending.clear();
+                    return Some((Err(ApiError::Upstream(failure)), st));
+                }
             }
-        },
-    );
+        }
+    });
     Box::pin(stream)
 }

@@ -375,7 +375,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(prices.charge(&usage, true), Money::ZERO);
-        assert_eq!(prices.charge(&usage, false), Money::from_nanos(1_007));
+        assert_eq!(prices.charge(&usage, false), Money::from_nanos(1_000_007));
         let partial = UsageDims {
             output_tokens: 1,
             ..usage

@@ -2,8 +2,13 @@
 // Test helpers outside #[test] fns are not covered by clippy.toml's allow-*-in-tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod conformance;
 mod errors;
+mod guardrails;
+mod identity;
 mod openai_sdk;
 mod resilience;
+mod routing;
+mod sdks;
 mod skeleton;
 mod sse;

@@ -139,6 +139,25 @@ impl System {
         self.gateway.wait_for_config(version).await
     }
 
+    /// Another gateway on the same control plane, with its own spool.
+    pub async fn start_extra_gateway(&self) -> anyhow::Result<Gateway> {
+        let spool = self
+            .dir
+            .path()
+            .join(format!("spool-{}", uuid::Uuid::now_v7().simple()));
+        let gateway = Gateway::start(
+            &self.control_plane,
+            &self.secrets.node_token,
+            spool,
+            "127.0.0.1:0".parse()?,
+        )
+        .await?;
+        gateway
+            .wait_for_config(self.store.config_version().await?)
+            .await?;
+        Ok(gateway)
+    }
+
     /// POST JSON to the gateway with a bearer key.
     pub async fn post(
         &self,
@@ -283,6 +302,16 @@ impl Gateway {
         tokio::time::timeout(PATIENCE, rx.wait_for(|v| *v >= version))
             .await
             .with_context(|| format!("gateway did not apply config version {version}"))??;
+        Ok(())
+    }
+
+    /// Waits until the gateway runs config `version` or newer, shared among `count` gateways.
+    pub async fn wait_for_gateway_count(&self, count: u32, version: u64) -> anyhow::Result<()> {
+        self.wait_for_config(version).await?;
+        let mut rx = self.status.gateway_count.subscribe();
+        tokio::time::timeout(PATIENCE, rx.wait_for(|n| *n == count))
+            .await
+            .with_context(|| format!("gateway never saw {count} gateways"))??;
         Ok(())
     }
 

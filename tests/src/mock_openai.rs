@@ -47,6 +47,8 @@
 //! | `error-500` | 500, `{"error":{…,"type":"server_error"}}` |
 //! | `error-429` | 429 with `Retry-After: 1`, type and code `rate_limit_exceeded` |
 //! | `error-400` | 400, type `invalid_request_error` |
+//! | `error-503` | 503, type `server_error` ("overloaded") |
+//! | `stall-stream` | streaming: role chunk and two content chunks, then nothing until the client gives up |
 //! | `cut-stream` | streaming: role chunk and two content chunks, then the connection is aborted (no terminating chunk, no `[DONE]`); non-streaming: status 200 and half of the JSON body, then the connection is aborted |
 //! | `no-usage` | never sends usage, even when asked: no `usage` key in the body or in any chunk |
 //! | `slow` | waits 200 ms before answering (on top of [`MockConfig::delay`]) |
@@ -535,6 +537,7 @@ struct Delta<'a> {
 #[derive(Debug, Clone, Copy, Default)]
 struct Switches {
     cut_stream: bool,
+    stall_stream: bool,
     no_usage: bool,
     slow: bool,
 }
@@ -543,6 +546,7 @@ impl Switches {
     fn of(model: &str) -> Self {
         Switches {
             cut_stream: model.contains("cut-stream"),
+            stall_stream: model.contains("stall-stream"),
             no_usage: model.contains("no-usage"),
             slow: model.contains("slow"),
         }
@@ -554,6 +558,14 @@ fn forced_error(model: &str) -> Option<Response> {
         return Some(openai_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            None,
+        ));
+    }
+    if model.contains("error-503") {
+        return Some(openai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The engine is currently overloaded, please try again later",
             "server_error",
             None,
         ));
@@ -647,6 +659,7 @@ async fn chat_completions(
             usage: if include_usage { usage } else { None },
             usage_key: include_usage && !switches.no_usage,
             cut: switches.cut_stream,
+            stall: switches.stall_stream,
             keepalive_comment: shared.config.keepalive_comment,
         };
         return match stream.events() {
@@ -707,6 +720,7 @@ struct StreamPlan<'a> {
     /// Whether chunks carry a `usage` key at all (`null` on non-usage chunks).
     usage_key: bool,
     cut: bool,
+    stall: bool,
     keepalive_comment: bool,
 }
 
@@ -714,6 +728,8 @@ enum Event {
     Send(Bytes),
     /// Fails the body, which makes hyper drop the connection without the terminating chunk.
     Abort,
+    /// Sends nothing more until the mock shuts down or the client disconnects.
+    Stall,
 }
 
 impl StreamPlan<'_> {
@@ -762,6 +778,10 @@ impl StreamPlan<'_> {
         for (i, word) in self.words.iter().enumerate() {
             if self.cut && i == 2 {
                 events.push_back(Event::Abort);
+                return Ok(events);
+            }
+            if self.stall && i == 2 {
+                events.push_back(Event::Stall);
                 return Ok(events);
             }
             let piece = if i == last {
@@ -830,6 +850,14 @@ fn event_body(events: VecDeque<Event>, delay: Duration, shutdown: CancellationTo
             // Hyper drops its write buffer when the body fails; pausing first lets it flush what
             // was sent, so the client really sees a stream cut after those bytes.
             Event::Abort => ABORT_FLUSH_PAUSE.max(cursor.delay),
+            Event::Stall => {
+                cursor.shutdown.cancelled().await;
+                cursor.events.clear();
+                return Some((
+                    Err(std::io::Error::other("mock provider shut down")),
+                    cursor,
+                ));
+            }
             Event::Send(_) if cursor.started => cursor.delay,
             Event::Send(_) => Duration::ZERO,
         };
@@ -845,7 +873,7 @@ fn event_body(events: VecDeque<Event>, delay: Duration, shutdown: CancellationTo
         cursor.started = true;
         match event {
             Event::Send(bytes) => Some((Ok(bytes), cursor)),
-            Event::Abort => {
+            Event::Abort | Event::Stall => {
                 cursor.events.clear();
                 Some((
                     Err(std::io::Error::other("mock provider cut the stream")),

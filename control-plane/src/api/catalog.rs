@@ -11,13 +11,17 @@ use switchyard_proto::PriceSheet;
 use switchyard_proto::money::{nanos_per_mtok_to_per_token_usd, per_token_usd_to_nanos_per_mtok};
 use uuid::Uuid;
 
+use super::audit::{Change, record as audit_record};
 use super::principal::Principal;
 use super::timefmt::iso;
 use super::{AppState, JsonBody};
 use crate::error::ApiError;
-use crate::store::{ModelPatch, ModelRecord, NewEndpoint, NewModel, NewProvider, ProviderRecord};
+use crate::identity::Permission;
+use crate::store::{
+    ModelPatch, ModelRecord, NewEndpoint, NewModel, NewProvider, ProviderPolicy, ProviderRecord,
+};
 
-pub const PROVIDER_KINDS: &[&str] = &["openai", "openai_compatible", "echo"];
+pub const PROVIDER_KINDS: &[&str] = &["openai", "openai_compatible", "echo", "anthropic", "gemini"];
 
 #[derive(Deserialize)]
 pub struct CreateProvider {
@@ -26,6 +30,14 @@ pub struct CreateProvider {
     kind: Option<String>,
     base_url: Option<String>,
     api_key: Option<String>,
+    /// The provider keeps no prompts or outputs (`provider.zdr` routes only to these).
+    zero_data_retention: Option<bool>,
+    /// The provider may train on prompts; unknown policies default to `true` for generic
+    /// OpenAI-compatible servers, as OpenRouter assumes (`data_collection: deny` skips them).
+    trains_on_prompts: Option<bool>,
+    connect_timeout_ms: Option<u32>,
+    first_byte_timeout_ms: Option<u32>,
+    stream_idle_timeout_ms: Option<u32>,
 }
 
 fn valid_slug(s: &str) -> bool {
@@ -38,6 +50,8 @@ fn valid_slug(s: &str) -> bool {
 pub fn default_base_url(kind: &str) -> Option<&'static str> {
     match kind {
         "openai" => Some("https://api.openai.com/v1"),
+        "anthropic" => Some("https://api.anthropic.com/v1"),
+        "gemini" => Some("https://generativelanguage.googleapis.com/v1beta"),
         _ => None,
     }
 }
@@ -55,6 +69,11 @@ fn provider_json(p: &ProviderRecord) -> Value {
         "kind": p.kind,
         "base_url": p.base_url,
         "has_credential": p.api_key.as_deref().is_some_and(|k| !k.is_empty()),
+        "zero_data_retention": p.zero_data_retention,
+        "trains_on_prompts": p.trains_on_prompts,
+        "connect_timeout_ms": p.connect_timeout_ms,
+        "first_byte_timeout_ms": p.first_byte_timeout_ms,
+        "stream_idle_timeout_ms": p.stream_idle_timeout_ms,
         "credential_hint": hint,
         "created_at": iso(p.created_at),
         "updated_at": iso(p.updated_at),
@@ -65,7 +84,7 @@ pub async fn list_providers(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require_management()?;
+    principal.require(Permission::ProvidersRead)?;
     let providers = state.store.list_providers(principal.org_id()).await?;
     Ok(Json(
         json!({ "data": providers.iter().map(provider_json).collect::<Vec<_>>() }),
@@ -77,7 +96,7 @@ pub async fn create_provider(
     principal: Principal,
     JsonBody(body): JsonBody<CreateProvider>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require_management()?;
+    principal.require(Permission::ProvidersWrite)?;
     let kind = body.kind.ok_or_else(|| {
         ApiError::BadRequest(format!(
             "`kind` is required: one of {}",
@@ -113,15 +132,34 @@ pub async fn create_provider(
             org_id: principal.org_id().to_owned(),
             name: body.name.unwrap_or_else(|| slug.clone()),
             slug,
+            policy: ProviderPolicy {
+                zero_data_retention: body.zero_data_retention.unwrap_or(kind == "echo"),
+                trains_on_prompts: body
+                    .trains_on_prompts
+                    .unwrap_or(kind == "openai_compatible"),
+                connect_timeout_ms: i64::from(body.connect_timeout_ms.unwrap_or(0)),
+                first_byte_timeout_ms: i64::from(body.first_byte_timeout_ms.unwrap_or(0)),
+                stream_idle_timeout_ms: i64::from(body.stream_idle_timeout_ms.unwrap_or(0)),
+            },
             kind,
             base_url,
             api_key: body.api_key.filter(|k| !k.is_empty()),
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "data": provider_json(&provider) })),
-    ))
+    let data = provider_json(&provider);
+    audit_record(
+        &state,
+        &principal,
+        Change {
+            action: "provider.create",
+            target_type: "provider",
+            target_id: &provider.id,
+            before: None,
+            after: Some(&data),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
 }
 
 /// Accepts absolute http(s) URLs with a host.
@@ -163,7 +201,17 @@ pub struct EndpointBody {
     max_completion_tokens: Option<i64>,
     #[serde(default)]
     pricing: PricingBody,
+    /// OpenRouter's vocabulary: int4, int8, fp4, fp6, fp8, fp16, bf16, fp32, …
+    quantization: Option<String>,
+    /// Request parameters the endpoint honours; omit to leave it unrestricted.
+    #[serde(default)]
+    supported_parameters: Vec<String>,
 }
+
+const QUANTIZATIONS: &[&str] = &[
+    "int4", "int8", "fp4", "mxfp4", "nvfp4", "fp6", "fp8", "mxfp8", "fp16", "bf16", "fp32",
+    "unknown",
+];
 
 #[derive(Deserialize)]
 pub struct CreateModel {
@@ -252,6 +300,17 @@ async fn endpoints(
             context_length,
             max_output_tokens: e.max_completion_tokens.unwrap_or(context_length).max(1),
             prices: prices(&e.pricing)?,
+            quantization: match e.quantization {
+                None => String::new(),
+                Some(q) if QUANTIZATIONS.contains(&q.as_str()) => q,
+                Some(q) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "endpoints[{i}].quantization must be one of {}, not `{q}`",
+                        QUANTIZATIONS.join(", ")
+                    )));
+                }
+            },
+            supported_parameters: e.supported_parameters,
         });
     }
     Ok(out)
@@ -271,6 +330,8 @@ fn model_json(r: &ModelRecord, providers: &[ProviderRecord]) -> Value {
                 "model": e.upstream_model,
                 "context_length": e.context_length,
                 "max_completion_tokens": e.max_output_tokens,
+                "quantization": if e.quantization.is_empty() { Value::Null } else { json!(e.quantization) },
+                "supported_parameters": e.supported_parameters.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
                 "pricing": {
                     "prompt": nanos_per_mtok_to_per_token_usd(p.input),
                     "completion": nanos_per_mtok_to_per_token_usd(p.output),
@@ -308,7 +369,7 @@ pub async fn list_models(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require_management()?;
+    principal.require(Permission::ModelsRead)?;
     let models = state.store.list_models(principal.org_id()).await?;
     let providers = state.store.list_providers(principal.org_id()).await?;
     Ok(Json(
@@ -321,7 +382,7 @@ pub async fn create_model(
     principal: Principal,
     JsonBody(body): JsonBody<CreateModel>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require_management()?;
+    principal.require(Permission::ModelsWrite)?;
     let org = principal.org_id().to_owned();
     let id = body.id.ok_or_else(|| {
         ApiError::BadRequest("`id` is required, e.g. \"openai/gpt-4o-mini\"".into())
@@ -350,10 +411,20 @@ pub async fn create_model(
         })
         .await?;
     let providers = state.store.list_providers(&org).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "data": model_json(&record, &providers) })),
-    ))
+    let data = model_json(&record, &providers);
+    audit_record(
+        &state,
+        &principal,
+        Change {
+            action: "model.create",
+            target_type: "model",
+            target_id: &record.model.id,
+            before: None,
+            after: Some(&data),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
 }
 
 pub async fn get_model(
@@ -361,7 +432,7 @@ pub async fn get_model(
     principal: Principal,
     Path((author, slug)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require_management()?;
+    principal.require(Permission::ModelsRead)?;
     let record = state
         .store
         .get_model(principal.org_id(), &format!("{author}/{slug}"))
@@ -376,10 +447,11 @@ pub async fn update_model(
     Path((author, slug)): Path<(String, String)>,
     JsonBody(body): JsonBody<UpdateModel>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require_management()?;
+    principal.require(Permission::ModelsWrite)?;
     let org = principal.org_id().to_owned();
     let id = format!("{author}/{slug}");
     let current = state.store.get_model(&org, &id).await?;
+    let before = model_json(&current, &state.store.list_providers(&org).await?);
     let context = body.context_length.unwrap_or(current.model.context_length);
     if context <= 0 {
         return Err(ApiError::BadRequest(
@@ -404,5 +476,18 @@ pub async fn update_model(
         )
         .await?;
     let providers = state.store.list_providers(&org).await?;
-    Ok(Json(json!({ "data": model_json(&record, &providers) })))
+    let after = model_json(&record, &providers);
+    audit_record(
+        &state,
+        &principal,
+        Change {
+            action: "model.update",
+            target_type: "model",
+            target_id: &id,
+            before: Some(&before),
+            after: Some(&after),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "data": after })))
 }

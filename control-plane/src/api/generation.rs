@@ -1,5 +1,5 @@
 //! `GET /api/v1/generation?id=gen-…`: one generation's metadata and cost, readable with the
-//! key that made it or a management key of the same org. A lookup that races the usage
+//! key that made it, or by any principal of the same org holding `usage.read`. A lookup that races the usage
 //! pipeline waits briefly for the record instead of answering 404.
 
 use std::time::Duration;
@@ -14,7 +14,8 @@ use super::AppState;
 use super::principal::Principal;
 use super::timefmt::iso;
 use crate::error::ApiError;
-use crate::store::{KeyKind, UsageRow};
+use crate::identity::Permission;
+use crate::store::UsageRow;
 
 const WAIT_FOR_RECORD: Duration = Duration::from_secs(3);
 
@@ -50,8 +51,13 @@ pub async fn get(
             return Err(ApiError::NotFound(format!("generation {id} not found")));
         }
     };
-    if principal.kind == KeyKind::Inference && row.key_hash != principal.key.hash {
+    // An inference key reads only its own generations; everyone else needs `usage.read`.
+    let own = principal.key().is_some_and(|k| k.hash == row.key_hash);
+    if principal.is_inference_key() && !own {
         return Err(ApiError::NotFound(format!("generation {id} not found")));
+    }
+    if !principal.is_inference_key() {
+        principal.require(Permission::UsageRead)?;
     }
     Ok(Json(json!({ "data": generation_json(&id, &row) })))
 }

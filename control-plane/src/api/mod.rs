@@ -1,16 +1,24 @@
 //! The control plane's REST API (OpenRouter-compatible where OpenRouter has the route).
 
+pub mod audit;
+mod auth;
 mod catalog;
 mod generation;
+mod guardrails;
+mod invitations;
 mod keys;
-mod principal;
+mod orgs;
+pub mod principal;
+mod rate_limits;
+mod sso;
+mod teams;
 pub mod timefmt;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -19,12 +27,43 @@ use tower_http::trace::TraceLayer;
 pub use catalog::{PROVIDER_KINDS, default_base_url};
 
 use crate::error::ApiError;
-use crate::store::Store;
+use crate::identity::SessionKeys;
+use crate::identity::ratelimit::LoginLimiter;
+use crate::identity::session::{SECRET_NAME, random_token};
+use crate::store::{Store, StoreResult};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub ingested: Arc<tokio::sync::Notify>,
+    pub sessions: SessionKeys,
+    pub login_limiter: Arc<LoginLimiter>,
+    /// For OIDC discovery, token and JWKS requests.
+    pub http: reqwest::Client,
+}
+
+impl AppState {
+    /// Loads (on first start: creates) the session-signing secret shared by all replicas.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        ingested: Arc<tokio::sync::Notify>,
+        secure_cookies: bool,
+    ) -> StoreResult<Self> {
+        let secret = store
+            .get_or_create_secret(SECRET_NAME, &random_token())
+            .await?;
+        Ok(Self {
+            store,
+            ingested,
+            sessions: SessionKeys::new(secret.as_bytes(), secure_cookies),
+            login_limiter: Arc::new(LoginLimiter::default()),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -34,7 +73,80 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/keys/{hash}",
             get(keys::get).patch(keys::update).delete(keys::delete),
         )
+        .route("/api/v1/keys/{hash}/rotate", post(keys::rotate))
         .route("/api/v1/key", get(keys::current))
+        .route(
+            "/api/v1/keys/{hash}/rate-limit",
+            get(rate_limits::get_key).put(rate_limits::put_key),
+        )
+        .route(
+            "/api/v1/rate-limit",
+            get(rate_limits::get_org).put(rate_limits::put_org),
+        )
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route("/api/v1/auth/switch-org", post(auth::switch_org))
+        .route("/api/v1/orgs", get(orgs::list).post(orgs::create))
+        .route("/api/v1/orgs/{org}", get(orgs::get))
+        .route(
+            "/api/v1/orgs/{org}/members",
+            get(orgs::list_members).post(orgs::add_member),
+        )
+        .route(
+            "/api/v1/orgs/{org}/members/{user}",
+            axum::routing::patch(orgs::update_member).delete(orgs::remove_member),
+        )
+        .route(
+            "/api/v1/orgs/{org}/teams",
+            get(teams::list).post(teams::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/teams/{team}",
+            get(teams::get).patch(teams::rename).delete(teams::delete),
+        )
+        .route(
+            "/api/v1/orgs/{org}/teams/{team}/members/{user}",
+            put(teams::add_member).delete(teams::remove_member),
+        )
+        .route(
+            "/api/v1/orgs/{org}/invitations",
+            get(invitations::list).post(invitations::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/invitations/{id}",
+            axum::routing::delete(invitations::revoke),
+        )
+        .route("/api/v1/invitations/accept", post(invitations::accept))
+        .route(
+            "/api/v1/orgs/{org}/guardrails",
+            get(guardrails::get_org)
+                .put(guardrails::put_org)
+                .delete(guardrails::delete_org),
+        )
+        .route(
+            "/api/v1/orgs/{org}/teams/{team}/guardrails",
+            get(guardrails::get_team)
+                .put(guardrails::put_team)
+                .delete(guardrails::delete_team),
+        )
+        .route(
+            "/api/v1/keys/{hash}/guardrails",
+            get(guardrails::get_key)
+                .put(guardrails::put_key)
+                .delete(guardrails::delete_key),
+        )
+        .route(
+            "/api/v1/orgs/{org}/sso",
+            get(sso::get_config)
+                .put(sso::put_config)
+                .delete(sso::delete_config),
+        )
+        .route("/api/v1/auth/oidc/{org}/login", get(sso::login))
+        .route("/api/v1/auth/oidc/callback", get(sso::callback))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/audit/export", get(audit::export))
         .route("/api/v1/generation", get(generation::get))
         .route(
             "/api/v1/providers",

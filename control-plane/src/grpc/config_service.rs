@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::Stream;
 use switchyard_proto::pb;
 use switchyard_proto::pb::config_service_server::ConfigService;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::NodeAuthenticator;
@@ -18,6 +19,32 @@ pub struct ConfigServiceImpl {
     pub cache: Arc<SnapshotCache>,
     pub auth: NodeAuthenticator,
     pub shutdown: CancellationToken,
+    /// Gateways watching right now; each enforces 1/n of every rate limit.
+    pub watchers: Arc<watch::Sender<u32>>,
+}
+
+/// Counts a watcher for as long as its stream lives.
+struct WatcherGuard(Arc<watch::Sender<u32>>);
+
+impl WatcherGuard {
+    fn new(watchers: Arc<watch::Sender<u32>>) -> Self {
+        watchers.send_modify(|n| *n += 1);
+        Self(watchers)
+    }
+}
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+struct WatchState {
+    changes: watch::Receiver<u64>,
+    watchers: watch::Receiver<u32>,
+    sent_version: u64,
+    sent_count: u32,
+    _guard: WatcherGuard,
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ConfigSnapshot, tonic::Status>> + Send>>;
@@ -44,27 +71,41 @@ impl ConfigService for ConfigServiceImpl {
             };
             self.store.record_node_ack(&ack).await?;
         }
-        let changes = self.store.config_changes();
         let cache = self.cache.clone();
         let shutdown = self.shutdown.clone();
-        // State: the change feed and the version last sent (0 = nothing yet).
-        let stream = futures_util::stream::unfold((changes, 0u64), move |(mut changes, sent)| {
+        let state = WatchState {
+            changes: self.store.config_changes(),
+            watchers: self.watchers.subscribe(),
+            sent_version: 0,
+            sent_count: 0,
+            _guard: WatcherGuard::new(self.watchers.clone()),
+        };
+        // Sends a snapshot at once, then whenever the config version moves or the number of
+        // watching gateways changes (their rate-limit shares move with it).
+        let stream = futures_util::stream::unfold(state, move |mut st| {
             let cache = cache.clone();
             let shutdown = shutdown.clone();
             async move {
-                if sent > 0 {
+                if st.sent_version > 0 {
+                    let sent = st.sent_version;
+                    let count = st.sent_count;
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
-                        r = changes.wait_for(|v| *v > sent) => { r.ok()?; }
+                        r = st.changes.wait_for(|v| *v > sent) => { r.ok()?; }
+                        r = st.watchers.wait_for(|n| *n != count) => { r.ok()?; }
                     }
                 }
-                let wanted = (*changes.borrow()).max(sent + 1);
+                let wanted = (*st.changes.borrow()).max(st.sent_version.max(1));
                 match cache.at_least(wanted).await {
                     Ok(snapshot) => {
-                        let version = snapshot.version;
-                        Some((Ok((*snapshot).clone()), (changes, version)))
+                        let mut message = (*snapshot).clone();
+                        let count = (*st.watchers.borrow()).max(1);
+                        message.gateway_count = count;
+                        st.sent_version = message.version;
+                        st.sent_count = count;
+                        Some((Ok(message), st))
                     }
-                    Err(err) => Some((Err(tonic::Status::from(err)), (changes, sent))),
+                    Err(err) => Some((Err(tonic::Status::from(err)), st)),
                 }
             }
         });
@@ -82,6 +123,14 @@ impl ConfigService for ConfigServiceImpl {
         } else {
             tracing::warn!(node_id = %ack.node_id, version = ack.version, error = %ack.error, "gateway rejected config");
         }
+        crate::audit::record_config_ack(
+            &*self.store,
+            &ack.node_id,
+            ack.version,
+            ack.ok,
+            &ack.error,
+        )
+        .await;
         self.store
             .record_node_ack(&NodeAck {
                 node_id: ack.node_id,

@@ -2,6 +2,9 @@
 //! default, Postgres for production) sharing the same SQL (both accept `$n` placeholders)
 //! through `sql::impl_store!`. Every query that reads tenant data is scoped by org.
 
+mod audit;
+mod identity;
+mod identity_sql;
 mod models;
 mod postgres;
 mod sql;
@@ -10,6 +13,8 @@ mod sqlite;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+pub use audit::*;
+pub use identity::*;
 pub use models::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -43,7 +48,7 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: IdentityStore + AuditStore + Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// Fires with the new config version after every committed config change.
@@ -117,6 +122,16 @@ pub trait Store: Send + Sync + 'static {
     async fn count_usage(&self, org_id: &str) -> StoreResult<i64>;
     /// Sum of ledger entries of one account of an org, in nano-USD.
     async fn account_balance(&self, org_id: &str, account: &str) -> StoreResult<i64>;
+
+    /// Sets (or, with all limits 0, clears) the rate limits of a key or the org itself.
+    /// A key scope must name a key of `org_id`.
+    async fn set_rate_limit(&self, limits: &RateLimitRow) -> StoreResult<()>;
+    async fn get_rate_limit(
+        &self,
+        org_id: &str,
+        scope_kind: &str,
+        scope_id: &str,
+    ) -> StoreResult<RateLimitRow>;
 }
 
 /// Opens the store named by `url` (`sqlite://…` or `postgres://…`) and runs migrations.

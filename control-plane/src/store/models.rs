@@ -93,6 +93,11 @@ pub struct ProviderRecord {
     pub api_key: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub zero_data_retention: bool,
+    pub trains_on_prompts: bool,
+    pub connect_timeout_ms: i64,
+    pub first_byte_timeout_ms: i64,
+    pub stream_idle_timeout_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +109,18 @@ pub struct NewProvider {
     pub kind: String,
     pub base_url: String,
     pub api_key: Option<String>,
+    pub policy: ProviderPolicy,
+}
+
+/// How a provider treats data, and how long the gateway waits for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProviderPolicy {
+    pub zero_data_retention: bool,
+    pub trains_on_prompts: bool,
+    /// Milliseconds; 0 uses the gateway's default.
+    pub connect_timeout_ms: i64,
+    pub first_byte_timeout_ms: i64,
+    pub stream_idle_timeout_ms: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -134,6 +151,9 @@ pub struct EndpointRow {
     pub price_reasoning: Option<i64>,
     pub price_per_request: i64,
     pub position: i64,
+    pub quantization: String,
+    /// Comma-separated; empty means unrestricted.
+    pub supported_parameters: String,
 }
 
 impl EndpointRow {
@@ -164,6 +184,8 @@ pub struct NewEndpoint {
     pub context_length: i64,
     pub max_output_tokens: i64,
     pub prices: PriceSheet,
+    pub quantization: String,
+    pub supported_parameters: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +225,20 @@ pub struct ConfigData {
     pub providers: Vec<ProviderRecord>,
     pub models: Vec<ModelRow>,
     pub endpoints: Vec<EndpointRow>,
+    pub rate_limits: Vec<RateLimitRow>,
+}
+
+/// Cluster-wide limits of one key or org; 0 means unlimited.
+#[derive(Debug, Clone, Default, FromRow, PartialEq, Eq, Serialize)]
+pub struct RateLimitRow {
+    pub org_id: String,
+    /// "key" or "org".
+    pub scope_kind: String,
+    /// Key hash or org id.
+    pub scope_id: String,
+    pub requests_per_minute: i64,
+    pub tokens_per_minute: i64,
+    pub concurrent_requests: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -91,3 +91,4 @@ impl PgStore {
 }
 
 super::sql::impl_store!(PgStore, sqlx::Postgres);
+super::identity_sql::impl_identity_store!(PgStore, sqlx::Postgres);

@@ -6,11 +6,10 @@
 //! SQLite takes its write lock up front instead of failing on a lock upgrade.
 
 pub(super) const KEY_COLUMNS: &str = "hash, org_id, name, label, kind, disabled, limit_nanos, limit_reset, include_byok_in_limit, expires_at, created_at, updated_at";
-pub(super) const PROVIDER_COLUMNS: &str =
-    "id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at";
+pub(super) const PROVIDER_COLUMNS: &str = "id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at, zero_data_retention, trains_on_prompts, connect_timeout_ms, first_byte_timeout_ms, stream_idle_timeout_ms";
 pub(super) const MODEL_COLUMNS: &str =
     "org_id, id, name, description, context_length, created_at, updated_at";
-pub(super) const ENDPOINT_COLUMNS: &str = "id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens, price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position";
+pub(super) const ENDPOINT_COLUMNS: &str = "id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens, price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position, quantization, supported_parameters";
 pub(super) const USAGE_COLUMNS: &str = "request_id, org_id, key_hash, model, endpoint_id, provider_id, provider_slug, upstream_model, node_id, config_version, api, started_at, finished_at, ttft_ms, streamed, cancelled, estimated, finish_reason, native_finish_reason, http_status, error_type, input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos, gateway_cost_nanos, upstream_id, ingested_at";
 
 macro_rules! impl_store {
@@ -50,8 +49,9 @@ macro_rules! impl_store {
 
         async fn insert_provider(tx: &mut Tx<'_>, p: &NewProvider, now: i64) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO providers (id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                "INSERT INTO providers (id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at,
+                    zero_data_retention, trains_on_prompts, connect_timeout_ms, first_byte_timeout_ms, stream_idle_timeout_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&p.id)
             .bind(&p.org_id)
@@ -61,6 +61,11 @@ macro_rules! impl_store {
             .bind(&p.base_url)
             .bind(&p.api_key)
             .bind(now)
+            .bind(p.policy.zero_data_retention)
+            .bind(p.policy.trains_on_prompts)
+            .bind(p.policy.connect_timeout_ms)
+            .bind(p.policy.first_byte_timeout_ms)
+            .bind(p.policy.stream_idle_timeout_ms)
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -81,8 +86,9 @@ macro_rules! impl_store {
                 let p = &e.prices;
                 sqlx::query(
                     "INSERT INTO model_endpoints (id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens,
-                        price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                        price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position, created_at,
+                        quantization, supported_parameters)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
                 )
                 .bind(&e.id)
                 .bind(org_id)
@@ -100,6 +106,8 @@ macro_rules! impl_store {
                 .bind(p.per_request_nanos)
                 .bind(i64::try_from(position).unwrap_or(i64::MAX))
                 .bind(now)
+                .bind(&e.quantization)
+                .bind(e.supported_parameters.join(","))
                 .execute(&mut **tx)
                 .await?;
             }
@@ -413,8 +421,13 @@ macro_rules! impl_store {
                 ))
                 .fetch_all(&mut *tx)
                 .await?;
+                let rate_limits = sqlx::query_as::<_, RateLimitRow>(
+                    "SELECT org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests FROM rate_limits ORDER BY scope_kind, scope_id",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
                 tx.commit().await?;
-                Ok(ConfigData { version: u64::try_from(version).unwrap_or(0), orgs, keys, providers, models, endpoints })
+                Ok(ConfigData { version: u64::try_from(version).unwrap_or(0), orgs, keys, providers, models, endpoints, rate_limits })
             }
 
             async fn add_node_token(&self, hash: &str, name: &str) -> StoreResult<()> {
@@ -552,6 +565,60 @@ macro_rules! impl_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(n)
+            }
+
+            async fn set_rate_limit(&self, l: &RateLimitRow) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                let owned: Option<(String,)> = match l.scope_kind.as_str() {
+                    "key" => sqlx::query_as("SELECT hash FROM api_keys WHERE org_id = $1 AND hash = $2")
+                        .bind(&l.org_id)
+                        .bind(&l.scope_id)
+                        .fetch_optional(&mut *tx)
+                        .await?,
+                    "org" if l.scope_id == l.org_id => Some((l.org_id.clone(),)),
+                    _ => None,
+                };
+                if owned.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                if l.requests_per_minute == 0 && l.tokens_per_minute == 0 && l.concurrent_requests == 0 {
+                    sqlx::query("DELETE FROM rate_limits WHERE scope_kind = $1 AND scope_id = $2")
+                        .bind(&l.scope_kind)
+                        .bind(&l.scope_id)
+                        .execute(&mut *tx)
+                        .await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO rate_limits (org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (scope_kind, scope_id) DO UPDATE SET requests_per_minute = excluded.requests_per_minute,
+                            tokens_per_minute = excluded.tokens_per_minute, concurrent_requests = excluded.concurrent_requests, updated_at = excluded.updated_at",
+                    )
+                    .bind(&l.org_id)
+                    .bind(&l.scope_kind)
+                    .bind(&l.scope_id)
+                    .bind(l.requests_per_minute)
+                    .bind(l.tokens_per_minute)
+                    .bind(l.concurrent_requests)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                self.commit_config_change(tx, version).await
+            }
+
+            async fn get_rate_limit(&self, org_id: &str, scope_kind: &str, scope_id: &str) -> StoreResult<RateLimitRow> {
+                let row = sqlx::query_as::<_, RateLimitRow>(
+                    "SELECT org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests FROM rate_limits
+                     WHERE org_id = $1 AND scope_kind = $2 AND scope_id = $3",
+                )
+                .bind(org_id)
+                .bind(scope_kind)
+                .bind(scope_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.unwrap_or_else(|| RateLimitRow { org_id: org_id.to_owned(), scope_kind: scope_kind.to_owned(), scope_id: scope_id.to_owned(), ..RateLimitRow::default() }))
             }
 
             async fn account_balance(&self, org_id: &str, account: &str) -> StoreResult<i64> {

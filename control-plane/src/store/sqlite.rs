@@ -57,3 +57,4 @@ impl SqliteStore {
 }
 
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite);
+super::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);

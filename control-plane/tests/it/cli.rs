@@ -1,6 +1,9 @@
 //! The `switchyard` binary as a user runs it: the first start prints the URLs, both keys
 //! and a curl that works; a second start on the same data dir reuses it and prints no secrets.
 
+// Helpers outside #[test] fns are not covered by clippy.toml's allow-*-in-tests.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -1,3 +1,9 @@
+mod api_identity;
+mod api_support;
+mod api_tenancy;
+mod audit_cli;
 mod cli;
 mod common;
+mod identity_store;
+mod oidc;
 mod store_conformance;

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use switchyard_control_plane::store::{
     BootstrapPlan, IngestOutcome, KeyKind, KeyPatch, KeyRecord, ModelPatch, NewEndpoint, NewKey,
-    NewModel, NewProvider, NodeAck, Org, Store, StoreError, UsageRow, accounts, now_ms,
+    NewModel, NewProvider, NodeAck, Org, ProviderPolicy, Store, StoreError, UsageRow, accounts,
+    now_ms,
 };
 use switchyard_proto::PriceSheet;
 
@@ -107,6 +108,11 @@ fn new_provider(org_id: &str, id: &str, slug: &str) -> NewProvider {
         kind: "openai".to_owned(),
         base_url: format!("http://127.0.0.1:9/{slug}"),
         api_key: Some(format!("secret-{id}")),
+        policy: ProviderPolicy {
+            trains_on_prompts: true,
+            first_byte_timeout_ms: 1500,
+            ..ProviderPolicy::default()
+        },
     }
 }
 
@@ -118,6 +124,8 @@ fn new_endpoint(id: &str, provider_id: &str, prices: PriceSheet) -> NewEndpoint 
         context_length: 8192,
         max_output_tokens: 1024,
         prices,
+        quantization: "fp8".to_owned(),
+        supported_parameters: vec!["tools".to_owned(), "response_format".to_owned()],
     }
 }
 
@@ -140,6 +148,7 @@ fn plan() -> BootstrapPlan {
             kind: "echo".to_owned(),
             base_url: "echo://local".to_owned(),
             api_key: None,
+            policy: ProviderPolicy::default(),
         }],
         models: vec![NewModel {
             org_id: ORG.to_owned(),
@@ -154,6 +163,8 @@ fn plan() -> BootstrapPlan {
                 context_length: 8192,
                 max_output_tokens: 4096,
                 prices: echo_prices(),
+                quantization: String::new(),
+                supported_parameters: Vec::new(),
             }],
         }],
         node_token_hash: NODE_TOKEN.to_owned(),
@@ -694,6 +705,8 @@ async fn story_providers_and_models(store: &dyn Store, url: &str) {
         ("prov-b", ORG, "bravo")
     );
     assert_eq!(created.api_key.as_deref(), Some("secret-prov-b"));
+    assert!(created.trains_on_prompts && !created.zero_data_retention);
+    assert_eq!(created.first_byte_timeout_ms, 1500);
     assert_eq!(
         store
             .get_provider(ORG, "prov-b")
@@ -762,6 +775,11 @@ async fn story_providers_and_models(store: &dyn Store, url: &str) {
     assert_eq!(record.endpoints[0].prices(), dear);
     assert_eq!(record.endpoints[0].provider_id, "prov-b");
     assert_eq!(record.endpoints[0].upstream_model, "upstream-ep-z");
+    assert_eq!(record.endpoints[0].quantization, "fp8");
+    assert_eq!(
+        record.endpoints[0].supported_parameters,
+        "tools,response_format"
+    );
     assert!(
         record
             .endpoints

@@ -2,9 +2,24 @@
 
 mod auth;
 mod chat;
+mod completions;
+mod embeddings;
+mod endpoints;
 mod forward;
+mod healing;
+mod messages;
+mod messages_request;
+mod messages_stream;
 mod models;
+mod pipeline;
+mod relay;
+mod responses;
+mod responses_request;
+mod responses_stream;
+mod route;
+mod skin;
 mod usage_json;
+mod usage_record;
 
 use std::any::Any;
 
@@ -28,11 +43,28 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/api/v1/completions", post(completions::completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/api/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/api/v1/responses", post(responses::responses))
+        .route("/v1/responses", post(responses::responses))
+        .route("/api/v1/messages", post(messages::messages))
+        .route("/v1/messages", post(messages::messages))
+        .route(
+            "/api/v1/messages/count_tokens",
+            post(messages::count_tokens),
+        )
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route(
             "/api/v1/models",
             get(models::list_models).fallback(forward::forward),
         )
         .route("/v1/models", get(models::list_models))
+        .route(
+            "/api/v1/models/{author}/{slug}/endpoints",
+            get(endpoints::list_endpoints),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(fallback)

@@ -4,31 +4,136 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use switchyard_proto::UsageDims;
 
+use super::{Parsed, StreamParser, UpstreamRequest, count};
 use crate::chat_request::ChatRequest;
 use crate::error::UpstreamFailure;
-use crate::snapshot::EndpointEntry;
+use crate::snapshot::{EndpointEntry, ProviderKind};
 
-pub struct UpstreamRequest {
-    pub url: String,
-    pub bearer: Option<String>,
-    pub body: Vec<u8>,
+/// How one OpenAI-format server departs from what OpenRouter clients send. Kept as data so
+/// a new server is a new entry, not a code fork.
+#[derive(Debug, Clone, Copy)]
+pub struct Quirks {
+    /// Takes `reasoning_effort` (a string) instead of OpenRouter's `reasoning` object.
+    pub reasoning_effort_only: bool,
+    /// Wants `max_completion_tokens`; its reasoning models refuse `max_tokens`.
+    pub max_completion_tokens: bool,
+    /// Top-level parameters it refuses.
+    pub unsupported: &'static [&'static str],
+    /// Message fields it refuses (OpenRouter's reasoning state on assistant turns).
+    pub message_fields: &'static [&'static str],
+}
+
+/// api.openai.com.
+pub const OPENAI: Quirks = Quirks {
+    reasoning_effort_only: true,
+    max_completion_tokens: true,
+    unsupported: &["top_k", "min_p", "top_a", "repetition_penalty"],
+    message_fields: &["reasoning", "reasoning_details", "reasoning_content"],
+};
+
+/// OpenAI-compatible servers (vLLM, Ollama, OpenRouter, …) get what the client sent.
+pub const COMPATIBLE: Quirks = Quirks {
+    reasoning_effort_only: false,
+    max_completion_tokens: false,
+    unsupported: &[],
+    message_fields: &[],
+};
+
+fn quirks_of(kind: ProviderKind) -> Quirks {
+    match kind {
+        ProviderKind::OpenAi => OPENAI,
+        _ => COMPATIBLE,
+    }
+}
+
+/// OpenRouter's `reasoning` object as `reasoning_effort`: the effort when given, else
+/// none for a disabled request, else OpenAI's default.
+fn reasoning_effort(reasoning: &Value) -> Option<&'static str> {
+    if reasoning.get("enabled").and_then(Value::as_bool) == Some(false) {
+        return None;
+    }
+    Some(match reasoning.get("effort").and_then(Value::as_str) {
+        Some("none") => return None,
+        Some("minimal") => "minimal",
+        Some("low") => "low",
+        Some("high" | "xhigh" | "max") => "high",
+        _ => "medium",
+    })
+}
+
+pub fn apply_quirks(body: &mut Value, quirks: Quirks) {
+    let Some(o) = body.as_object_mut() else {
+        return;
+    };
+    for field in quirks.unsupported {
+        o.remove(*field);
+    }
+    if quirks.reasoning_effort_only
+        && let Some(reasoning) = o.remove("reasoning")
+        && !o.contains_key("reasoning_effort")
+        && let Some(effort) = reasoning_effort(&reasoning)
+    {
+        o.insert("reasoning_effort".into(), Value::from(effort));
+    }
+    if quirks.max_completion_tokens
+        && let Some(n) = o.remove("max_tokens")
+    {
+        o.entry("max_completion_tokens").or_insert(n);
+    }
+    if let Some(messages) = o.get_mut("messages").and_then(Value::as_array_mut) {
+        for message in messages.iter_mut().filter_map(Value::as_object_mut) {
+            for field in quirks.message_fields {
+                message.remove(*field);
+            }
+        }
+    }
 }
 
 pub fn build_request(request: &ChatRequest, endpoint: &EndpointEntry) -> UpstreamRequest {
-    let body = request.to_openai_body(&endpoint.upstream_model);
+    let mut body = request.to_openai_body(&endpoint.upstream_model);
+    apply_quirks(&mut body, quirks_of(endpoint.provider.kind));
     let credential = &endpoint.provider.credential;
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    if !credential.is_empty() {
+        headers.push(("authorization", format!("Bearer {}", credential.expose())));
+    }
     UpstreamRequest {
         url: format!("{}/chat/completions", endpoint.provider.base_url),
-        bearer: (!credential.is_empty()).then(|| credential.expose().to_owned()),
+        headers,
         body: serde_json::to_vec(&body).unwrap_or_default(),
     }
 }
 
-fn count(v: &Value, path: &[&str]) -> u64 {
-    path.iter()
-        .try_fold(v, |v, k| v.get(k))
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+/// `POST {base}/embeddings` with the client's fields and the upstream model name.
+pub fn build_embeddings(
+    request: &super::EmbeddingsRequest,
+    endpoint: &EndpointEntry,
+) -> UpstreamRequest {
+    let mut body = request.extra.clone();
+    body.insert(
+        "model".into(),
+        Value::String(endpoint.upstream_model.clone()),
+    );
+    body.insert("input".into(), request.input.clone());
+    if let Some(f) = &request.encoding_format {
+        body.insert("encoding_format".into(), Value::String(f.clone()));
+    }
+    if let Some(d) = request.dimensions {
+        body.insert("dimensions".into(), Value::from(d));
+    }
+    if let Some(t) = &request.input_type {
+        body.insert("input_type".into(), Value::String(t.clone()));
+    }
+    let credential = &endpoint.provider.credential;
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    if !credential.is_empty() {
+        headers.push(("authorization", format!("Bearer {}", credential.expose())));
+    }
+    UpstreamRequest {
+        url: format!("{}/embeddings", endpoint.provider.base_url),
+        headers,
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
 }
 
 /// Reads OpenAI's `usage` object. `prompt_tokens` includes cached tokens, which matches
@@ -37,69 +142,78 @@ pub fn parse_usage(usage: &Value) -> Option<UsageDims> {
     if !usage.is_object() {
         return None;
     }
+    let writes = count(usage, &["prompt_tokens_details", "cache_write_tokens"]);
+    let writes_1h = count(usage, &["prompt_tokens_details", "cache_write_1h_tokens"]).min(writes);
     Some(UsageDims {
         input_tokens: count(usage, &["prompt_tokens"]),
         output_tokens: count(usage, &["completion_tokens"]),
         cache_read_tokens: count(usage, &["prompt_tokens_details", "cached_tokens"]),
-        cache_write_5m_tokens: count(usage, &["prompt_tokens_details", "cache_write_tokens"]),
-        cache_write_1h_tokens: 0,
+        cache_write_5m_tokens: writes.saturating_sub(writes_1h),
+        cache_write_1h_tokens: writes_1h,
         reasoning_tokens: count(usage, &["completion_tokens_details", "reasoning_tokens"]),
     })
 }
 
-/// Maps an upstream HTTP error to the OpenRouter error vocabulary.
-pub fn map_error(
-    status: StatusCode,
-    body: &[u8],
-    provider: &str,
-    retry_after_secs: Option<u64>,
-) -> UpstreamFailure {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let upstream_message = parsed
-        .as_ref()
-        .and_then(|v| v.pointer("/error/message"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let provider_code = parsed
-        .as_ref()
-        .and_then(|v| v.pointer("/error/code"))
-        .and_then(|c| match c {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
-    let (status_out, error_type) = match status.as_u16() {
-        400 => (StatusCode::BAD_REQUEST, "invalid_request"),
-        401 | 403 => (StatusCode::BAD_GATEWAY, "provider_unavailable"),
-        404 => (StatusCode::NOT_FOUND, "not_found"),
-        408 | 504 => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        413 => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        422 => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
-        429 => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
-        503 | 529 => (StatusCode::SERVICE_UNAVAILABLE, "provider_overloaded"),
-        _ => (StatusCode::BAD_GATEWAY, "provider_unavailable"),
-    };
-    let message = match (status.as_u16(), upstream_message) {
-        (401 | 403, _) => format!("provider `{provider}` rejected the configured credential"),
-        (_, Some(m)) => format!("provider `{provider}` returned {}: {m}", status.as_u16()),
-        (_, None) => format!("provider `{provider}` returned {}", status.as_u16()),
-    };
-    UpstreamFailure {
-        status: status_out,
-        error_type,
-        message,
-        provider: provider.to_owned(),
-        provider_code,
-        retry_after_secs,
+/// OpenAI's stream: `data:` chunks already in canonical shape, ended by `[DONE]`. An
+/// `error` object inside the stream, or a close before `[DONE]`, is a failure.
+pub struct OpenAiStream {
+    provider: String,
+}
+
+impl OpenAiStream {
+    pub fn new(provider: &str) -> Self {
+        Self {
+            provider: provider.to_owned(),
+        }
     }
 }
 
-/// Whether another endpoint may be tried after this failure (nothing was streamed yet).
-pub fn is_retryable(failure: &UpstreamFailure) -> bool {
-    matches!(
-        failure.error_type,
-        "rate_limit_exceeded" | "provider_overloaded" | "provider_unavailable" | "timeout"
-    )
+impl StreamParser for OpenAiStream {
+    fn event(&mut self, _event: &str, data: &str) -> Result<Parsed, UpstreamFailure> {
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(Parsed::default());
+        }
+        if data == "[DONE]" {
+            return Ok(Parsed {
+                chunks: Vec::new(),
+                done: true,
+            });
+        }
+        let chunk: Value = serde_json::from_str(data).map_err(|_| {
+            UpstreamFailure::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_unavailable",
+                &self.provider,
+                "sent an event that is not JSON",
+            )
+        })?;
+        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+            let msg = chunk
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("stream error");
+            return Err(UpstreamFailure::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_unavailable",
+                &self.provider,
+                &format!("reported an error mid-stream: {msg}"),
+            ));
+        }
+        Ok(Parsed {
+            chunks: vec![chunk],
+            done: false,
+        })
+    }
+
+    fn closed(&mut self) -> Result<Vec<Value>, UpstreamFailure> {
+        Err(UpstreamFailure::new(
+            StatusCode::BAD_GATEWAY,
+            "provider_unavailable",
+            &self.provider,
+            "ended the stream before [DONE]",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +221,60 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn builds_the_documented_request_for_api_openai_com() {
+        use crate::providers::fixtures;
+        let canonical = fixtures::json("openai", "request.canonical.json");
+        let request = ChatRequest::from_value(canonical).unwrap();
+        let mut body = request.to_openai_body("o3-2025-04-16");
+        apply_quirks(&mut body, OPENAI);
+        assert_eq!(
+            body,
+            fixtures::json("openai", "request.official.expected.json")
+        );
+    }
+
+    #[test]
+    fn parses_the_documented_stream() {
+        use crate::providers::fixtures;
+        let mut parser = OpenAiStream::new("openai");
+        let (chunks, done) = fixtures::run_stream(&mut parser, "openai", "stream.sse");
+        assert!(done, "[DONE] ends the stream");
+        // Comments are not events; every data chunk passes through unchanged.
+        assert_eq!(chunks.len(), 4);
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hello");
+        assert_eq!(chunks[3]["usage"]["prompt_tokens"], 9);
+        let mut parser = OpenAiStream::new("openai");
+        assert!(
+            parser.closed().is_err(),
+            "a close before [DONE] is a failure"
+        );
+    }
+
+    #[test]
+    fn official_openai_gets_its_own_parameter_names() {
+        let req = ChatRequest::parse(
+            br#"{"model":"a/b","max_tokens":100,"top_k":5,"reasoning":{"effort":"xhigh"},"messages":[
+                {"role":"user","content":"hi"},
+                {"role":"assistant","content":"ok","reasoning_details":[{"type":"reasoning.text","text":"t"}]}]}"#,
+        )
+        .unwrap();
+        let mut body = req.to_openai_body("o3");
+        apply_quirks(&mut body, OPENAI);
+        assert_eq!(body["max_completion_tokens"], 100);
+        assert!(body.get("max_tokens").is_none());
+        assert!(body.get("top_k").is_none());
+        assert!(body.get("reasoning").is_none());
+        assert_eq!(body["reasoning_effort"], "high");
+        assert!(body["messages"][1].get("reasoning_details").is_none());
+
+        let mut body = req.to_openai_body("llama");
+        apply_quirks(&mut body, COMPATIBLE);
+        assert_eq!(body["max_tokens"], 100);
+        assert_eq!(body["reasoning"]["effort"], "xhigh");
+        assert_eq!(body["top_k"], 5);
+    }
 
     #[test]
     fn parses_usage_with_details() {
@@ -130,6 +298,10 @@ mod tests {
 
     #[test]
     fn maps_errors_to_openrouter_types() {
+        use crate::providers::{Wire, is_retryable};
+        let map_error = |status, body: &[u8], provider, retry| {
+            Wire::OpenAi.map_error(status, body, provider, retry)
+        };
         let body = br#"{"error":{"message":"slow down","type":"rate_limit_exceeded","code":"rate_limit_exceeded"}}"#;
         let f = map_error(StatusCode::TOO_MANY_REQUESTS, body, "openai", Some(3));
         assert_eq!(f.status, StatusCode::TOO_MANY_REQUESTS);

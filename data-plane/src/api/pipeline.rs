@@ -1,0 +1,67 @@
+//! The one inference pipeline every skin runs: authenticate, parse, resolve the model, try
+//! its endpoints, then relay the answer (JSON or SSE) with Switchyard's id, the served
+//! model, the cost, and exactly one usage record handed to the meter.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::auth;
+use super::relay;
+use super::route;
+use super::skin::Skin;
+use crate::error::ApiError;
+use crate::providers::Reply;
+use crate::state::AppState;
+
+pub async fn run<S: Skin>(state: AppState, headers: HeaderMap, body: Bytes, skin: S) -> Response {
+    match serve(&state, &headers, &body, &skin).await {
+        Ok(response) => response,
+        Err(err) => skin.error_response(err),
+    }
+}
+
+async fn serve<S: Skin>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    skin: &S,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let snapshot = state.snapshot()?;
+    let key = auth::inference_key(&snapshot, headers, crate::unix_now_ms())?;
+    let mut request = skin.parse(body)?;
+    // Guardrails see the canonical request, so every skin is covered by the same rules.
+    let screened =
+        crate::guardrails::apply(&key.guardrails, &mut request).map_err(ApiError::Guardrail)?;
+    if !screened.is_clean() {
+        tracing::info!(key = %key.hash, redactions = ?screened.redactions, flags = ?screened.flags, "guardrails applied");
+    }
+    let catalog = snapshot
+        .org(&key.org_id)
+        .ok_or_else(|| ApiError::Internal("key without org".into()))?;
+    let (reply, meter) = route::route(route::Generation {
+        state,
+        request: &request,
+        key,
+        catalog,
+        config_version: snapshot.version,
+        started,
+        api: skin.api(),
+    })
+    .await?;
+    let strict = headers
+        .get("x-switchyard-strict")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let finishing = relay::Finishing {
+        strict,
+        heal_json: super::healing::requested(&request.extra, request.stream),
+    };
+    Ok(match reply {
+        Reply::Complete(value) => relay::complete(value, meter, skin, finishing),
+        Reply::Stream(chunks) => relay::stream(chunks, meter, skin),
+    })
+}

@@ -1,0 +1,321 @@
+//! Turns a provider's canonical answer into the client's: Switchyard's id, model and
+//! provider stamped on, finish reasons normalised, the cost settled, exactly one usage
+//! record written. Streams are relayed chunk by chunk through the skin's encoder, with
+//! keep-alives while the provider is quiet and cancellation when the client goes away.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use switchyard_proto::UsageDims;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::skin::{Skin, StreamContext, StreamEncoder};
+use super::usage_json::{client_usage, normalize_finish_reason};
+use super::usage_record::{Metering, Outcome};
+use crate::error::{ApiError, UpstreamFailure, known_error_type};
+use crate::providers::{ChunkStream, openai};
+
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+
+/// Normalises a choice's finish reason in place and returns the provider's own value.
+/// Adapters for formats whose values differ from OpenAI's set `native_finish_reason`
+/// themselves; for OpenAI-format providers the finish reason is the native one.
+fn normalize_choice(choice: &mut Value) -> Option<String> {
+    let finish = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)?
+        .to_owned();
+    let native = choice
+        .get("native_finish_reason")
+        .and_then(Value::as_str)
+        .map_or_else(|| finish.clone(), str::to_owned);
+    choice["finish_reason"] = json!(normalize_finish_reason(&finish));
+    choice["native_finish_reason"] = json!(native);
+    Some(native)
+}
+
+/// Characters of generated output in a delta (text, reasoning, tool-call arguments), for
+/// estimating usage when the provider never reports it.
+fn produced_chars(delta: Option<&Value>) -> usize {
+    let Some(delta) = delta else { return 0 };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, str::len);
+    let arguments: usize = delta
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| text(c.pointer("/function/arguments")))
+        .sum();
+    text(delta.get("content")) + text(delta.get("reasoning")) + arguments
+}
+
+/// An error a provider reported inside a 200 answer: a top-level `error`, or a choice that
+/// finished with `error`.
+fn error_inside(value: &Value, provider: &str) -> Option<ApiError> {
+    let choice = value.pointer("/choices/0");
+    let error = value.get("error").filter(|e| e.is_object()).or_else(|| {
+        choice
+            .and_then(|c| c.get("error"))
+            .filter(|e| e.is_object())
+    });
+    let finished_with_error = choice
+        .and_then(|c| c.get("finish_reason"))
+        .and_then(Value::as_str)
+        == Some("error");
+    if error.is_none() && !finished_with_error {
+        return None;
+    }
+    let error = error.unwrap_or(&Value::Null);
+    let status = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let error_type = error
+        .pointer("/metadata/error_type")
+        .and_then(Value::as_str)
+        .and_then(known_error_type)
+        .unwrap_or("provider_unavailable");
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("the answer ended with an error");
+    Some(ApiError::Upstream(UpstreamFailure::new(
+        status,
+        error_type,
+        provider,
+        &format!("returned an error inside a 200 answer: {message}"),
+    )))
+}
+
+/// What the client asked the gateway to do to a whole answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Finishing {
+    /// `X-Switchyard-Strict: true`: an error the provider reported inside a 200 answer
+    /// becomes the matching HTTP error, so SDK retry and fallback logic sees it; what was
+    /// generated is billed either way.
+    pub strict: bool,
+    /// The `response-healing` plugin on a JSON-format request.
+    pub heal_json: bool,
+}
+
+/// A whole answer, finished as the client asked.
+pub fn complete<S: Skin>(
+    mut value: Value,
+    meter: Metering,
+    skin: &S,
+    finishing: Finishing,
+) -> Response {
+    let inside = error_inside(&value, &meter.endpoint.provider.slug);
+    let reported = value.get("usage").and_then(openai::parse_usage);
+    let content_chars = value
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .map_or(0, str::len);
+    let estimated = reported.is_none();
+    let dims = reported.unwrap_or_else(|| meter.estimate(content_chars));
+    let cost = meter.cost(&dims);
+    let upstream_id = value
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+
+    value["id"] = json!(meter.generation.to_string());
+    value["model"] = json!(meter.model.id);
+    value["provider"] = json!(meter.endpoint.provider.name);
+    value["usage"] = client_usage(&dims, cost);
+    let mut native = String::new();
+    if let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) {
+        for (i, choice) in choices.iter_mut().enumerate() {
+            match normalize_choice(choice) {
+                Some(n) if i == 0 => native = n,
+                Some(_) => {}
+                None => choice["native_finish_reason"] = Value::Null,
+            }
+        }
+    }
+
+    if finishing.heal_json {
+        super::healing::heal_completion(&mut value);
+    }
+    let strict_error = inside.filter(|_| finishing.strict);
+    meter.record(Outcome {
+        dims,
+        estimated,
+        cancelled: false,
+        finish_reason: normalize_finish_reason(&native).into(),
+        native_finish_reason: native,
+        http_status: strict_error.as_ref().map_or(200, |e| e.status().as_u16()),
+        error_type: strict_error
+            .as_ref()
+            .map_or_else(String::new, |e| e.error_type().to_owned()),
+        ttft: Some(meter.started.elapsed()),
+        upstream_id,
+    });
+    let mut response = match strict_error {
+        Some(err) => skin.error_response(err),
+        None => axum::Json(skin.render(value)).into_response(),
+    };
+    response
+        .headers_mut()
+        .insert("x-generation-id", meter.generation_header());
+    response
+}
+
+pub fn stream<S: Skin>(chunks: ChunkStream, meter: Metering, skin: &S) -> Response {
+    let generation = meter.generation_header();
+    let encoder = skin.encoder(StreamContext {
+        id: meter.generation.to_string(),
+        model: meter.model.id.clone(),
+        provider: meter.endpoint.provider.name.clone(),
+    });
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let tracker = meter.state.tracker.clone();
+    tracker.spawn(relay(chunks, meter, encoder, tx));
+    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("x-generation-id", generation);
+    response
+}
+
+/// Sends the frames an encoder produced; false when the client has gone away.
+async fn send_all(tx: &mpsc::Sender<Bytes>, frames: &mut Vec<Bytes>) -> bool {
+    for frame in frames.drain(..) {
+        if tx.send(frame).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Relays upstream chunks to the client as they arrive. The encoder ends the stream with
+/// exactly one usage report; an upstream failure after the first byte becomes an error
+/// event. If the client goes away, the upstream stream is dropped (which cancels the
+/// provider request) and what was generated is still metered.
+async fn relay<E: StreamEncoder>(
+    mut chunks: ChunkStream,
+    meter: Metering,
+    mut encoder: E,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let id = meter.generation.to_string();
+    let mut reported: Option<UsageDims> = None;
+    let mut native_finish = String::new();
+    let mut output_chars = 0usize;
+    let mut ttft = None;
+    let mut upstream_id = String::new();
+    let mut failure: Option<ApiError> = None;
+    let mut frames = Vec::new();
+    let mut keepalive = tokio::time::interval_at(
+        tokio::time::Instant::now() + KEEPALIVE_EVERY,
+        KEEPALIVE_EVERY,
+    );
+
+    encoder.start(&mut frames);
+    let mut cancelled = !send_all(&tx, &mut frames).await;
+    while !cancelled {
+        let next = tokio::select! {
+            biased;
+            next = chunks.next() => next,
+            _ = keepalive.tick() => {
+                if tx.send(encoder.keepalive()).await.is_err() { cancelled = true; }
+                continue;
+            }
+        };
+        let mut chunk = match next {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(err)) => {
+                failure = Some(err);
+                break;
+            }
+        };
+        keepalive.reset();
+        if let Some(dims) = chunk.get("usage").and_then(openai::parse_usage) {
+            reported = Some(dims);
+        }
+        if upstream_id.is_empty()
+            && let Some(uid) = chunk.get("id").and_then(Value::as_str)
+        {
+            upstream_id = uid.to_owned();
+        }
+        let choices = chunk.get_mut("choices").and_then(Value::as_array_mut);
+        let Some(choices) = choices.filter(|c| !c.is_empty()) else {
+            // A usage-only chunk: the encoder reports usage, with the cost, at the end.
+            continue;
+        };
+        for choice in choices.iter_mut() {
+            let produced = produced_chars(choice.get("delta"));
+            output_chars += produced;
+            if ttft.is_none() && produced > 0 {
+                ttft = Some(meter.started.elapsed());
+            }
+            if let Some(native) = normalize_choice(choice) {
+                native_finish = native;
+            }
+        }
+        if let Some(obj) = chunk.as_object_mut() {
+            obj.remove("usage");
+            obj.insert("id".into(), json!(id));
+            obj.insert("model".into(), json!(meter.model.id));
+            obj.insert("provider".into(), json!(meter.endpoint.provider.name));
+        }
+        encoder.chunk(&chunk, &mut frames);
+        cancelled = !send_all(&tx, &mut frames).await;
+    }
+    // Dropping the upstream stream closes its connection, which cancels generation.
+    drop(chunks);
+
+    let estimated = reported.is_none();
+    let dims = reported.unwrap_or_else(|| meter.estimate(output_chars));
+    let cost = meter.cost(&dims);
+    if !cancelled {
+        if let Some(err) = &failure {
+            encoder.error(err, &native_finish, &mut frames);
+        }
+        encoder.usage(&client_usage(&dims, cost), &mut frames);
+        encoder.end(&mut frames);
+        let _ = send_all(&tx, &mut frames).await;
+    }
+
+    let (finish_reason, error_type, status) = match &failure {
+        Some(err) => (
+            "error".to_owned(),
+            err.error_type().to_owned(),
+            err.status().as_u16(),
+        ),
+        None if cancelled => ("cancelled".to_owned(), String::new(), 499),
+        None => (
+            normalize_finish_reason(&native_finish).to_owned(),
+            String::new(),
+            200,
+        ),
+    };
+    meter.record(Outcome {
+        dims,
+        estimated,
+        cancelled,
+        finish_reason,
+        native_finish_reason: native_finish,
+        http_status: status,
+        error_type,
+        ttft,
+        upstream_id,
+    });
+}

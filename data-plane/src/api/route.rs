@@ -1,0 +1,182 @@
+//! Admission and routing for one generation: the key's and org's rate limits, then the
+//! route plan (models[] fallbacks, provider preferences, health), then attempts in order
+//! until one answers. Retries happen only before any byte reached the client, on failures
+//! another endpoint might not have (connect errors, timeouts, 429, 5xx).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchyard_proto::GenerationId;
+
+use super::usage_json::estimate_tokens;
+use super::usage_record::Metering;
+use crate::chat_request::ChatRequest;
+use crate::error::ApiError;
+use crate::providers::{Reply, is_retryable};
+use crate::routing::{self, Needs, ProviderPrefs, health::Availability};
+use crate::snapshot::{KeyEntry, OrgCatalog};
+use crate::state::AppState;
+
+/// Parameters some endpoints do not honour; `require_parameters` checks these.
+const OPTIONAL_PARAMETERS: &[&str] = &[
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "reasoning",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "top_k",
+    "min_p",
+    "top_a",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "stop",
+    "temperature",
+    "top_p",
+    "structured_outputs",
+];
+
+fn parameters_sent(request: &ChatRequest) -> Vec<&'static str> {
+    let mut sent: Vec<&'static str> = OPTIONAL_PARAMETERS
+        .iter()
+        .copied()
+        .filter(|p| request.extra.get(*p).is_some_and(|v| !v.is_null()))
+        .collect();
+    if request
+        .extra
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(|t| t.as_str())
+        == Some("json_schema")
+    {
+        sent.push("structured_outputs");
+    }
+    if request.max_tokens.is_some() || request.max_completion_tokens.is_some() {
+        sent.push("max_tokens");
+    }
+    sent
+}
+
+pub struct Generation<'a> {
+    pub state: &'a AppState,
+    pub request: &'a ChatRequest,
+    pub key: Arc<KeyEntry>,
+    pub catalog: &'a OrgCatalog,
+    pub config_version: u64,
+    pub started: Instant,
+    pub api: &'static str,
+}
+
+pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
+    let state = g.state;
+    let now = Instant::now();
+    let prompt_chars: usize = g
+        .request
+        .conversation()
+        .iter()
+        .map(|m| m.text().len())
+        .sum();
+    let estimated_prompt_tokens = estimate_tokens(prompt_chars);
+
+    let permit = state
+        .limiter
+        .admit(
+            &[
+                ("key", &g.key.hash, g.key.rate_limits),
+                ("org", &g.key.org_id, g.catalog.rate_limits),
+            ],
+            estimated_prompt_tokens,
+            now,
+        )
+        .map_err(ApiError::RateLimited)?;
+    let permit = Arc::new(permit);
+
+    let prefs = ProviderPrefs::from_request(&g.request.extra)?;
+    let requested = routing::requested_models(g.request.model(), &g.request.extra)?;
+    let guardrails = g.key.guardrails.clone();
+    let needs = Needs {
+        provider_allowed: Some(Arc::new(move |p: &crate::snapshot::ProviderEntry| {
+            guardrails.allows_provider(p)
+        })),
+        parameters: parameters_sent(g.request),
+        estimated_prompt_tokens,
+        max_output_tokens: g.request.max_completion_tokens.or(g.request.max_tokens),
+    };
+    let attempts = routing::plan(
+        g.catalog,
+        &requested,
+        &prefs,
+        &needs,
+        &state.health,
+        now,
+        &mut rand::rng(),
+    )
+    .map_err(ApiError::NoRoute)?;
+
+    let generation = GenerationId::new();
+    let mut last_error = None;
+    for (n, attempt) in attempts.iter().enumerate() {
+        let endpoint = &attempt.endpoint;
+        let last = n + 1 == attempts.len();
+        // An ejected endpoint gets one half-open probe at a time; otherwise it is tried only
+        // as the last resort.
+        if attempt.degraded && !last {
+            let probe = state.health.availability(&endpoint.id, Instant::now())
+                == Availability::Probe
+                && state.health.claim_probe(&endpoint.id);
+            if !probe {
+                continue;
+            }
+        }
+        let meter = Metering {
+            state: state.clone(),
+            generation,
+            key: g.key.clone(),
+            model: attempt.model.clone(),
+            endpoint: endpoint.clone(),
+            config_version: g.config_version,
+            started: g.started,
+            started_at_ms: crate::unix_now_ms(),
+            streamed: g.request.stream,
+            prompt_chars,
+            api: g.api,
+            permit: Some(permit.clone()),
+        };
+        let sent_at = Instant::now();
+        match state
+            .upstream
+            .send(g.request, endpoint, &attempt.model.id)
+            .await
+        {
+            Ok(reply) => {
+                state
+                    .health
+                    .record_success(&endpoint.id, Instant::now(), Some(sent_at.elapsed()));
+                return Ok((reply, meter));
+            }
+            Err(err) => {
+                let retryable = matches!(&err, ApiError::Upstream(f) if is_retryable(f));
+                // Rate limiting is the provider protecting itself, not an outage.
+                if retryable
+                    && !matches!(&err, ApiError::Upstream(f) if f.error_type == "rate_limit_exceeded")
+                {
+                    state.health.record_failure(&endpoint.id, Instant::now());
+                }
+                tracing::warn!(generation = %generation, model = %attempt.model.id, provider = %endpoint.provider.slug, error = %err, retry = retryable && !last, "upstream attempt failed");
+                if !retryable || last {
+                    // Requests an adapter refused never reached a provider: nothing to meter.
+                    if matches!(err, ApiError::Upstream(_)) {
+                        meter.record_failure(&err);
+                    }
+                    return Err(err);
+                }
+                last_error = Some(err);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ApiError::Internal("no attempt was made".into())))
+}

@@ -1,0 +1,126 @@
+//! The one usage record of a generation: who asked, which endpoint served it, and what it
+//! produced. Every request that reached a provider records exactly one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderValue;
+use switchyard_proto::{GenerationId, Money, UsageDims, pb};
+
+use super::usage_json::estimate_tokens;
+use crate::error::ApiError;
+use crate::snapshot::{EndpointEntry, KeyEntry, ModelEntry};
+use crate::state::AppState;
+
+/// Everything needed to write the one usage record of a generation.
+pub struct Metering {
+    pub state: AppState,
+    pub generation: GenerationId,
+    pub key: Arc<KeyEntry>,
+    pub model: Arc<ModelEntry>,
+    pub endpoint: Arc<EndpointEntry>,
+    pub config_version: u64,
+    pub started: Instant,
+    pub started_at_ms: i64,
+    pub streamed: bool,
+    pub prompt_chars: usize,
+    /// The ingress skin, for the usage record's `api` label.
+    pub api: &'static str,
+    /// The rate-limit admission; its concurrency slots free when the last holder drops,
+    /// and the tokens actually used are debited when the record is written.
+    pub permit: Option<std::sync::Arc<crate::limits::Permit>>,
+}
+
+pub struct Outcome {
+    pub dims: UsageDims,
+    pub estimated: bool,
+    pub cancelled: bool,
+    pub finish_reason: String,
+    pub native_finish_reason: String,
+    pub http_status: u16,
+    pub error_type: String,
+    pub ttft: Option<Duration>,
+    pub upstream_id: String,
+}
+
+impl Metering {
+    pub fn cost(&self, dims: &UsageDims) -> Money {
+        self.endpoint.prices.cost(dims)
+    }
+
+    pub fn record(&self, outcome: Outcome) {
+        let cost = self.cost(&outcome.dims);
+        let record = pb::UsageRecord {
+            seq: 0,
+            request_id: self.generation.uuid().to_string(),
+            org_id: self.key.org_id.to_string(),
+            key_hash: self.key.hash.clone(),
+            model: self.model.id.clone(),
+            endpoint_id: self.endpoint.id.clone(),
+            provider_id: self.endpoint.provider.id.clone(),
+            provider_slug: self.endpoint.provider.slug.clone(),
+            upstream_model: self.endpoint.upstream_model.clone(),
+            config_version: self.config_version,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: crate::unix_now_ms(),
+            ttft_ms: outcome
+                .ttft
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            streamed: self.streamed,
+            cancelled: outcome.cancelled,
+            estimated: outcome.estimated,
+            finish_reason: outcome.finish_reason,
+            native_finish_reason: outcome.native_finish_reason,
+            http_status: u32::from(outcome.http_status),
+            error_type: outcome.error_type,
+            usage: Some((&outcome.dims).into()),
+            cost_nanos: cost.nanos(),
+            upstream_id: outcome.upstream_id,
+            api: self.api.into(),
+            node_id: self.state.node_id.to_string(),
+        };
+        if let Some(permit) = &self.permit {
+            let tokens = outcome_tokens(&record);
+            self.state
+                .limiter
+                .settle(permit, tokens, std::time::Instant::now());
+        }
+        self.state.meter.record(record);
+    }
+
+    /// A request that reached a provider and failed before any output: recorded at zero
+    /// cost so it shows in the request log, and billed nothing.
+    pub fn record_failure(&self, err: &ApiError) {
+        self.record(Outcome {
+            dims: UsageDims::default(),
+            estimated: false,
+            cancelled: false,
+            finish_reason: "error".into(),
+            native_finish_reason: String::new(),
+            http_status: err.status().as_u16(),
+            error_type: err.error_type().into(),
+            ttft: None,
+            upstream_id: String::new(),
+        });
+    }
+
+    pub fn estimate(&self, output_chars: usize) -> UsageDims {
+        UsageDims {
+            input_tokens: estimate_tokens(self.prompt_chars),
+            output_tokens: estimate_tokens(output_chars),
+            ..UsageDims::default()
+        }
+    }
+
+    pub fn generation_header(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.generation.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("gen-invalid"))
+    }
+}
+
+fn outcome_tokens(record: &pb::UsageRecord) -> u64 {
+    record
+        .usage
+        .as_ref()
+        .map_or(0, |u| u.input_tokens + u.output_tokens)
+}
