@@ -160,11 +160,20 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
             }
             Err(err) => {
                 let retryable = matches!(&err, ApiError::Upstream(f) if is_retryable(f));
-                // Rate limiting is the provider protecting itself, not an outage.
-                if retryable
-                    && !matches!(&err, ApiError::Upstream(f) if f.error_type == "rate_limit_exceeded")
-                {
-                    state.health.record_failure(&endpoint.id, Instant::now());
+                match &err {
+                    // Rate limiting is the provider protecting itself, not an outage: honour
+                    // its Retry-After by leaving the endpoint alone until then.
+                    ApiError::Upstream(f) if f.error_type == "rate_limit_exceeded" => {
+                        if let Some(secs) = f.retry_after_secs {
+                            state.health.record_rate_limited(
+                                &endpoint.id,
+                                Instant::now(),
+                                std::time::Duration::from_secs(secs),
+                            );
+                        }
+                    }
+                    _ if retryable => state.health.record_failure(&endpoint.id, Instant::now()),
+                    _ => {}
                 }
                 tracing::warn!(generation = %generation, model = %attempt.model.id, provider = %endpoint.provider.slug, error = %err, retry = retryable && !last, "upstream attempt failed");
                 if !retryable || last {

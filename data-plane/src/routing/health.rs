@@ -230,6 +230,18 @@ impl HealthTable {
         });
     }
 
+    /// The provider answered 429 with `Retry-After`: skip the endpoint until then, without
+    /// counting it as an outage.
+    pub fn record_rate_limited(&self, id: &str, now: Instant, retry_after: Duration) {
+        self.with(id, |e| {
+            let until = now + retry_after.min(MAX_EJECTION);
+            if e.ejected_until.is_none_or(|u| u < until) {
+                e.ejected_until = Some(until);
+            }
+            e.probe_in_flight = false;
+        });
+    }
+
     pub fn stats(&self, id: &str, now: Instant) -> EndpointStats {
         let map = self
             .endpoints
@@ -312,6 +324,26 @@ mod tests {
                 probe_at + BASE_EJECTION * 2 + Duration::from_millis(10)
             ),
             Availability::Probe
+        );
+    }
+
+    #[test]
+    fn retry_after_cools_an_endpoint_down_for_that_long() {
+        let t = HealthTable::default();
+        let now = Instant::now();
+        t.record_rate_limited("e", now, Duration::from_secs(3));
+        assert_eq!(
+            t.availability("e", now + Duration::from_secs(2)),
+            Availability::Ejected
+        );
+        assert_eq!(
+            t.availability("e", now + Duration::from_secs(4)),
+            Availability::Probe
+        );
+        assert_eq!(
+            t.stats("e", now).uptime_last_5m,
+            None,
+            "a rate limit is not an outage"
         );
     }
 

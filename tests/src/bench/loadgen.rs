@@ -293,11 +293,9 @@ pub async fn open_loop(
                     break;
                 }
                 let intended = start + interval.mul_f64(i as f64);
-                let result = tokio::time::timeout_at(
-                    grace.into(),
-                    exchange(&mut sender, &target, timeout),
-                )
-                .await;
+                let result =
+                    tokio::time::timeout_at(grace.into(), exchange(&mut sender, &target, timeout))
+                        .await;
                 let done = Instant::now();
                 let Ok(result) = result else {
                     if i >= warm_count {
@@ -311,7 +309,9 @@ pub async fn open_loop(
                 match result {
                     Ok(()) => {
                         block.ok += 1;
-                        block.hist.record_ns(nanos(done.saturating_duration_since(intended)));
+                        block
+                            .hist
+                            .record_ns(nanos(done.saturating_duration_since(intended)));
                     }
                     Err(err) => block.error(err),
                 }

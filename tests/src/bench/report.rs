@@ -365,6 +365,15 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
     out
 }
 
+/// "failed: …" for an arm that answered nothing in a scenario.
+fn failed(a: &ArmLatency) -> Option<String> {
+    (a.requests == 0).then(|| {
+        let why = a.first_error.as_deref().unwrap_or("no answers");
+        let short: String = why.chars().take(60).collect();
+        format!("failed ({:.0} % errors: {short})", a.error_rate * 100.0)
+    })
+}
+
 fn x_or_dash(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.1}"))
 }
@@ -523,6 +532,9 @@ pub fn markdown(report: &Report) -> String {
             ),
             &|k| {
                 find(d, k).map(|a| {
+                    if let Some(failed) = failed(a) {
+                        return failed;
+                    }
                     format!(
                         "{:.1} / {:.1} ({}, {:.2} %)",
                         a.absolute_us.median.p50 / 1e3,

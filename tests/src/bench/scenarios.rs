@@ -178,6 +178,8 @@ pub struct Resources {
     /// The control plane's share, for the `switchyard` arm (usage ingestion).
     pub aux_cpu_us_per_req: Option<f64>,
     pub cpu_requests: u64,
+    /// Open-loop rate of the CPU reading.
+    pub cpu_rate: Option<f64>,
     pub rss_idle_mib: Option<f64>,
     /// Highest RSS sampled during the delayed-upstream scenario.
     pub rss_under_delay_mib: Option<f64>,
@@ -256,8 +258,14 @@ async fn interleaved(
 
 fn reduce(arms: &[&Arm], blocks: &[Vec<Block>]) -> Vec<ArmLatency> {
     let direct = arms.iter().position(|a| a.kind == ArmKind::Direct);
-    let per_round =
-        |i: usize| -> Vec<Percentiles> { blocks[i].iter().map(|b| b.hist.summary()).collect() };
+    // A round where an arm answered nothing has no percentiles; it is left out rather than
+    // counted as zero latency (its failures show in the error counts).
+    let per_round = |i: usize| -> Vec<Option<Percentiles>> {
+        blocks[i]
+            .iter()
+            .map(|b| (!b.hist.is_empty()).then(|| b.hist.summary()))
+            .collect()
+    };
     arms.iter()
         .enumerate()
         .map(|(i, arm)| {
@@ -268,12 +276,13 @@ fn reduce(arms: &[&Arm], blocks: &[Vec<Block>]) -> Vec<ArmLatency> {
                     let diffs: Vec<Percentiles> = absolute
                         .iter()
                         .zip(&base)
-                        .map(|(a, b)| a.minus(b))
+                        .filter_map(|(a, b)| Some(a.as_ref()?.minus(b.as_ref()?)))
                         .collect();
-                    Some(Percentiles::across(&diffs))
+                    (!diffs.is_empty()).then(|| Percentiles::across(&diffs))
                 }
                 _ => None,
             };
+            let absolute: Vec<Percentiles> = absolute.into_iter().flatten().collect();
             let ok: u64 = blocks[i].iter().map(|b| b.ok).sum();
             let errors: u64 = blocks[i].iter().map(|b| b.errors).sum();
             let scheduled: u64 = blocks[i].iter().map(|b| b.scheduled).sum();
@@ -425,19 +434,26 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
         results.streaming = Some(streaming(&up(lab), plan).await);
     }
 
-    let mut cpu: Vec<(ArmKind, Option<f64>, Option<f64>, u64)> = Vec::new();
+    let mut cpu: Vec<(ArmKind, Option<f64>, Option<f64>, u64, f64)> = Vec::new();
     if plan.cpu_rate > 0.0 {
         for arm in up(lab) {
             let (Some(targets), Some(pid)) = (&arm.targets, arm.pid) else {
                 continue;
             };
+            // Slow peers cannot sustain the plan's rate; half their closed-loop maximum keeps
+            // every arm out of overload, where unanswered requests would distort the ratio.
+            let capacity = results
+                .saturation
+                .as_deref()
+                .and_then(|s| s.iter().find(|a| a.arm == arm.kind))
+                .map_or(f64::INFINITY, |a| a.rps * 0.5);
+            let rate = plan.cpu_rate.min(capacity).max(20.0);
             super::progress(&format!(
-                "CPU per request at {:.0} RPS: {}",
-                plan.cpu_rate,
+                "CPU per request at {rate:.0} RPS: {}",
                 arm.kind.name()
             ));
             let load = Load::Open {
-                rate: plan.cpu_rate,
+                rate,
                 connections: plan.open_connections,
             };
             // Warm the arm's connections outside the reading.
@@ -465,7 +481,7 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
                 .zip(aux_before)
                 .map(|(p, before)| procs::cpu_seconds(p) - before);
             let per = |s: f64| (b.ok > 0).then(|| s * 1e6 / b.ok as f64);
-            cpu.push((arm.kind, per(spent), aux.and_then(per), b.ok));
+            cpu.push((arm.kind, per(spent), aux.and_then(per), b.ok, rate));
         }
     }
 
@@ -510,6 +526,7 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
             cpu_us_per_req: cpu_of.and_then(|c| c.1),
             aux_cpu_us_per_req: cpu_of.and_then(|c| c.2),
             cpu_requests: cpu_of.map_or(0, |c| c.3),
+            cpu_rate: cpu_of.map(|c| c.4),
             rss_idle_mib: idle
                 .iter()
                 .find(|(k, _)| *k == arm.kind)
@@ -548,18 +565,33 @@ async fn frontier(arms: &[&Arm], plan: &Plan) -> Vec<FrontierArm> {
                 continue;
             };
             let connections = plan.open_connections.max((rate / 100.0) as usize);
-            let b = block(
-                &targets.fast,
-                Load::Open { rate, connections },
-                plan.warmup,
-                plan.frontier_block,
-                plan.timeout,
-            )
-            .await;
-            let p99 = b.hist.quantile_us(0.99);
+            let load = Load::Open { rate, connections };
+            let run = || {
+                block(
+                    &targets.fast,
+                    load,
+                    plan.warmup,
+                    plan.frontier_block,
+                    plan.timeout,
+                )
+            };
+            let judge = |b: &Block| {
+                let p99 = b.hist.quantile_us(0.99);
+                let healthy =
+                    b.error_rate() < 0.001 && b.rps() >= 0.95 * rate && !b.hist.is_empty();
+                (p99, healthy)
+            };
+            let mut b = run().await;
+            // One retry: a single stall of a shared machine should not end an arm's climb.
+            if !(judge(&b).1 && judge(&b).0 < 1_000.0) {
+                let again = run().await;
+                if judge(&again).1 && (!judge(&b).1 || judge(&again).0 < judge(&b).0) {
+                    b = again;
+                }
+            }
+            let (p99, healthy) = judge(&b);
             let achieved = b.rps();
             let error_rate = b.error_rate();
-            let healthy = error_rate < 0.001 && achieved >= 0.95 * rate && !b.hist.is_empty();
             let arm = &mut out[i];
             for (limit, slot) in [
                 (1_000.0, &mut arm.under_1ms),
@@ -613,17 +645,24 @@ async fn streaming(arms: &[&Arm], plan: &Plan) -> Vec<StreamArm> {
         }
     }
     let direct = arms.iter().position(|a| a.kind == ArmKind::Direct);
-    let series = |i: usize, f: fn(&loadgen::StreamBlock) -> &Hist| -> Vec<Percentiles> {
-        rounds[i].iter().map(|b| f(b).summary()).collect()
+    let series = |i: usize, f: fn(&loadgen::StreamBlock) -> &Hist| -> Vec<Option<Percentiles>> {
+        rounds[i]
+            .iter()
+            .map(|b| (!f(b).is_empty()).then(|| f(b).summary()))
+            .collect()
+    };
+    let absolute = |i: usize, f: fn(&loadgen::StreamBlock) -> &Hist| {
+        let values: Vec<Percentiles> = series(i, f).into_iter().flatten().collect();
+        Percentiles::across(&values)
     };
     let added = |i: usize, f: fn(&loadgen::StreamBlock) -> &Hist| match direct {
         Some(d) if d != i => {
             let diffs: Vec<Percentiles> = series(i, f)
                 .iter()
                 .zip(series(d, f))
-                .map(|(a, b)| a.minus(&b))
+                .filter_map(|(a, b)| Some(a.as_ref()?.minus(b.as_ref()?)))
                 .collect();
-            Some(Percentiles::across(&diffs))
+            (!diffs.is_empty()).then(|| Percentiles::across(&diffs))
         }
         _ => None,
     };
@@ -633,9 +672,9 @@ async fn streaming(arms: &[&Arm], plan: &Plan) -> Vec<StreamArm> {
             let sum = |f: fn(&loadgen::StreamBlock) -> u64| rounds[i].iter().map(f).sum::<u64>();
             StreamArm {
                 arm: arm.kind,
-                ttft_us: Percentiles::across(&series(i, |b| &b.ttft)),
-                transit_us: Percentiles::across(&series(i, |b| &b.transit)),
-                gap_us: Percentiles::across(&series(i, |b| &b.gap)),
+                ttft_us: absolute(i, |b| &b.ttft),
+                transit_us: absolute(i, |b| &b.transit),
+                gap_us: absolute(i, |b| &b.gap),
                 added_ttft_us: added(i, |b| &b.ttft),
                 added_chunk_us: added(i, |b| &b.transit),
                 streams: sum(|b| b.streams),
