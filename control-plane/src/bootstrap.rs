@@ -218,6 +218,7 @@ fn openai_starter_catalog(org_id: &str, provider_id: &str) -> Vec<NewModel> {
                         "stop".into(),
                         "seed".into(),
                         "logprobs".into(),
+                        "vision".into(),
                     ],
                 }],
             },

@@ -60,6 +60,59 @@ struct CommonArgs {
     /// Node token accepted from gateways, in addition to the one created at first start.
     #[arg(long, env = "SWITCHYARD_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
+    /// Let provider base URLs point at loopback and private networks (RFC 1918, ULA,
+    /// localhost). Default: true for `serve`, false for `control-plane`. Link-local and
+    /// cloud-metadata addresses are always refused.
+    #[arg(long, env = "SWITCHYARD_ALLOW_PRIVATE_UPSTREAMS")]
+    allow_private_upstreams: Option<bool>,
+    /// Stripe secret key; with the webhook secret it enables Checkout top-ups.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    stripe_secret_key: Option<String>,
+    /// Signing secret of the Stripe webhook endpoint (`whsec_…`) for `/api/v1/stripe/webhook`.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    stripe_webhook_secret: Option<String>,
+    /// Stripe API base URL (a fake or proxy in tests).
+    #[arg(long, env = "SWITCHYARD_STRIPE_API_BASE", default_value = switchyard_control_plane::billing::stripe::DEFAULT_API_BASE)]
+    stripe_api_base: String,
+    /// Where Stripe Checkout returns the payer to after paying / cancelling.
+    #[arg(
+        long,
+        env = "SWITCHYARD_STRIPE_SUCCESS_URL",
+        default_value = "http://localhost:8080/console/billing?topup=ok"
+    )]
+    stripe_success_url: String,
+    #[arg(
+        long,
+        env = "SWITCHYARD_STRIPE_CANCEL_URL",
+        default_value = "http://localhost:8080/console/billing?topup=cancelled"
+    )]
+    stripe_cancel_url: String,
+}
+
+impl CommonArgs {
+    /// Stripe top-ups are on when both secrets are given.
+    fn stripe(&self) -> Option<switchyard_control_plane::billing::stripe::StripeConfig> {
+        let secret_key = self.stripe_secret_key.clone().filter(|k| !k.is_empty())?;
+        let webhook_secret = self
+            .stripe_webhook_secret
+            .clone()
+            .filter(|k| !k.is_empty())?;
+        Some(switchyard_control_plane::billing::stripe::StripeConfig {
+            api_base: self.stripe_api_base.clone(),
+            secret_key,
+            webhook_secret,
+            success_url: self.stripe_success_url.clone(),
+            cancel_url: self.stripe_cancel_url.clone(),
+        })
+    }
+
+    fn upstream_policy(&self, default_allow_private: bool) -> switchyard_gateway::ssrf::UrlPolicy {
+        switchyard_gateway::ssrf::UrlPolicy {
+            allow_private: self
+                .allow_private_upstreams
+                .unwrap_or(default_allow_private),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -75,18 +128,9 @@ struct ServeArgs {
     gateway_listen: SocketAddr,
 }
 
+/// `SWITCHYARD_LOG` sets the filter, `SWITCHYARD_LOG_FORMAT=json` one JSON object per line.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
-    let json = std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    switchyard_gateway::telemetry::init_logging("info,sqlx=warn,tower_http=warn");
 }
 
 impl Cli {
@@ -173,6 +217,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let embedded_token = ApiKeySecret::generate().expose().to_owned();
     let options = RunOptions {
         local_node_token_hashes: vec![switchyard_proto::keys::sha256_hex(&embedded_token)],
+        upstream_policy: args.common.upstream_policy(true),
+        stripe: args.common.stripe(),
         ..RunOptions::default()
     };
     let cp_shutdown = CancellationToken::new();
@@ -230,7 +276,11 @@ async fn control_plane(args: CommonArgs) -> anyhow::Result<()> {
     let run = tokio::spawn(switchyard_control_plane::run(
         started.store,
         started.listeners,
-        RunOptions::default(),
+        RunOptions {
+            upstream_policy: args.upstream_policy(false),
+            stripe: args.stripe(),
+            ..RunOptions::default()
+        },
         shutdown.clone(),
     ));
     wait_for_signal().await;

@@ -3,14 +3,18 @@
 
 pub mod api;
 pub mod audit;
+pub mod billing;
 pub mod bootstrap;
 pub mod error;
 mod grpc;
 pub mod identity;
 pub mod policy;
-mod rating;
+pub mod rating;
+pub mod routing_policy;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;
+mod web;
 
 use std::sync::Arc;
 
@@ -44,6 +48,11 @@ pub struct RunOptions {
     /// Mark console cookies `Secure` even on plain-HTTP requests (TLS terminated in front
     /// without `X-Forwarded-Proto`).
     pub secure_cookies: bool,
+    /// Where provider base URLs may point (see `switchyard_gateway::ssrf`). The default
+    /// allows private and loopback upstreams, as `switchyard serve` does.
+    pub upstream_policy: switchyard_gateway::ssrf::UrlPolicy,
+    /// Stripe top-ups (`POST /api/v1/credits/checkout` and the webhook); off when `None`.
+    pub stripe: Option<billing::stripe::StripeConfig>,
 }
 
 /// Serves the REST API and the gateway-facing gRPC services until `shutdown` fires.
@@ -54,6 +63,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ControlPlaneError> {
     let ingested = Arc::new(tokio::sync::Notify::new());
+    let metrics = Arc::new(telemetry::ControlPlaneMetrics::new());
     let auth = grpc::NodeAuthenticator::new(store.clone(), options.local_node_token_hashes);
     let config_service = grpc::ConfigServiceImpl {
         store: store.clone(),
@@ -68,6 +78,7 @@ pub async fn run(
         auth,
         ingested: ingested.clone(),
         shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
     };
     let http_addr = listeners
         .http
@@ -87,8 +98,13 @@ pub async fn run(
             TcpListenerStream::new(listeners.grpc),
             shutdown.clone().cancelled_owned(),
         );
-    let state = api::AppState::new(store, ingested, options.secure_cookies).await?;
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let state = api::AppState::new(store, ingested, options.secure_cookies)
+        .await?
+        .with_stripe(options.stripe);
+    let app = api::router(state)
+        .layer(axum::Extension(metrics))
+        .layer(axum::Extension(options.upstream_policy))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http =
         axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let (grpc, http) = tokio::join!(grpc, async { http.await });

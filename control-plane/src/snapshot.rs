@@ -52,6 +52,18 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
             });
         }
     }
+    // Stored policies were validated on the way in; one that no longer parses is skipped
+    // (logged) rather than withholding the whole snapshot.
+    let routing_policy = |org_id: &str| {
+        let (_, text) = data.routing_policies.iter().find(|(o, _)| o == org_id)?;
+        match serde_json::from_str::<crate::routing_policy::RoutingPolicy>(text) {
+            Ok(p) => Some(p.to_pb()),
+            Err(err) => {
+                tracing::error!(org_id, error = %err, "stored routing policy does not parse; ignoring it");
+                None
+            }
+        }
+    };
     let limits = |kind: &str, id: &str| {
         data.rate_limits
             .iter()
@@ -60,6 +72,7 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
                 requests_per_minute: u32::try_from(l.requests_per_minute).unwrap_or(u32::MAX),
                 tokens_per_minute: u64::try_from(l.tokens_per_minute).unwrap_or(0),
                 concurrent_requests: u32::try_from(l.concurrent_requests).unwrap_or(u32::MAX),
+                capacity_weight: u32::try_from(l.capacity_weight).unwrap_or(u32::MAX),
             })
     };
     pb::ConfigSnapshot {
@@ -72,6 +85,7 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
             .into_iter()
             .map(|o| pb::Org {
                 rate_limits: limits("org", &o.id),
+                routing_policy: routing_policy(&o.id),
                 id: o.id,
                 name: o.name,
             })
@@ -113,6 +127,7 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
                 connect_timeout_ms: millis(p.connect_timeout_ms),
                 first_byte_timeout_ms: millis(p.first_byte_timeout_ms),
                 stream_idle_timeout_ms: millis(p.stream_idle_timeout_ms),
+                max_concurrency: u32::try_from(p.max_concurrency.max(0)).unwrap_or(u32::MAX),
             })
             .collect(),
         models,

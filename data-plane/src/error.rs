@@ -227,6 +227,9 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "error": self.error_object() });
         let mut response = (status, axum::Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(crate::telemetry::ErrorType(self.error_type()));
         for (name, value) in self.headers() {
             response.headers_mut().insert(name, value);
         }

@@ -6,14 +6,19 @@ mod api;
 mod auth_interceptor;
 mod chat_request;
 mod error;
+pub mod fair;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guardrails;
 pub mod limits;
 pub mod metering;
 mod providers;
 pub mod routing;
 pub mod snapshot;
+pub mod ssrf;
 mod state;
 mod sync;
+pub mod telemetry;
 mod upstream;
 
 use std::path::PathBuf;
@@ -115,10 +120,12 @@ pub async fn run(
         .send_replace(spool.last_seq());
     tracing::info!(pending = spool.pending_len(), dir = %config.spool_dir.display(), "usage spool opened");
     let wake = Arc::new(Notify::new());
+    let metrics = Arc::new(telemetry::GatewayMetrics::new());
     let (meter, appender) = metering::meter::start_appender(
         spool.clone(),
         wake.clone(),
         config.status.spooled_usage_seq.clone(),
+        metrics.clone(),
     );
 
     let channel = tonic::transport::Endpoint::from_shared(config.control_plane_grpc.clone())
@@ -146,6 +153,15 @@ pub async fn run(
         },
         background.clone(),
     )));
+    let shipper_stats = Arc::new(metering::shipper::ShipperStats::publishing_acks_to(
+        config.status.acked_usage_seq.clone(),
+    ));
+    metrics.attach(
+        spool.clone(),
+        config.status.clone(),
+        shipper_stats.clone(),
+        meter.backlog_gauge(),
+    );
     let shipper_stop = CancellationToken::new();
     let shipper = AbortOnDropHandle::new(tokio::spawn(run_shipper(
         spool.clone(),
@@ -156,9 +172,7 @@ pub async fn run(
             node_token: config.node_token.clone(),
             batch_size: 256,
             max_backoff: Duration::from_secs(5),
-            stats: Arc::new(metering::shipper::ShipperStats::publishing_acks_to(
-                config.status.acked_usage_seq.clone(),
-            )),
+            stats: shipper_stats,
         },
         shipper_stop.clone(),
     )));
@@ -176,8 +190,9 @@ pub async fn run(
         tracker: tracker.clone(),
         health: routing::HealthTable::default(),
         limiter: limits::RateLimiter::default(),
+        fair: Arc::default(),
     });
-    let app = api::router(state);
+    let app = api::router(state).layer(axum::Extension(metrics));
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
     tracing::info!(%addr, node_id = %config.node_id, "gateway listening on {addr}");
     let listener = listener.tap_io(|tcp| {

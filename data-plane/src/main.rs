@@ -49,12 +49,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // `SWITCHYARD_LOG` sets the filter, `SWITCHYARD_LOG_FORMAT=json` one JSON object per line.
+    switchyard_gateway::telemetry::init_logging("info,tower_http=warn");
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

@@ -85,6 +85,9 @@ pub struct ProviderEntry {
     pub zero_data_retention: bool,
     pub trains_on_prompts: bool,
     pub timeouts: ProviderTimeouts,
+    /// The shared capacity pool of this provider's credential: (pool id, this gateway's
+    /// share of its concurrency), when the operator set one.
+    pub capacity_pool: Option<(String, u32)>,
 }
 
 /// Per-provider timeouts; `None` uses the gateway's default.
@@ -127,6 +130,10 @@ pub struct OrgCatalog {
     pub name: String,
     /// This gateway's share of the org's rate limits.
     pub rate_limits: Limits,
+    /// The org's weight when shared provider capacity is contended.
+    pub capacity_weight: u32,
+    /// The org's routing defaults, folded into every request's preferences.
+    pub routing_policy: Option<pb::RoutingPolicy>,
     /// Sorted by id, for stable listings.
     pub models: Vec<Arc<ModelEntry>>,
     by_id: HashMap<String, Arc<ModelEntry>>,
@@ -224,6 +231,11 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 OrgCatalog {
                     name: org.name,
                     rate_limits: share(org.rate_limits.as_ref()),
+                    capacity_weight: org
+                        .rate_limits
+                        .as_ref()
+                        .map_or(1, |l| l.capacity_weight.max(1)),
+                    routing_policy: org.routing_policy.clone(),
                     ..OrgCatalog::default()
                 },
             );
@@ -309,6 +321,15 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                     )));
                 }
             }
+            // The pool is the credential itself, whichever org configured it.
+            let capacity_pool = (p.max_concurrency > 0).then(|| {
+                let id = switchyard_proto::keys::sha256_hex(&format!(
+                    "{}\n{}",
+                    p.base_url.trim_end_matches('/'),
+                    p.api_key
+                ));
+                (id, p.max_concurrency.div_ceil(gateways))
+            });
             let entry = ProviderEntry {
                 id: p.id.clone(),
                 slug: p.slug,
@@ -318,6 +339,7 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                 credential: Credential(p.api_key),
                 zero_data_retention: p.zero_data_retention,
                 trains_on_prompts: p.trains_on_prompts,
+                capacity_pool,
                 timeouts: ProviderTimeouts {
                     connect: millis(p.connect_timeout_ms),
                     first_byte: millis(p.first_byte_timeout_ms),

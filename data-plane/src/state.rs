@@ -29,6 +29,8 @@ pub struct Inner {
     pub health: HealthTable,
     /// This node's share of every key's and org's rate limits.
     pub limiter: RateLimiter,
+    /// Fair sharing of provider credentials' capacity between orgs.
+    pub fair: Arc<crate::fair::FairShare>,
 }
 
 impl std::ops::Deref for AppState {

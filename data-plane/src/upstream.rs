@@ -14,7 +14,7 @@ use crate::error::{ApiError, UpstreamFailure};
 use crate::providers::{
     self, ChunkStream, EmbeddingsRequest, Parsed, Reply, StreamParser, UpstreamRequest, Wire,
 };
-use crate::snapshot::{EndpointEntry, ProviderKind};
+use crate::snapshot::{EndpointEntry, ProviderKind, ProviderTimeouts};
 
 /// Upper bound for a whole non-streaming call, and for the gap between streamed events.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -23,23 +23,57 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Upstream {
     client: reqwest::Client,
+    /// Clients for providers with their own connect timeout (reqwest sets it per client);
+    /// keyed by the timeout in ms. A handful at most, each with its own pool.
+    by_connect_timeout:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u128, reqwest::Client>>>,
+}
+
+fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 impl Upstream {
     pub fn new() -> Result<Self, crate::GatewayError> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = build_client(CONNECT_TIMEOUT)
             .map_err(|e| crate::GatewayError::Config(format!("HTTP client: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            by_connect_timeout: std::sync::Arc::default(),
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    fn client_for(&self, timeouts: &ProviderTimeouts) -> reqwest::Client {
+        let Some(connect) = timeouts.connect else {
+            return self.client.clone();
+        };
+        let mut clients = self
+            .by_connect_timeout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(&connect.as_millis()) {
+            return c.clone();
+        }
+        match build_client(connect) {
+            Ok(c) => {
+                clients.insert(connect.as_millis(), c.clone());
+                c
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not build an HTTP client with the provider's connect timeout; using the default");
+                self.client.clone()
+            }
+        }
     }
 
     /// Sends one attempt to one endpoint. Errors are returned before any byte reached the
@@ -59,7 +93,13 @@ impl Upstream {
             } else {
                 Reply::Complete(providers::echo::complete(request, model_id))
             }),
-            Some(wire) => self.send_http(wire, request, endpoint).await,
+            Some(wire) => {
+                // Provider wait time, for the gateway-overhead metric.
+                let started = std::time::Instant::now();
+                let reply = self.send_http(wire, request, endpoint).await;
+                crate::telemetry::add_upstream_time(started.elapsed());
+                reply
+            }
         }
     }
 
@@ -70,15 +110,17 @@ impl Upstream {
         endpoint: &EndpointEntry,
     ) -> Result<Reply, ApiError> {
         let provider = &endpoint.provider.slug;
+        let timeouts = endpoint.provider.timeouts;
         let upstream = wire.build_request(request, endpoint)?;
         let response = self
-            .execute(wire, upstream, provider, !request.stream)
+            .execute(wire, upstream, provider, &timeouts, !request.stream)
             .await?;
         if request.stream {
             Ok(Reply::Stream(decode_sse(
                 response,
                 wire.stream_parser(provider),
                 provider.clone(),
+                timeouts.stream_idle.unwrap_or(RESPONSE_TIMEOUT),
             )))
         } else {
             let body = response
@@ -107,7 +149,13 @@ impl Upstream {
             async {
                 let upstream = providers::anthropic::build_count_tokens(request, endpoint)?;
                 let response = self
-                    .execute(Wire::Anthropic, upstream, provider, true)
+                    .execute(
+                        Wire::Anthropic,
+                        upstream,
+                        provider,
+                        &endpoint.provider.timeouts,
+                        true,
+                    )
                     .await?;
                 let body = response
                     .bytes()
@@ -150,7 +198,9 @@ impl Upstream {
         };
         Some(
             async {
-                let response = self.execute(wire, upstream?, provider, true).await?;
+                let response = self
+                    .execute(wire, upstream?, provider, &endpoint.provider.timeouts, true)
+                    .await?;
                 let body = response
                     .bytes()
                     .await
@@ -180,19 +230,34 @@ impl Upstream {
         wire: Wire,
         upstream: UpstreamRequest,
         provider: &str,
+        timeouts: &ProviderTimeouts,
         whole_body_timeout: bool,
     ) -> Result<reqwest::Response, ApiError> {
-        let mut builder = self.client.post(&upstream.url).body(upstream.body);
+        let mut builder = self
+            .client_for(timeouts)
+            .post(&upstream.url)
+            .body(upstream.body);
         for (name, value) in &upstream.headers {
             builder = builder.header(*name, value);
         }
         if whole_body_timeout {
             builder = builder.timeout(RESPONSE_TIMEOUT);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e, provider))?;
+        // The first-byte bound covers connecting, sending and waiting for the status line:
+        // a provider that accepts the connection and then says nothing is given up on
+        // while another endpoint can still be tried.
+        let first_byte = timeouts.first_byte.unwrap_or(RESPONSE_TIMEOUT);
+        let response = match tokio::time::timeout(first_byte, builder.send()).await {
+            Ok(sent) => sent.map_err(|e| transport_failure(&e, provider))?,
+            Err(_) => {
+                return Err(ApiError::Upstream(UpstreamFailure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    provider,
+                    "sent no response before the first-byte timeout",
+                )));
+            }
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -246,6 +311,7 @@ fn decode_sse(
     response: reqwest::Response,
     parser: Box<dyn StreamParser>,
     provider: String,
+    idle_timeout: Duration,
 ) -> ChunkStream {
     struct State<E> {
         events: E,
@@ -253,6 +319,7 @@ fn decode_sse(
         pending: VecDeque<Value>,
         finished: bool,
         provider: String,
+        idle_timeout: Duration,
     }
     let state = State {
         events: response.bytes_stream().eventsource(),
@@ -260,6 +327,7 @@ fn decode_sse(
         pending: VecDeque::new(),
         finished: false,
         provider,
+        idle_timeout,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         loop {
@@ -269,7 +337,7 @@ fn decode_sse(
             if st.finished {
                 return None;
             }
-            let next = tokio::time::timeout(RESPONSE_TIMEOUT, st.events.next()).await;
+            let next = tokio::time::timeout(st.idle_timeout, st.events.next()).await;
             let step = match next {
                 Err(_) => Err(UpstreamFailure::new(
                     StatusCode::GATEWAY_TIMEOUT,

@@ -2,11 +2,15 @@
 // Test helpers outside #[test] fns are not covered by clippy.toml's allow-*-in-tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod billing;
 mod conformance;
+mod console;
+mod deploy;
 mod errors;
 mod guardrails;
 mod identity;
 mod openai_sdk;
+mod ops;
 mod resilience;
 mod routing;
 mod sdks;

@@ -101,6 +101,35 @@ async fn models_fallback_in_order_and_the_bill_names_the_model_that_served() {
     )
     .await;
 
+    // A provider nobody listens for: connect refused is retried on the next model too.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = system
+        .post("/providers", system.management_key(), &json!({"slug": "gone", "kind": "openai_compatible", "base_url": format!("http://{closed}/v1")}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 201);
+    let created = system
+        .post(
+            "/models",
+            system.management_key(),
+            &json!({"id": "r/unreachable", "endpoints": [{"provider": "gone", "model": "x"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    system
+        .gateway
+        .wait_for_config(system.store.config_version().await.unwrap())
+        .await
+        .unwrap();
+    let (status, body) = chat(&system, json!({"model": "r/unreachable", "models": ["r/works"], "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "r/works");
+    mock.clear_requests();
+
     let (status, body) = chat(&system, json!({"model": "r/broken", "models": ["r/overloaded", "r/works"], "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "r/works");
@@ -119,14 +148,34 @@ async fn models_fallback_in_order_and_the_bill_names_the_model_that_served() {
         .unwrap();
     assert_eq!(generation["data"]["model"], "r/works");
     assert_eq!(generation["data"]["provider_name"], "pb");
-    // Exactly one record for the generation, at the serving endpoint's price.
+    let attempts: Vec<(String, u64)> = generation["data"]["provider_responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["model"].as_str().unwrap().to_owned(),
+                a["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![
+            ("r/broken".to_owned(), 502),
+            ("r/overloaded".to_owned(), 503),
+            ("r/works".to_owned(), 200)
+        ],
+        "every attempt is on the usage record"
+    );
+    // Exactly one record per generation (two generations so far), whatever the attempts.
     assert_eq!(
         system
             .store
             .count_usage(&system.secrets.org_id)
             .await
             .unwrap(),
-        1
+        2
     );
 }
 
@@ -338,4 +387,210 @@ async fn rate_limits_hold_across_three_gateways() {
         accepted >= 30,
         "admitted {accepted}: no gateway may undershoot its share"
     );
+}
+
+#[tokio::test]
+async fn per_provider_timeouts_fail_over_before_the_first_byte_and_end_stalled_streams() {
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let system = System::start().await.unwrap();
+    for (slug, first_byte, idle) in [("hasty", 50, 0), ("patient", 0, 300)] {
+        let created = system
+            .post(
+                "/providers",
+                system.management_key(),
+                &json!({"slug": slug, "kind": "openai_compatible", "base_url": mock.base_url(),
+                        "first_byte_timeout_ms": first_byte, "stream_idle_timeout_ms": idle}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    }
+    // The mock's `slow` models wait 200 ms before answering: longer than hasty's 50 ms.
+    add_model(
+        &system,
+        &mock,
+        "r/slow-then-ok",
+        &[
+            ("hasty", "slow", "0.000001", "0.000001"),
+            ("patient", "gpt-ok", "0.00001", "0.00001"),
+        ],
+    )
+    .await;
+    add_model(
+        &system,
+        &mock,
+        "r/stall",
+        &[("patient", "stall-stream", "0.000001", "0.000001")],
+    )
+    .await;
+
+    let (status, body) = chat(&system, json!({"model": "r/slow-then-ok", "provider": {"sort": "price"}, "messages": [{"role": "user", "content": "x"}]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream_models(&mock), vec!["slow", "gpt-ok"]);
+
+    let response = system
+        .post("/chat/completions", system.api_key(), &json!({"model": "r/stall", "stream": true, "messages": [{"role": "user", "content": "a b c d e"}]}))
+        .await
+        .unwrap();
+    let (chunks, _) = sse::chunks(&response.text().await.unwrap());
+    let error = chunks
+        .iter()
+        .find(|c| c.get("error").is_some())
+        .expect("a stalled stream ends with an error event");
+    assert_eq!(error["error"]["metadata"]["error_type"], "timeout");
+    assert_eq!(error["choices"][0]["finish_reason"], "error");
+}
+
+#[tokio::test]
+async fn a_shared_credential_is_split_fairly_between_orgs() {
+    let mock = MockOpenAi::start(MockConfig {
+        delay: std::time::Duration::from_millis(150),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let system = System::start().await.unwrap();
+    let (_, b_management, b_key) = system.add_org("Org B").await.unwrap();
+    // Both orgs configure the same credential with a capacity of 2 concurrent requests.
+    for management in [system.management_key().to_owned(), b_management.clone()] {
+        let provider = json!({"slug": "shared", "kind": "openai_compatible", "base_url": mock.base_url(), "api_key": "sk-shared", "max_concurrency": 2});
+        assert_eq!(
+            system
+                .post("/providers", &management, &provider)
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        let model =
+            json!({"id": "s/m", "endpoints": [{"provider": "shared", "model": "gpt-shared"}]});
+        assert_eq!(
+            system
+                .post("/models", &management, &model)
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+    }
+    system
+        .gateway
+        .wait_for_config(system.store.config_version().await.unwrap())
+        .await
+        .unwrap();
+
+    // Org A bursts 8 requests, then org B sends 2.
+    let (tx, mut done) = tokio::sync::mpsc::unbounded_channel::<(&'static str, u16)>();
+    let mut tasks = Vec::new();
+    for (org, key, n) in [
+        ("a", system.api_key().to_owned(), 8),
+        ("b", b_key.clone(), 2),
+    ] {
+        for _ in 0..n {
+            let (http, url, key, tx) = (
+                system.http.clone(),
+                format!("{}/chat/completions", system.base_url()),
+                key.clone(),
+                tx.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let response = http
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&hello("s/m"))
+                    .send()
+                    .await
+                    .unwrap();
+                tx.send((org, response.status().as_u16())).unwrap();
+            }));
+        }
+    }
+    drop(tx);
+    let mut order = Vec::new();
+    while let Some((org, status)) = done.recv().await {
+        assert_eq!(status, 200);
+        order.push(org);
+    }
+    eprintln!("completion order with a 2-slot shared credential: {order:?}");
+    let last_b = order.iter().rposition(|o| *o == "b").unwrap();
+    // FIFO would finish B last (positions 8 and 9); fair sharing serves B within the first six.
+    assert!(last_b < 6, "org B was starved: {order:?}");
+    assert_eq!(order.len(), 10);
+}
+
+#[tokio::test]
+async fn the_orgs_routing_policy_reaches_the_gateway_and_narrows_requests() {
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let system = System::start().await.unwrap();
+    add_model(
+        &system,
+        &mock,
+        "r/broken",
+        &[("pa", "error-500", "0.000001", "0.000001")],
+    )
+    .await;
+    add_model(
+        &system,
+        &mock,
+        "r/two",
+        &[
+            ("pa", "cheap", "0.000001", "0.000001"),
+            ("pb", "dear", "0.00001", "0.00001"),
+        ],
+    )
+    .await;
+
+    let put = |body: Value| {
+        let system = &system;
+        async move {
+            let response = system
+                .http
+                .put(format!("{}/routing-policy", system.base_url()))
+                .bearer_auth(system.management_key())
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            system
+                .gateway
+                .wait_for_config(system.store.config_version().await.unwrap())
+                .await
+                .unwrap();
+            (status, text)
+        }
+    };
+    let (status, text) = put(json!({"default_sort": "fastest"})).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("default_sort"));
+
+    // Default fallbacks: a failing model falls back to the org's default without the client
+    // listing it. Ignored providers: pb is never used, even when the request orders it first.
+    let (status, text) = put(json!({
+        "default_fallback_models": ["r/two"],
+        "ignored_providers": ["pb"],
+        "model_overrides": [{"model": "r/two", "order": ["pa"]}]
+    }))
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, body) = chat(&system, hello("r/broken")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "r/two");
+    let (status, _) = chat(&system, json!({"model": "r/two", "provider": {"order": ["pb"]}, "messages": [{"role": "user", "content": "x"}]})).await;
+    assert_eq!(status, 200);
+    assert!(
+        !upstream_models(&mock).contains(&"dear".to_owned()),
+        "the org ignores pb: {:?}",
+        upstream_models(&mock)
+    );
+
+    let got: Value = system
+        .get("/routing-policy", system.management_key())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["data"]["ignored_providers"], json!(["pb"]));
 }

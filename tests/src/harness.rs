@@ -158,6 +158,59 @@ impl System {
         Ok(gateway)
     }
 
+    /// Another org with an owner, a management key and an inference key, created straight in
+    /// the store. Returns `(org id, management key, inference key)`.
+    pub async fn add_org(&self, name: &str) -> anyhow::Result<(String, String, String)> {
+        use switchyard_control_plane::store::{KeyKind, NewKey, NewUser, Org};
+        let org_id = uuid::Uuid::now_v7().to_string();
+        let user_id = uuid::Uuid::now_v7().to_string();
+        self.store
+            .create_user(&NewUser {
+                id: user_id.clone(),
+                email: format!("owner-{user_id}@example.test"),
+                name: name.into(),
+                password_hash: None,
+            })
+            .await?;
+        self.store
+            .create_org(
+                &Org {
+                    id: org_id.clone(),
+                    name: name.into(),
+                    created_at: switchyard_control_plane::store::now_ms(),
+                },
+                &user_id,
+            )
+            .await?;
+        let mut secrets = Vec::new();
+        for (kind, label) in [
+            (KeyKind::Management, "management"),
+            (KeyKind::Inference, "inference"),
+        ] {
+            let secret = switchyard_proto::ApiKeySecret::generate();
+            self.store
+                .create_key(&NewKey {
+                    hash: secret.hash().into_string(),
+                    org_id: org_id.clone(),
+                    name: format!("{name} {label}"),
+                    label: "sk-sy-v1-...test".into(),
+                    kind,
+                    limit_nanos: None,
+                    limit_reset: None,
+                    include_byok_in_limit: false,
+                    expires_at: None,
+                })
+                .await?;
+            secrets.push(secret.expose().to_owned());
+        }
+        self.gateway
+            .wait_for_config(self.store.config_version().await?)
+            .await?;
+        let inference = secrets.pop().unwrap_or_default();
+        let management = secrets.pop().unwrap_or_default();
+        Ok((org_id, management, inference))
+    }
+
     /// POST JSON to the gateway with a bearer key.
     pub async fn post(
         &self,

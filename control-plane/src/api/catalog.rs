@@ -38,6 +38,8 @@ pub struct CreateProvider {
     connect_timeout_ms: Option<u32>,
     first_byte_timeout_ms: Option<u32>,
     stream_idle_timeout_ms: Option<u32>,
+    /// Concurrent requests the credential takes; orgs sharing it get fair shares.
+    max_concurrency: Option<u32>,
 }
 
 fn valid_slug(s: &str) -> bool {
@@ -74,6 +76,7 @@ fn provider_json(p: &ProviderRecord) -> Value {
         "connect_timeout_ms": p.connect_timeout_ms,
         "first_byte_timeout_ms": p.first_byte_timeout_ms,
         "stream_idle_timeout_ms": p.stream_idle_timeout_ms,
+        "max_concurrency": p.max_concurrency,
         "credential_hint": hint,
         "created_at": iso(p.created_at),
         "updated_at": iso(p.updated_at),
@@ -93,6 +96,7 @@ pub async fn list_providers(
 
 pub async fn create_provider(
     State(state): State<AppState>,
+    policy: Option<axum::Extension<switchyard_gateway::ssrf::UrlPolicy>>,
     principal: Principal,
     JsonBody(body): JsonBody<CreateProvider>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -124,6 +128,9 @@ pub async fn create_provider(
     };
     if kind != "echo" {
         check_base_url(&base_url)?;
+        let policy = policy.map(|p| p.0).unwrap_or_default();
+        switchyard_gateway::ssrf::check_url(&base_url, policy)
+            .map_err(|why| ApiError::BadRequest(format!("`base_url` {why}")))?;
     }
     let provider = state
         .store
@@ -140,6 +147,7 @@ pub async fn create_provider(
                 connect_timeout_ms: i64::from(body.connect_timeout_ms.unwrap_or(0)),
                 first_byte_timeout_ms: i64::from(body.first_byte_timeout_ms.unwrap_or(0)),
                 stream_idle_timeout_ms: i64::from(body.stream_idle_timeout_ms.unwrap_or(0)),
+                max_concurrency: i64::from(body.max_concurrency.unwrap_or(0)),
             },
             kind,
             base_url,

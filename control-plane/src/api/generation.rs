@@ -99,5 +99,6 @@ fn generation_json(id: &GenerationId, r: &UsageRow) -> Value {
         "http_status": r.http_status,
         "error_type": if r.error_type.is_empty() { Value::Null } else { json!(r.error_type) },
         "gateway_node": r.node_id,
+        "provider_responses": serde_json::from_str::<Value>(&r.provider_responses).unwrap_or_else(|_| json!([])),
     })
 }

@@ -1,8 +1,11 @@
 //! The control plane's REST API (OpenRouter-compatible where OpenRouter has the route).
 
+pub mod activity;
 pub mod audit;
 mod auth;
+mod billing;
 mod catalog;
+mod credits;
 mod generation;
 mod guardrails;
 mod invitations;
@@ -10,6 +13,7 @@ mod keys;
 mod orgs;
 pub mod principal;
 mod rate_limits;
+mod routing_policy;
 mod sso;
 mod teams;
 pub mod timefmt;
@@ -22,7 +26,6 @@ use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 pub use catalog::{PROVIDER_KINDS, default_base_url};
 
@@ -40,6 +43,8 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     /// For OIDC discovery, token and JWKS requests.
     pub http: reqwest::Client,
+    /// Stripe top-ups; `None` answers the checkout and webhook routes with 404.
+    pub stripe: Option<Arc<crate::billing::stripe::StripeClient>>,
 }
 
 impl AppState {
@@ -62,7 +67,13 @@ impl AppState {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            stripe: None,
         })
+    }
+
+    pub fn with_stripe(mut self, config: Option<crate::billing::stripe::StripeConfig>) -> Self {
+        self.stripe = config.map(|c| Arc::new(crate::billing::stripe::StripeClient::new(c)));
+        self
     }
 }
 
@@ -82,6 +93,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/rate-limit",
             get(rate_limits::get_org).put(rate_limits::put_org),
+        )
+        .route(
+            "/api/v1/routing-policy",
+            get(routing_policy::get)
+                .put(routing_policy::put)
+                .delete(routing_policy::delete),
         )
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/logout", post(auth::logout))
@@ -148,6 +165,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/export", get(audit::export))
         .route("/api/v1/generation", get(generation::get))
+        .route("/api/v1/credits", get(credits::totals))
+        .route("/api/v1/credits/grants", post(credits::grant))
+        .route("/api/v1/credits/transactions", get(credits::transactions))
+        .route("/api/v1/credits/checkout", post(credits::checkout))
+        .route("/api/v1/stripe/webhook", post(credits::stripe_webhook))
+        .route(
+            "/api/v1/models/{author}/{slug}/prices",
+            get(billing::list_prices).post(billing::add_price),
+        )
+        .route("/api/v1/activity", get(activity::activity))
+        .route("/api/v1/analytics/query", post(activity::analytics))
+        .route("/api/v1/usage/export", get(activity::export_csv))
         .route(
             "/api/v1/providers",
             get(catalog::list_providers).post(catalog::create_provider),
@@ -161,6 +190,9 @@ pub fn router(state: AppState) -> Router {
             get(catalog::get_model).patch(catalog::update_model),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::web::routes())
+        .route("/metrics", get(crate::telemetry::metrics_handler))
+        .route("/readyz", get(crate::telemetry::readyz_handler))
         .fallback(|request: Request| async move {
             ApiError::NotFound(format!(
                 "no route for {} {}",
@@ -169,7 +201,7 @@ pub fn router(state: AppState) -> Router {
             ))
         })
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
+        .layer(switchyard_gateway::telemetry::http_trace_layer())
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
                 "handler panicked".into(),

@@ -21,6 +21,9 @@ pub struct RateLimitBody {
     tokens_per_minute: u64,
     #[serde(default)]
     concurrent_requests: u32,
+    /// Org scope: the org's weight when a shared provider credential is saturated.
+    #[serde(default)]
+    capacity_weight: u32,
 }
 
 fn row_json(r: &RateLimitRow) -> Value {
@@ -30,6 +33,7 @@ fn row_json(r: &RateLimitRow) -> Value {
         "requests_per_minute": r.requests_per_minute,
         "tokens_per_minute": r.tokens_per_minute,
         "concurrent_requests": r.concurrent_requests,
+        "capacity_weight": r.capacity_weight,
         "enforcement": "each gateway admits ceil(limit / gateways); N gateways admit at most limit + N - 1 per minute",
     })
 }
@@ -50,7 +54,13 @@ async fn put(
         tokens_per_minute: i64::try_from(body.tokens_per_minute)
             .map_err(|_| ApiError::BadRequest("`tokens_per_minute` is too large".into()))?,
         concurrent_requests: i64::from(body.concurrent_requests),
+        capacity_weight: i64::from(body.capacity_weight),
     };
+    if kind == "key" && row.capacity_weight != 0 {
+        return Err(ApiError::BadRequest(
+            "`capacity_weight` is set on the org (PUT /api/v1/rate-limit), not on a key".into(),
+        ));
+    }
     state.store.set_rate_limit(&row).await?;
     Ok(Json(json!({ "data": row_json(&row) })))
 }

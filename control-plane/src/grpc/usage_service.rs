@@ -23,6 +23,7 @@ pub struct UsageServiceImpl {
     pub ingested: Arc<tokio::sync::Notify>,
     /// Ends open report streams so the server can stop; gateways resend what was not acked.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub metrics: Arc<crate::telemetry::ControlPlaneMetrics>,
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::UsageAck, tonic::Status>> + Send>>;
@@ -42,6 +43,7 @@ impl UsageService for UsageServiceImpl {
         let rater = self.rater.clone();
         let ingested = self.ingested.clone();
         let shutdown = self.shutdown.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -60,7 +62,9 @@ impl UsageService for UsageServiceImpl {
                     continue;
                 };
                 let rows = rater.rate_batch(&batch.node_id, &batch.records).await;
-                let reply = match store.ingest_usage(&rows).await {
+                let ingest = store.ingest_usage(&rows).await;
+                metrics.observe_ingest(&ingest);
+                let reply = match ingest {
                     Ok(outcome) => {
                         ingested.notify_waiters();
                         tracing::debug!(node_id = %batch.node_id, inserted = outcome.inserted, duplicates = outcome.duplicates, acked_seq, "usage batch ingested");

@@ -3,6 +3,9 @@
 //! through `sql::impl_store!`. Every query that reads tenant data is scoped by org.
 
 mod audit;
+mod billing;
+mod billing_sql;
+pub mod console;
 mod identity;
 mod identity_sql;
 mod models;
@@ -14,6 +17,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use audit::*;
+pub use billing::*;
+pub use console::ConsoleStore;
 pub use identity::*;
 pub use models::*;
 pub use postgres::PgStore;
@@ -48,7 +53,9 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: IdentityStore + AuditStore + Send + Sync + 'static {
+pub trait Store:
+    IdentityStore + AuditStore + ConsoleStore + BillingStore + Send + Sync + 'static
+{
     fn backend(&self) -> &'static str;
 
     /// Fires with the new config version after every committed config change.
@@ -126,6 +133,10 @@ pub trait Store: IdentityStore + AuditStore + Send + Sync + 'static {
     /// Sets (or, with all limits 0, clears) the rate limits of a key or the org itself.
     /// A key scope must name a key of `org_id`.
     async fn set_rate_limit(&self, limits: &RateLimitRow) -> StoreResult<()>;
+    /// An org's routing policy as stored (JSON), if it has one.
+    async fn get_routing_policy(&self, org_id: &str) -> StoreResult<Option<String>>;
+    /// Sets (or with `None` clears) an org's routing policy; a config change.
+    async fn set_routing_policy(&self, org_id: &str, policy: Option<&str>) -> StoreResult<()>;
     async fn get_rate_limit(
         &self,
         org_id: &str,

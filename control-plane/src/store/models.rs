@@ -98,6 +98,7 @@ pub struct ProviderRecord {
     pub connect_timeout_ms: i64,
     pub first_byte_timeout_ms: i64,
     pub stream_idle_timeout_ms: i64,
+    pub max_concurrency: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +122,8 @@ pub struct ProviderPolicy {
     pub connect_timeout_ms: i64,
     pub first_byte_timeout_ms: i64,
     pub stream_idle_timeout_ms: i64,
+    /// Concurrent requests the credential takes; 0 = unlimited.
+    pub max_concurrency: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -226,6 +229,8 @@ pub struct ConfigData {
     pub models: Vec<ModelRow>,
     pub endpoints: Vec<EndpointRow>,
     pub rate_limits: Vec<RateLimitRow>,
+    /// `(org id, policy JSON)`.
+    pub routing_policies: Vec<(String, String)>,
 }
 
 /// Cluster-wide limits of one key or org; 0 means unlimited.
@@ -239,6 +244,8 @@ pub struct RateLimitRow {
     pub requests_per_minute: i64,
     pub tokens_per_minute: i64,
     pub concurrent_requests: i64,
+    /// Org scope only: weight when shared provider capacity is contended (0 = 1).
+    pub capacity_weight: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +304,8 @@ pub struct UsageRow {
     pub gateway_cost_nanos: i64,
     pub upstream_id: String,
     pub ingested_at: i64,
+    /// JSON array of the generation's upstream attempts.
+    pub provider_responses: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

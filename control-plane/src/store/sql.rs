@@ -6,11 +6,11 @@
 //! SQLite takes its write lock up front instead of failing on a lock upgrade.
 
 pub(super) const KEY_COLUMNS: &str = "hash, org_id, name, label, kind, disabled, limit_nanos, limit_reset, include_byok_in_limit, expires_at, created_at, updated_at";
-pub(super) const PROVIDER_COLUMNS: &str = "id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at, zero_data_retention, trains_on_prompts, connect_timeout_ms, first_byte_timeout_ms, stream_idle_timeout_ms";
+pub(super) const PROVIDER_COLUMNS: &str = "id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at, zero_data_retention, trains_on_prompts, connect_timeout_ms, first_byte_timeout_ms, stream_idle_timeout_ms, max_concurrency";
 pub(super) const MODEL_COLUMNS: &str =
     "org_id, id, name, description, context_length, created_at, updated_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens, price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position, quantization, supported_parameters";
-pub(super) const USAGE_COLUMNS: &str = "request_id, org_id, key_hash, model, endpoint_id, provider_id, provider_slug, upstream_model, node_id, config_version, api, started_at, finished_at, ttft_ms, streamed, cancelled, estimated, finish_reason, native_finish_reason, http_status, error_type, input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos, gateway_cost_nanos, upstream_id, ingested_at";
+pub(super) const USAGE_COLUMNS: &str = "request_id, org_id, key_hash, model, endpoint_id, provider_id, provider_slug, upstream_model, node_id, config_version, api, started_at, finished_at, ttft_ms, streamed, cancelled, estimated, finish_reason, native_finish_reason, http_status, error_type, input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos, gateway_cost_nanos, upstream_id, ingested_at, provider_responses";
 
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
@@ -50,8 +50,8 @@ macro_rules! impl_store {
         async fn insert_provider(tx: &mut Tx<'_>, p: &NewProvider, now: i64) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO providers (id, org_id, slug, name, kind, base_url, api_key, created_at, updated_at,
-                    zero_data_retention, trains_on_prompts, connect_timeout_ms, first_byte_timeout_ms, stream_idle_timeout_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13)",
+                    zero_data_retention, trains_on_prompts, connect_timeout_ms, first_byte_timeout_ms, stream_idle_timeout_ms, max_concurrency)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&p.id)
             .bind(&p.org_id)
@@ -66,6 +66,7 @@ macro_rules! impl_store {
             .bind(p.policy.connect_timeout_ms)
             .bind(p.policy.first_byte_timeout_ms)
             .bind(p.policy.stream_idle_timeout_ms)
+            .bind(p.policy.max_concurrency)
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -422,12 +423,15 @@ macro_rules! impl_store {
                 .fetch_all(&mut *tx)
                 .await?;
                 let rate_limits = sqlx::query_as::<_, RateLimitRow>(
-                    "SELECT org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests FROM rate_limits ORDER BY scope_kind, scope_id",
+                    "SELECT org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests, capacity_weight FROM rate_limits ORDER BY scope_kind, scope_id",
                 )
                 .fetch_all(&mut *tx)
                 .await?;
+                let routing_policies = sqlx::query_as::<_, (String, String)>("SELECT org_id, policy FROM routing_policies ORDER BY org_id")
+                    .fetch_all(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                Ok(ConfigData { version: u64::try_from(version).unwrap_or(0), orgs, keys, providers, models, endpoints, rate_limits })
+                Ok(ConfigData { version: u64::try_from(version).unwrap_or(0), orgs, keys, providers, models, endpoints, rate_limits, routing_policies })
             }
 
             async fn add_node_token(&self, hash: &str, name: &str) -> StoreResult<()> {
@@ -490,7 +494,7 @@ macro_rules! impl_store {
                 for r in ordered {
                     let inserted = sqlx::query(&format!(
                         "INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                            $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
+                            $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
                          ON CONFLICT (request_id) DO NOTHING"
                     ))
                     .bind(&r.request_id)
@@ -524,6 +528,7 @@ macro_rules! impl_store {
                     .bind(r.gateway_cost_nanos)
                     .bind(&r.upstream_id)
                     .bind(r.ingested_at)
+                    .bind(&r.provider_responses)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -582,7 +587,7 @@ macro_rules! impl_store {
                 if owned.is_none() {
                     return Err(StoreError::NotFound);
                 }
-                if l.requests_per_minute == 0 && l.tokens_per_minute == 0 && l.concurrent_requests == 0 {
+                if l.requests_per_minute == 0 && l.tokens_per_minute == 0 && l.concurrent_requests == 0 && l.capacity_weight == 0 {
                     sqlx::query("DELETE FROM rate_limits WHERE scope_kind = $1 AND scope_id = $2")
                         .bind(&l.scope_kind)
                         .bind(&l.scope_id)
@@ -590,10 +595,11 @@ macro_rules! impl_store {
                         .await?;
                 } else {
                     sqlx::query(
-                        "INSERT INTO rate_limits (org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                        "INSERT INTO rate_limits (org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests, updated_at, capacity_weight)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                          ON CONFLICT (scope_kind, scope_id) DO UPDATE SET requests_per_minute = excluded.requests_per_minute,
-                            tokens_per_minute = excluded.tokens_per_minute, concurrent_requests = excluded.concurrent_requests, updated_at = excluded.updated_at",
+                            tokens_per_minute = excluded.tokens_per_minute, concurrent_requests = excluded.concurrent_requests,
+                            updated_at = excluded.updated_at, capacity_weight = excluded.capacity_weight",
                     )
                     .bind(&l.org_id)
                     .bind(&l.scope_kind)
@@ -602,15 +608,46 @@ macro_rules! impl_store {
                     .bind(l.tokens_per_minute)
                     .bind(l.concurrent_requests)
                     .bind(now_ms())
+                    .bind(l.capacity_weight)
                     .execute(&mut *tx)
                     .await?;
                 }
                 self.commit_config_change(tx, version).await
             }
 
+            async fn get_routing_policy(&self, org_id: &str) -> StoreResult<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT policy FROM routing_policies WHERE org_id = $1")
+                    .bind(org_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(p,)| p))
+            }
+
+            async fn set_routing_policy(&self, org_id: &str, policy: Option<&str>) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let version = bump_version(&mut tx).await?;
+                match policy {
+                    Some(p) => {
+                        sqlx::query(
+                            "INSERT INTO routing_policies (org_id, policy, updated_at) VALUES ($1, $2, $3)
+                             ON CONFLICT (org_id) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+                        )
+                        .bind(org_id)
+                        .bind(p)
+                        .bind(now_ms())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM routing_policies WHERE org_id = $1").bind(org_id).execute(&mut *tx).await?;
+                    }
+                }
+                self.commit_config_change(tx, version).await
+            }
+
             async fn get_rate_limit(&self, org_id: &str, scope_kind: &str, scope_id: &str) -> StoreResult<RateLimitRow> {
                 let row = sqlx::query_as::<_, RateLimitRow>(
-                    "SELECT org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests FROM rate_limits
+                    "SELECT org_id, scope_kind, scope_id, requests_per_minute, tokens_per_minute, concurrent_requests, capacity_weight FROM rate_limits
                      WHERE org_id = $1 AND scope_kind = $2 AND scope_id = $3",
                 )
                 .bind(org_id)

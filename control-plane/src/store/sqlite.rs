@@ -58,3 +58,5 @@ impl SqliteStore {
 
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite);
 super::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);
+super::console::impl_console_store!(SqliteStore, sqlx::Sqlite);
+super::billing_sql::impl_billing_store!(SqliteStore, sqlx::Sqlite);

@@ -1,7 +1,9 @@
+mod api_billing;
 mod api_identity;
 mod api_support;
 mod api_tenancy;
 mod audit_cli;
+mod billing_store;
 mod cli;
 mod common;
 mod identity_store;

@@ -214,6 +214,7 @@ fn usage(
         gateway_cost_nanos: cost_nanos,
         upstream_id: format!("up-{request_id}"),
         ingested_at: finished_at + 10,
+        provider_responses: "[]".to_owned(),
     }
 }
 

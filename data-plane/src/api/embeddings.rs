@@ -62,6 +62,8 @@ async fn serve(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
             prompt_chars: request.input_chars(),
             api: "embeddings",
             permit: None,
+            earlier_attempts: Vec::new(),
+            capacity_slot: None,
         };
         match result {
             Ok(value) => return Ok(respond(value, &meter)),

@@ -8,13 +8,13 @@ mod endpoints;
 mod forward;
 mod healing;
 mod messages;
-mod messages_request;
+pub(crate) mod messages_request;
 mod messages_stream;
 mod models;
 mod pipeline;
 mod relay;
 mod responses;
-mod responses_request;
+pub(crate) mod responses_request;
 mod responses_stream;
 mod route;
 mod skin;
@@ -30,7 +30,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -67,11 +66,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::telemetry::metrics_handler))
         .fallback(fallback)
         .with_state(state);
     routes
+        .layer(axum::middleware::from_fn(crate::telemetry::track_request))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(crate::telemetry::http_trace_layer())
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
         .layer(CatchPanicLayer::custom(panic_response))

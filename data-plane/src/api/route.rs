@@ -17,6 +17,9 @@ use crate::routing::{self, Needs, ProviderPrefs, health::Availability};
 use crate::snapshot::{KeyEntry, OrgCatalog};
 use crate::state::AppState;
 
+/// How long a request may queue for a slot of a saturated provider credential.
+const CAPACITY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Parameters some endpoints do not honour; `require_parameters` checks these.
 const OPTIONAL_PARAMETERS: &[&str] = &[
     "tools",
@@ -54,6 +57,19 @@ fn parameters_sent(request: &ChatRequest) -> Vec<&'static str> {
         == Some("json_schema")
     {
         sent.push("structured_outputs");
+    }
+    let has_image = request.conversation().iter().any(|m| {
+        m.content.as_array().is_some_and(|parts| {
+            parts.iter().any(|p| {
+                matches!(
+                    p.get("type").and_then(|t| t.as_str()),
+                    Some("image_url" | "input_image" | "image")
+                )
+            })
+        })
+    });
+    if has_image {
+        sent.push("vision");
     }
     if request.max_tokens.is_some() || request.max_completion_tokens.is_some() {
         sent.push("max_tokens");
@@ -95,8 +111,17 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         .map_err(ApiError::RateLimited)?;
     let permit = Arc::new(permit);
 
-    let prefs = ProviderPrefs::from_request(&g.request.extra)?;
-    let requested = routing::requested_models(g.request.model(), &g.request.extra)?;
+    let mut prefs = ProviderPrefs::from_request(&g.request.extra)?;
+    let mut requested = routing::requested_models(g.request.model(), &g.request.extra)?;
+    if let Some(policy) = &g.catalog.routing_policy {
+        prefs = prefs.with_org_policy(policy);
+        for fallback in &policy.default_fallback_models {
+            let r = routing::ModelRef::parse(fallback);
+            if !requested.contains(&r) {
+                requested.push(r);
+            }
+        }
+    }
     let guardrails = g.key.guardrails.clone();
     let needs = Needs {
         provider_allowed: Some(Arc::new(move |p: &crate::snapshot::ProviderEntry| {
@@ -119,6 +144,7 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
 
     let generation = GenerationId::new();
     let mut last_error = None;
+    let mut earlier: Vec<switchyard_proto::pb::ProviderAttempt> = Vec::new();
     for (n, attempt) in attempts.iter().enumerate() {
         let endpoint = &attempt.endpoint;
         let last = n + 1 == attempts.len();
@@ -132,6 +158,43 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                 continue;
             }
         }
+        // A credential with limited capacity is shared fairly between orgs; waiting is
+        // bounded, and a saturated pool moves on to the next endpoint.
+        let capacity_slot = match &endpoint.provider.capacity_pool {
+            None => None,
+            Some((pool, capacity)) => {
+                let granted = state
+                    .fair
+                    .acquire(
+                        pool,
+                        *capacity,
+                        &g.key.org_id,
+                        g.catalog.capacity_weight,
+                        CAPACITY_WAIT,
+                    )
+                    .await;
+                match granted {
+                    Ok(slot) => Some(slot),
+                    Err(saturated) => {
+                        let err = ApiError::Upstream(crate::error::UpstreamFailure::new(
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limit_exceeded",
+                            &endpoint.provider.slug,
+                            &format!(
+                                "is at its capacity of {} concurrent requests (waited {:?})",
+                                saturated.capacity, saturated.waited
+                            ),
+                        ));
+                        tracing::warn!(generation = %generation, provider = %endpoint.provider.slug, "provider capacity exhausted");
+                        if last {
+                            return Err(err);
+                        }
+                        last_error = Some(err);
+                        continue;
+                    }
+                }
+            }
+        };
         let meter = Metering {
             state: state.clone(),
             generation,
@@ -145,6 +208,8 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
             prompt_chars,
             api: g.api,
             permit: Some(permit.clone()),
+            earlier_attempts: earlier.clone(),
+            capacity_slot,
         };
         let sent_at = Instant::now();
         match state
@@ -183,6 +248,14 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                     }
                     return Err(err);
                 }
+                earlier.push(switchyard_proto::pb::ProviderAttempt {
+                    model: attempt.model.id.clone(),
+                    endpoint_id: endpoint.id.clone(),
+                    provider_slug: endpoint.provider.slug.clone(),
+                    status: u32::from(err.status().as_u16()),
+                    error_type: err.error_type().to_owned(),
+                    latency_ms: u32::try_from(sent_at.elapsed().as_millis()).unwrap_or(u32::MAX),
+                });
                 last_error = Some(err);
             }
         }

@@ -29,6 +29,11 @@ pub struct Metering {
     /// The rate-limit admission; its concurrency slots free when the last holder drops,
     /// and the tokens actually used are debited when the record is written.
     pub permit: Option<std::sync::Arc<crate::limits::Permit>>,
+    /// Attempts that failed before this one, for the record's `provider_responses`.
+    pub earlier_attempts: Vec<pb::ProviderAttempt>,
+    /// The endpoint's share of its credential's capacity, held until the response ends.
+    #[expect(dead_code, reason = "held only for its Drop, which frees the slot")]
+    pub capacity_slot: Option<crate::fair::Slot>,
 }
 
 pub struct Outcome {
@@ -72,12 +77,25 @@ impl Metering {
             finish_reason: outcome.finish_reason,
             native_finish_reason: outcome.native_finish_reason,
             http_status: u32::from(outcome.http_status),
-            error_type: outcome.error_type,
+            error_type: outcome.error_type.clone(),
             usage: Some((&outcome.dims).into()),
             cost_nanos: cost.nanos(),
             upstream_id: outcome.upstream_id,
             api: self.api.into(),
             node_id: self.state.node_id.to_string(),
+            provider_responses: {
+                let mut attempts = self.earlier_attempts.clone();
+                attempts.push(pb::ProviderAttempt {
+                    model: self.model.id.clone(),
+                    endpoint_id: self.endpoint.id.clone(),
+                    provider_slug: self.endpoint.provider.slug.clone(),
+                    status: u32::from(outcome.http_status),
+                    error_type: outcome.error_type.clone(),
+                    latency_ms: u32::try_from(self.started.elapsed().as_millis())
+                        .unwrap_or(u32::MAX),
+                });
+                attempts
+            },
         };
         if let Some(permit) = &self.permit {
             let tokens = outcome_tokens(&record);

@@ -13,6 +13,7 @@ use switchyard_proto::pb;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::spool::Spool;
+use crate::telemetry::GatewayMetrics;
 
 const MAX_BATCH: usize = 512;
 
@@ -20,10 +21,12 @@ const MAX_BATCH: usize = 512;
 pub struct Meter {
     tx: mpsc::UnboundedSender<pb::UsageRecord>,
     backlog: Arc<AtomicU64>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Meter {
     pub fn record(&self, record: pb::UsageRecord) {
+        self.metrics.observe_usage(&record);
         self.backlog.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(record).is_err() {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -35,6 +38,22 @@ impl Meter {
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
     }
+
+    /// A read-only view of the backlog for metrics. It does not keep the channel open:
+    /// holding a `Meter` clone would stop the appender from ever finishing at shutdown.
+    pub fn backlog_gauge(&self) -> Backlog {
+        Backlog(self.backlog.clone())
+    }
+}
+
+/// Records handed to the meter but not yet durable in the spool.
+#[derive(Clone, Debug)]
+pub struct Backlog(Arc<AtomicU64>);
+
+impl Backlog {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts the appender. It returns once every `Meter` clone is dropped and the channel is
@@ -43,12 +62,14 @@ pub fn start_appender(
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     spooled: watch::Sender<u64>,
+    metrics: Arc<GatewayMetrics>,
 ) -> (Meter, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<pb::UsageRecord>();
     let backlog = Arc::new(AtomicU64::new(0));
     let meter = Meter {
         tx,
         backlog: backlog.clone(),
+        metrics,
     };
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {

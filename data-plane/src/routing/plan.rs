@@ -103,6 +103,9 @@ fn excluded_by(
     if !prefs.only.is_empty() && !prefs.only.iter().any(|p| slug_matches(p, slug)) {
         return Some("allowed_providers");
     }
+    if !prefs.org_allowed.is_empty() && !prefs.org_allowed.iter().any(|p| slug_matches(p, slug)) {
+        return Some("allowed_providers");
+    }
     if prefs.ignore.iter().any(|p| slug_matches(p, slug)) {
         return Some("allowed_providers");
     }
@@ -272,8 +275,9 @@ pub fn plan<R: Rng>(
         };
         known_models += 1;
         let mut candidates = Vec::new();
+        let model_prefs = prefs.for_model(&model.id);
         for e in &model.endpoints {
-            match excluded_by(e, r.variant, prefs, needs) {
+            match excluded_by(e, r.variant, &model_prefs, needs) {
                 Some(reason) => exclusions.add(reason, e),
                 None => candidates.push(e.clone()),
             }
@@ -299,7 +303,9 @@ pub fn plan<R: Rng>(
     match prefs.partition {
         Partition::Model => {
             for (model, candidates, variant) in per_model {
-                for endpoint in order_endpoints(candidates, prefs, variant, health, now, rng) {
+                let model_prefs = prefs.for_model(&model.id);
+                for endpoint in order_endpoints(candidates, &model_prefs, variant, health, now, rng)
+                {
                     attempts.push(Attempt {
                         model: model.clone(),
                         endpoint,
@@ -323,6 +329,39 @@ pub fn plan<R: Rng>(
                 degraded: false,
             }));
         }
+    }
+
+    // Tools and images cannot be dropped silently: when every remaining endpoint says what
+    // it supports and none supports one of them, that is an explicit error even without
+    // `require_parameters` (OpenRouter: "No endpoints found that support tool use").
+    if !attempts.is_empty() {
+        for (param, what) in [("tools", "tool use"), ("vision", "image input")] {
+            let declared = attempts
+                .iter()
+                .all(|a| !a.endpoint.supported_parameters.is_empty());
+            let none_can = attempts
+                .iter()
+                .all(|a| !a.endpoint.supported_parameters.iter().any(|p| p == param));
+            if needs.parameters.contains(&param) && declared && none_can {
+                return Err(NoRoute {
+                    code: "no_endpoints",
+                    requested_models: requested_ids,
+                    excluded_by: vec!["require_parameters"],
+                    affected_providers: attempts
+                        .iter()
+                        .map(|a| a.endpoint.provider.slug.clone())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                    detail: format!("No endpoints found that support {what}"),
+                });
+            }
+        }
+        // Soft preference: endpoints that honour everything sent go first.
+        attempts.sort_by_key(|a| {
+            let s = &a.endpoint.supported_parameters;
+            !s.is_empty() && !needs.parameters.iter().all(|p| s.iter().any(|x| x == p))
+        });
     }
 
     if attempts.is_empty() {
@@ -547,6 +586,34 @@ mod tests {
 
         let err = run(&["nobody/x"], ProviderPrefs::default(), Needs::default()).unwrap_err();
         assert_eq!(err.code, "model_not_found");
+    }
+
+    #[test]
+    fn tools_nobody_supports_are_an_explicit_error_and_capable_endpoints_go_first() {
+        // p1's endpoint declares ["tools"]; p2's declares nothing (unrestricted).
+        let tools = Needs {
+            parameters: vec!["tools"],
+            ..Default::default()
+        };
+        let only_declared = ProviderPrefs {
+            only: vec!["p1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            run(&["m/a"], only_declared, tools.clone()).unwrap(),
+            vec!["a1"]
+        );
+        let vision = Needs {
+            parameters: vec!["vision"],
+            ..Default::default()
+        };
+        let only_p1 = ProviderPrefs {
+            only: vec!["p1".into()],
+            ..Default::default()
+        };
+        let err = run(&["m/a"], only_p1, vision).unwrap_err();
+        assert_eq!(err.detail, "No endpoints found that support image input");
+        assert_eq!(err.excluded_by, vec!["require_parameters"]);
     }
 
     #[test]

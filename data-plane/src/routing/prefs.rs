@@ -44,6 +44,66 @@ pub struct ProviderPrefs {
     pub sort: Option<SortBy>,
     pub partition: Partition,
     pub max_price: MaxPrice,
+    /// The org's ceiling on providers (its routing policy); empty = all.
+    pub org_allowed: Vec<String>,
+    /// The org's per-model overrides, applied where the request did not say otherwise.
+    pub model_overrides: Vec<ModelOverride>,
+}
+
+/// An org's routing override for one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelOverride {
+    pub model: String,
+    pub order: Vec<String>,
+    pub ignore: Vec<String>,
+    pub sort: Option<SortBy>,
+    pub allow_fallbacks: bool,
+}
+
+impl ProviderPrefs {
+    /// Folds the org's routing policy into the request's preferences: the request narrows
+    /// the org's choices and never widens them.
+    pub fn with_org_policy(mut self, policy: &switchyard_proto::pb::RoutingPolicy) -> Self {
+        self.org_allowed = policy.allowed_providers.clone();
+        for slug in &policy.ignored_providers {
+            if !self.ignore.contains(slug) {
+                self.ignore.push(slug.clone());
+            }
+        }
+        if self.sort.is_none() {
+            self.sort = sort_by(&policy.default_sort).ok();
+        }
+        self.model_overrides = policy
+            .model_overrides
+            .iter()
+            .map(|o| ModelOverride {
+                model: o.model.clone(),
+                order: o.order.clone(),
+                ignore: o.ignore.clone(),
+                sort: sort_by(&o.sort).ok(),
+                allow_fallbacks: o.allow_fallbacks,
+            })
+            .collect();
+        self
+    }
+
+    /// The preferences for one model: the org's override for it fills what the request
+    /// left open (order, sort), and its ignores add up.
+    pub fn for_model(&self, model: &str) -> std::borrow::Cow<'_, ProviderPrefs> {
+        let Some(o) = self.model_overrides.iter().find(|o| o.model == model) else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let mut p = self.clone();
+        if p.order.is_empty() && !o.order.is_empty() {
+            p.order = o.order.clone();
+            p.allow_fallbacks = p.allow_fallbacks && o.allow_fallbacks;
+        }
+        p.ignore.extend(o.ignore.iter().cloned());
+        if p.sort.is_none() {
+            p.sort = o.sort;
+        }
+        std::borrow::Cow::Owned(p)
+    }
 }
 
 impl Default for ProviderPrefs {
@@ -60,6 +120,8 @@ impl Default for ProviderPrefs {
             sort: None,
             partition: Partition::Model,
             max_price: MaxPrice::default(),
+            org_allowed: Vec::new(),
+            model_overrides: Vec::new(),
         }
     }
 }

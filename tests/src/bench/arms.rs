@@ -73,6 +73,64 @@ pub struct Arm {
     /// A helper process whose cost is reported separately (the control plane).
     pub aux_pid: Option<u32>,
     pub version: Option<String>,
+    /// Management access to the `switchyard` arm, for the feature ladder.
+    pub admin: Option<Admin>,
+}
+
+/// Reconfigures the running Switchyard through its control plane's REST API.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    api: String,
+    management_key: String,
+    /// Hash of the inference key the load generator uses.
+    pub key_hash: String,
+    gateway: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    /// The config version the gateway serves, from `/readyz` ("ready: config version N").
+    async fn served_version(&self) -> anyhow::Result<u64> {
+        let text = self
+            .http
+            .get(format!("http://{}/readyz", self.gateway))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.rsplit(' ')
+            .next()
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("unexpected /readyz answer {text:?}"))
+    }
+
+    /// PUTs `body` to `path` (under `/api/v1`) and waits until the gateway serves the new
+    /// snapshot.
+    pub async fn put_and_apply(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        let before = self.served_version().await?;
+        let response = self
+            .http
+            .put(format!("{}{path}", self.api))
+            .bearer_auth(&self.management_key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "PUT {path}: {status}: {}",
+            response.text().await?
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.served_version().await? <= before {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the gateway did not apply PUT {path}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
 }
 
 impl Arm {
@@ -228,6 +286,7 @@ impl Lab {
             pid: None,
             aux_pid: None,
             version: None,
+            admin: None,
         }];
         wait_until_serving(
             &arms[0].targets.as_ref().context("direct")?.fast,
@@ -262,6 +321,7 @@ impl Lab {
                         pid: None,
                         aux_pid: None,
                         version: None,
+                        admin: None,
                     });
                 }
             }
@@ -339,6 +399,7 @@ async fn start_forwarder(
         pid: Some(pid),
         aux_pid: None,
         version: None,
+        admin: None,
     })
 }
 
@@ -484,6 +545,13 @@ async fn start_switchyard(
         pid: Some(gw_pid),
         aux_pid: Some(cp_pid),
         version,
+        admin: Some(Admin {
+            api,
+            management_key: management.expose().to_owned(),
+            key_hash: api_key.hash().as_str().to_owned(),
+            gateway,
+            http: client,
+        }),
     })
 }
 
@@ -573,6 +641,7 @@ async fn start_peer(
         pid: Some(pid),
         aux_pid: None,
         version: peer_version(kind, &options.peers_dir),
+        admin: None,
     })
 }
 

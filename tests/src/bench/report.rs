@@ -42,7 +42,7 @@ pub struct Verdict {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FeatureStep {
-    pub step: &'static str,
+    pub step: String,
     pub status: String,
     pub added_p50_us: Option<f64>,
     pub added_p99_us: Option<f64>,
@@ -156,42 +156,57 @@ fn find(list: &[ArmLatency], kind: ArmKind) -> Option<&ArmLatency> {
 }
 
 fn ladder(results: &Results) -> Vec<FeatureStep> {
-    let c1 = results.c1.as_deref().unwrap_or(&[]);
-    let added = |kind| {
-        find(c1, kind)
+    let added = |arms: &[ArmLatency], kind| {
+        find(arms, kind)
             .and_then(|a| a.added_us)
             .map(|s| (s.median.p50, s.median.p99))
     };
-    let fwd = added(ArmKind::Forwarder);
-    let sy = added(ArmKind::Switchyard);
-    let not_built = |step| FeatureStep {
-        step,
-        status: "not built yet".into(),
-        added_p50_us: None,
-        added_p99_us: None,
-    };
-    vec![
-        FeatureStep {
-            step: "passthrough (bare hyper forwarder: the floor)",
-            status: if fwd.is_some() { "measured" } else { "not measured" }.into(),
-            added_p50_us: fwd.map(|f| f.0),
-            added_p99_us: fwd.map(|f| f.1),
-        },
-        FeatureStep {
-            step: "switchyard as built: + auth (SHA-256 key lookup) + JSON parse/rewrite + usage metering (spool hand-off)",
+    let c1 = results.c1.as_deref().unwrap_or(&[]);
+    let fwd = added(c1, ArmKind::Forwarder);
+    let mut steps = vec![FeatureStep {
+        step: "passthrough (bare hyper forwarder: the floor)".into(),
+        status: if fwd.is_some() {
+            "measured (c=1 scenario)"
+        } else {
+            "not measured"
+        }
+        .into(),
+        added_p50_us: fwd.map(|f| f.0),
+        added_p99_us: fwd.map(|f| f.1),
+    }];
+    for step in &results.ladder {
+        let sy = added(&step.arms, ArmKind::Switchyard);
+        steps.push(FeatureStep {
+            step: step.step.clone(),
+            status: match sy {
+                Some(_) => format!("measured ({})", step.detail),
+                None => step.detail.clone(),
+            },
+            added_p50_us: sy.map(|s| s.0),
+            added_p99_us: sy.map(|s| s.1),
+        });
+    }
+    if results.ladder.is_empty() {
+        let sy = added(c1, ArmKind::Switchyard);
+        steps.push(FeatureStep {
+            step: "switchyard baseline: auth, routing, JSON rewrite, usage metering".into(),
             status: if sy.is_some() {
-                "measured (these features cannot be switched off one by one yet, so their individual deltas are not separable)"
+                "measured (c=1 scenario)"
             } else {
                 "not measured"
             }
             .into(),
             added_p50_us: sy.map(|s| s.0),
             added_p99_us: sy.map(|s| s.1),
-        },
-        not_built("+ budget admission"),
-        not_built("+ rate limit"),
-        not_built("+ guardrails"),
-    ]
+        });
+    }
+    steps.push(FeatureStep {
+        step: "+ budget admission (spend leases)".into(),
+        status: "not built yet".into(),
+        added_p50_us: None,
+        added_p99_us: None,
+    });
+    steps
 }
 
 fn verdict(target: &str, measured: Option<(String, bool)>) -> Verdict {
@@ -344,23 +359,23 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
         "5k RPS with 60 ms upstream: < 0.1 % errors",
         delay_ok,
     ));
-    let stopped = r
-        .c1_control_plane_stopped
-        .as_deref()
-        .and_then(|d| find(d, ArmKind::Switchyard))
-        .and_then(|a| a.added_us);
+    let during = |list: &Option<Vec<ArmLatency>>| {
+        list.as_deref()
+            .and_then(|d| find(d, ArmKind::Switchyard))
+            .and_then(|a| a.added_us)
+            .map(|s| s.median)
+    };
     out.push(verdict(
         "control plane stopped: c=1 added p50 moves ≤ max(10 µs, 15 %)",
-        stopped.zip(sy).map(|(down, up)| {
-            let delta = down.median.p50 - up.p50;
-            (
-                format!(
-                    "{:.0} µs stopped vs {:.0} µs running",
-                    down.median.p50, up.p50
-                ),
-                delta.abs() <= (up.p50 * 0.15).max(10.0),
-            )
-        }),
+        during(&r.c1_control_plane_stopped)
+            .zip(during(&r.c1_control_plane_up))
+            .map(|(down, up)| {
+                let delta = down.p50 - up.p50;
+                (
+                    format!("{:.0} µs stopped vs {:.0} µs running", down.p50, up.p50),
+                    delta.abs() <= (up.p50 * 0.15).max(10.0),
+                )
+            }),
     ));
     out
 }
@@ -455,11 +470,13 @@ pub fn markdown(report: &Report) -> String {
             format!("c=1 latency p50 / p99 ({} rounds)", report.plan.rounds),
             &|k| {
                 find(c1, k).map(|a| {
-                    format!(
-                        "{} / {}",
-                        us(a.absolute_us.median.p50),
-                        us(a.absolute_us.median.p99)
-                    )
+                    failed(a).unwrap_or_else(|| {
+                        format!(
+                            "{} / {}",
+                            us(a.absolute_us.median.p50),
+                            us(a.absolute_us.median.p99)
+                        )
+                    })
                 })
             },
         );
@@ -486,6 +503,9 @@ pub fn markdown(report: &Report) -> String {
             format!("{:.0} RPS open loop: added p50 / p99 (errors)", rate.rate),
             &|k| {
                 find(&rate.arms, k).map(|a| {
+                    if let Some(failed) = failed(a) {
+                        return failed;
+                    }
                     let added = match a.added_us {
                         Some(s) => format!("{} / {}", us(s.median.p50), us(s.median.p99)),
                         None => format!(
@@ -506,8 +526,11 @@ pub fn markdown(report: &Report) -> String {
                 report.plan.saturation_concurrency
             ),
             &|k| {
-                find(sat, k)
-                    .map(|a| format!("{} (p99 {})", rps(a.rps), us(a.absolute_us.median.p99)))
+                find(sat, k).map(|a| {
+                    failed(a).unwrap_or_else(|| {
+                        format!("{} (p99 {})", rps(a.rps), us(a.absolute_us.median.p99))
+                    })
+                })
             },
         );
     }
@@ -565,23 +588,39 @@ pub fn markdown(report: &Report) -> String {
                 )
             })
         });
-        row("streaming: content frames received / sent".into(), &|k| {
-            f(k).map(|x| {
-                format!(
-                    "{} / {}",
-                    x.frames.received_by_client, x.frames.sent_by_mock
-                )
-            })
-        });
+        row(
+            "streaming: content frames received / sent (stream errors)".into(),
+            &|k| {
+                f(k).map(|x| {
+                    if x.streams == 0 {
+                        let why: String = x
+                            .first_error
+                            .as_deref()
+                            .unwrap_or("")
+                            .chars()
+                            .take(60)
+                            .collect();
+                        return format!("failed: {why}");
+                    }
+                    format!(
+                        "{} / {} ({})",
+                        x.frames.received_by_client, x.frames.sent_by_mock, x.errors
+                    )
+                })
+            },
+        );
     }
     let res = |k: ArmKind| r.resources.iter().find(|x| x.arm == k);
     row(
-        format!("CPU-µs per request at {:.0} RPS", report.plan.cpu_rate),
+        "CPU-µs per request (open-loop rate of the reading)".into(),
         &|k| {
             res(k).and_then(|x| {
+                let rate = x
+                    .cpu_rate
+                    .map_or(String::new(), |r| format!(" @ {r:.0} RPS"));
                 x.cpu_us_per_req.map(|v| match x.aux_cpu_us_per_req {
-                    Some(aux) => format!("{v:.0} (+{aux:.0} control plane)"),
-                    None => format!("{v:.0}"),
+                    Some(aux) => format!("{v:.0} (+{aux:.0} control plane){rate}"),
+                    None => format!("{v:.0}{rate}"),
                 })
             })
         },
@@ -602,6 +641,16 @@ pub fn markdown(report: &Report) -> String {
             })
         },
     );
+    if let Some(running) = &r.c1_control_plane_up {
+        row(
+            "c=1 added p50 / p99, control plane up (before the stop)".into(),
+            &|k| {
+                find(running, k)
+                    .and_then(|a| a.added_us)
+                    .map(|s| format!("{} / {}", us(s.median.p50), us(s.median.p99)))
+            },
+        );
+    }
     if let Some(stopped) = &r.c1_control_plane_stopped {
         row("c=1 added p50 / p99, control plane stopped".into(), &|k| {
             find(stopped, k)
@@ -696,7 +745,8 @@ mod tests {
         assert_eq!(by("max RPS (closed loop)").pass, None);
         assert_eq!(by("idle RSS").measured, "not measured");
         let ladder = ladder(&results);
+        assert_eq!(ladder[0].added_p50_us, Some(60.0));
         assert_eq!(ladder[1].added_p50_us, Some(70.0));
-        assert!(ladder[2..].iter().all(|s| s.status == "not built yet"));
+        assert_eq!(ladder.last().unwrap().status, "not built yet");
     }
 }

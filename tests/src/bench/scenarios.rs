@@ -41,6 +41,8 @@ pub struct Plan {
     pub cpu_rate: f64,
     #[serde(with = "secs")]
     pub cpu_block: Duration,
+    /// Feature ladder: c=1 again after each feature is switched on (rounds; 0: skip).
+    pub ladder_rounds: usize,
     /// Re-run c=1 with the control plane stopped.
     pub control_plane_outage: bool,
     pub open_connections: usize,
@@ -79,6 +81,7 @@ impl Plan {
             stream_concurrency: 4,
             cpu_rate: 2_000.0,
             cpu_block: Duration::from_secs(2),
+            ladder_rounds: 5,
             control_plane_outage: false,
             open_connections: 64,
             timeout: Duration::from_secs(5),
@@ -109,6 +112,7 @@ impl Plan {
             stream_concurrency: 4,
             cpu_rate: 2_000.0,
             cpu_block: Duration::from_secs(5),
+            ladder_rounds: 9,
             control_plane_outage: true,
             open_connections: 128,
             timeout: Duration::from_secs(5),
@@ -200,7 +204,63 @@ pub struct Results {
     pub delayed_upstream: Option<Vec<ArmLatency>>,
     pub streaming: Option<Vec<StreamArm>>,
     pub resources: Vec<Resources>,
+    /// c=1 after each feature was switched on, cumulatively.
+    pub ladder: Vec<LadderStep>,
+    /// c=1 with the control plane up, right before it is stopped (same config as below).
+    pub c1_control_plane_up: Option<Vec<ArmLatency>>,
     pub c1_control_plane_stopped: Option<Vec<ArmLatency>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LadderStep {
+    pub step: String,
+    /// What was configured, or why the step could not run.
+    pub detail: String,
+    /// The body that switched the feature on.
+    pub config: Option<serde_json::Value>,
+    pub arms: Vec<ArmLatency>,
+}
+
+/// The ladder's steps after the baseline: name, REST path under `/api/v1` (with `{key}` for
+/// the bench key's hash) and body. Limits are far above the offered load, so they cost
+/// their bookkeeping but never reject; guardrail rules scan every prompt but match nothing.
+fn ladder_steps() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    vec![
+        (
+            "+ rate limit (key: requests, tokens and concurrency, never reached)",
+            "/keys/{key}/rate-limit",
+            serde_json::json!({
+                "requests_per_minute": 1_000_000_000u32,
+                "tokens_per_minute": 1_000_000_000_000u64,
+                "concurrent_requests": 1_000_000u32,
+            }),
+        ),
+        (
+            "+ guardrails (key policy: email, phone, payment card, IBAN, secret, prompt-injection and one regex rule; nothing matches)",
+            "/keys/{key}/guardrails",
+            serde_json::json!({
+                "max_prompt_chars": 100_000,
+                "rules": [
+                    {"name": "email", "kind": "email", "action": "redact"},
+                    {"name": "phone", "kind": "phone", "action": "redact"},
+                    {"name": "card", "kind": "payment_card", "action": "block"},
+                    {"name": "iban", "kind": "iban", "action": "redact"},
+                    {"name": "secret", "kind": "secret", "action": "block"},
+                    {"name": "injection", "kind": "prompt_injection", "action": "flag"},
+                    {"name": "project-codename", "kind": "regex", "pattern": "(?i)project\\s+bluebird", "action": "block"}
+                ]
+            }),
+        ),
+    ]
+}
+
+/// One arm's CPU reading, in microseconds per answered request.
+struct CpuReading {
+    arm: ArmKind,
+    per_request: Option<f64>,
+    aux_per_request: Option<f64>,
+    requests: u64,
+    rate: f64,
 }
 
 #[derive(Clone, Copy)]
@@ -304,6 +364,19 @@ fn reduce(arms: &[&Arm], blocks: &[Vec<Block>]) -> Vec<ArmLatency> {
 
 fn up(lab: &Lab) -> Vec<&Arm> {
     lab.arms.iter().filter(|a| a.up()).collect()
+}
+
+/// The arms whose c=1 figures are cheap enough to repeat: no peers.
+fn c1_only(lab: &Lab) -> Vec<&Arm> {
+    up(lab)
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a.kind,
+                ArmKind::Direct | ArmKind::Forwarder | ArmKind::Switchyard
+            )
+        })
+        .collect()
 }
 
 pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
@@ -434,7 +507,7 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
         results.streaming = Some(streaming(&up(lab), plan).await);
     }
 
-    let mut cpu: Vec<(ArmKind, Option<f64>, Option<f64>, u64, f64)> = Vec::new();
+    let mut cpu: Vec<CpuReading> = Vec::new();
     if plan.cpu_rate > 0.0 {
         for arm in up(lab) {
             let (Some(targets), Some(pid)) = (&arm.targets, arm.pid) else {
@@ -481,29 +554,43 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
                 .zip(aux_before)
                 .map(|(p, before)| procs::cpu_seconds(p) - before);
             let per = |s: f64| (b.ok > 0).then(|| s * 1e6 / b.ok as f64);
-            cpu.push((arm.kind, per(spent), aux.and_then(per), b.ok, rate));
+            cpu.push(CpuReading {
+                arm: arm.kind,
+                per_request: per(spent),
+                aux_per_request: aux.and_then(per),
+                requests: b.ok,
+                rate,
+            });
         }
     }
 
+    if plan.ladder_rounds > 0 && plan.c1 {
+        results.ladder = ladder(lab, plan, results.c1.clone().unwrap_or_default()).await;
+    }
+
     if plan.control_plane_outage && lab.arm(ArmKind::Switchyard).is_some_and(Arm::up) {
+        let c1 = Load::Closed { concurrency: 1 };
+        results.c1_control_plane_up = Some(
+            interleaved(
+                &c1_only(lab),
+                plan.rounds,
+                c1,
+                plan.warmup,
+                plan.block,
+                plan.timeout,
+                "c=1 with the control plane up (before stopping it)",
+            )
+            .await,
+        );
         super::progress("stopping the control plane; hot path must not notice");
         if lab.stop_control_plane().await {
             // Let the gateway notice the broken watch stream and start its reconnect loop.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let arms: Vec<&Arm> = up(lab)
-                .into_iter()
-                .filter(|a| {
-                    matches!(
-                        a.kind,
-                        ArmKind::Direct | ArmKind::Forwarder | ArmKind::Switchyard
-                    )
-                })
-                .collect();
             results.c1_control_plane_stopped = Some(
                 interleaved(
-                    &arms,
+                    &c1_only(lab),
                     plan.rounds,
-                    Load::Closed { concurrency: 1 },
+                    c1,
                     plan.warmup,
                     plan.block,
                     plan.timeout,
@@ -520,13 +607,13 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
         let now = arm.pid.map(procs::rss);
         let find =
             |list: &[(ArmKind, f64)]| list.iter().find(|(k, _)| *k == arm.kind).map(|(_, v)| *v);
-        let cpu_of = cpu.iter().find(|(k, ..)| *k == arm.kind);
+        let cpu_of = cpu.iter().find(|c| c.arm == arm.kind);
         results.resources.push(Resources {
             arm: arm.kind,
-            cpu_us_per_req: cpu_of.and_then(|c| c.1),
-            aux_cpu_us_per_req: cpu_of.and_then(|c| c.2),
-            cpu_requests: cpu_of.map_or(0, |c| c.3),
-            cpu_rate: cpu_of.map(|c| c.4),
+            cpu_us_per_req: cpu_of.and_then(|c| c.per_request),
+            aux_cpu_us_per_req: cpu_of.and_then(|c| c.aux_per_request),
+            cpu_requests: cpu_of.map_or(0, |c| c.requests),
+            cpu_rate: cpu_of.map(|c| c.rate),
             rss_idle_mib: idle
                 .iter()
                 .find(|(k, _)| *k == arm.kind)
@@ -538,6 +625,59 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
         });
     }
     results
+}
+
+/// The baseline is the c=1 scenario; each later step switches one more feature on and
+/// measures c=1 again (direct, forwarder and switchyard interleaved).
+async fn ladder(lab: &Lab, plan: &Plan, baseline: Vec<ArmLatency>) -> Vec<LadderStep> {
+    let mut steps = vec![LadderStep {
+        step:
+            "switchyard baseline: auth (SHA-256 key lookup), routing, JSON rewrite, usage metering"
+                .into(),
+        detail: "the c=1 scenario".into(),
+        config: None,
+        arms: baseline,
+    }];
+    let Some(admin) = lab
+        .arm(ArmKind::Switchyard)
+        .filter(|a| a.up())
+        .and_then(|a| a.admin.clone())
+    else {
+        return steps;
+    };
+    let arms = c1_only(lab);
+    for (step, path, body) in ladder_steps() {
+        let template = path;
+        let path = path.replace("{key}", &admin.key_hash);
+        super::progress(&format!("feature ladder: {step}"));
+        if let Err(err) = admin.put_and_apply(&path, body.clone()).await {
+            steps.push(LadderStep {
+                step: step.into(),
+                detail: format!("could not configure: {err:#}"),
+                config: Some(body),
+                arms: Vec::new(),
+            });
+            // Later steps build on this one; without it their deltas would be meaningless.
+            break;
+        }
+        let measured = interleaved(
+            &arms,
+            plan.ladder_rounds,
+            Load::Closed { concurrency: 1 },
+            plan.warmup,
+            plan.block,
+            plan.timeout,
+            &format!("feature ladder c=1 ({step})"),
+        )
+        .await;
+        steps.push(LadderStep {
+            step: step.into(),
+            detail: format!("PUT /api/v1{template}"),
+            config: Some(body),
+            arms: measured,
+        });
+    }
+    steps
 }
 
 async fn frontier(arms: &[&Arm], plan: &Plan) -> Vec<FrontierArm> {

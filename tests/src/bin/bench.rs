@@ -48,7 +48,8 @@ struct RunArgs {
     /// The full preset of issue 10 (≈ 10–20 minutes with peers).
     #[arg(long)]
     full: bool,
-    /// Only these scenarios: c1, rates, saturation, frontier, delay, streaming, cpu, cp-outage.
+    /// Only these scenarios: c1, rates, saturation, frontier, delay, streaming, cpu, ladder,
+    /// cp-outage.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Skip these scenarios (same names as --only).
@@ -245,6 +246,9 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     plan.streaming &= on("streaming");
     if !on("cpu") {
         plan.cpu_rate = 0.0;
+    }
+    if !on("ladder") {
+        plan.ladder_rounds = 0;
     }
     plan.control_plane_outage =
         on("cp-outage") && (args.full || args.only.iter().any(|o| o == "cp-outage"));

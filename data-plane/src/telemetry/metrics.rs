@@ -1,0 +1,492 @@
+//! The gateway's Prometheus metrics. One registry per gateway instance (several run in one
+//! process in tests and in `switchyard serve`), exposed on `GET /metrics` in the OpenMetrics
+//! text format. Labels are low-cardinality on purpose: route templates, `error_type`,
+//! catalog model ids — never keys, orgs, prompts or URLs.
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use switchyard_proto::pb;
+
+use crate::GatewayStatus;
+use crate::metering::meter::Backlog;
+use crate::metering::shipper::ShipperStats;
+use crate::metering::spool::Spool;
+
+/// Marks an error response with its OpenRouter `error_type`, for the metrics layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorType(pub &'static str);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    route: String,
+    error_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    model: String,
+    provider: String,
+    outcome: &'static str,
+}
+
+fn overhead_histogram() -> Histogram {
+    // 100 µs … ~3.3 s
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.3,
+    ])
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~80 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 15,
+    ))
+}
+
+/// Live sources read at scrape time.
+struct Sources {
+    /// Weak: the spool's file lock must go with the node's tasks, not with the last
+    /// connection still holding the router (a killed node must release it).
+    spool: Weak<Spool>,
+    status: GatewayStatus,
+    shipper: Arc<ShipperStats>,
+    meter: Backlog,
+}
+
+pub struct GatewayMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    rate_limited: Family<RouteLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    overhead: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    ttft: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    cost_nanos: Family<ModelLabels, Counter>,
+    generations: Family<OutcomeLabels, Counter>,
+    config_version: Gauge,
+    gateway_count: Gauge,
+    spool_pending: Gauge,
+    spool_bytes: Gauge,
+    spooled_seq: Gauge,
+    acked_seq: Gauge,
+    meter_backlog: Gauge,
+    shipped: Gauge,
+    shipper_reconnects: Gauge,
+    sources: OnceLock<Sources>,
+}
+
+impl std::fmt::Debug for GatewayMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayMetrics").finish_non_exhaustive()
+    }
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("switchyard_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            requests.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        r.register(
+            "errors",
+            "Error responses by route and OpenRouter error_type",
+            errors.clone(),
+        );
+        let rate_limited = Family::<RouteLabels, Counter>::default();
+        r.register(
+            "rate_limit_rejections",
+            "Requests rejected by a key or org rate limit (429)",
+            rate_limited.clone(),
+        );
+        let duration = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from request arrival to response headers",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let overhead = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            overhead_histogram,
+        );
+        r.register_with_unit(
+            "overhead",
+            "Gateway overhead: time to response headers minus time spent waiting on providers",
+            Unit::Seconds,
+            overhead.clone(),
+        );
+        let ttft = Family::<ModelLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        r.register_with_unit(
+            "time_to_first_token",
+            "Time to first token of streamed generations, by catalog model",
+            Unit::Seconds,
+            ttft.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        r.register(
+            "tokens",
+            "Tokens metered, by catalog model and kind (input, output, cache_read, cache_write, reasoning)",
+            tokens.clone(),
+        );
+        let cost_nanos = Family::<ModelLabels, Counter>::default();
+        r.register(
+            "cost_nano_usd",
+            "Cost shown to clients, in nano-USD, by catalog model",
+            cost_nanos.clone(),
+        );
+        let generations = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "generations",
+            "Usage records written (one per request that reached a provider), by model, provider and outcome",
+            generations.clone(),
+        );
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let config_version = gauge(
+            &mut r,
+            "config_version",
+            "Version of the config snapshot in use (0 before the first)",
+        );
+        let gateway_count = gauge(
+            &mut r,
+            "peer_gateways",
+            "Gateways sharing rate limits, per the snapshot in use",
+        );
+        let spool_pending = gauge(
+            &mut r,
+            "spool_pending_records",
+            "Usage records in the spool not yet acknowledged by the control plane",
+        );
+        let spool_bytes = Gauge::default();
+        r.register_with_unit(
+            "spool_disk",
+            "Disk used by the usage spool",
+            Unit::Bytes,
+            spool_bytes.clone(),
+        );
+        let spooled_seq = gauge(
+            &mut r,
+            "usage_spooled_seq",
+            "Highest usage sequence number durable in the spool",
+        );
+        let acked_seq = gauge(
+            &mut r,
+            "usage_acked_seq",
+            "Highest usage sequence number acknowledged by the control plane",
+        );
+        let meter_backlog = gauge(
+            &mut r,
+            "meter_backlog_records",
+            "Usage records handed off but not yet durable in the spool",
+        );
+        let shipped = gauge(
+            &mut r,
+            "usage_shipped_records",
+            "Usage records sent to the control plane since start",
+        );
+        let shipper_reconnects = gauge(
+            &mut r,
+            "usage_shipper_reconnects",
+            "Times the usage stream to the control plane was re-opened since start",
+        );
+        Self {
+            registry: r,
+            requests,
+            errors,
+            rate_limited,
+            duration,
+            overhead,
+            ttft,
+            tokens,
+            cost_nanos,
+            generations,
+            config_version,
+            gateway_count,
+            spool_pending,
+            spool_bytes,
+            spooled_seq,
+            acked_seq,
+            meter_backlog,
+            shipped,
+            shipper_reconnects,
+            sources: OnceLock::new(),
+        }
+    }
+
+    /// Connects the scrape-time gauges to the running node.
+    pub(crate) fn attach(
+        &self,
+        spool: Arc<Spool>,
+        status: GatewayStatus,
+        shipper: Arc<ShipperStats>,
+        meter: Backlog,
+    ) {
+        let _ = self.sources.set(Sources {
+            spool: Arc::downgrade(&spool),
+            status,
+            shipper,
+            meter,
+        });
+    }
+
+    /// Counts one finished usage record. Called from the meter, off the response path.
+    pub fn observe_usage(&self, record: &pb::UsageRecord) {
+        let model = ModelLabels {
+            model: record.model.clone(),
+        };
+        if let Some(usage) = &record.usage {
+            for (kind, n) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_read", usage.cache_read_tokens),
+                (
+                    "cache_write",
+                    usage
+                        .cache_write_5m_tokens
+                        .saturating_add(usage.cache_write_1h_tokens),
+                ),
+                ("reasoning", usage.reasoning_tokens),
+            ] {
+                if n > 0 {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            model: record.model.clone(),
+                            kind,
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
+        if let Ok(cost) = u64::try_from(record.cost_nanos)
+            && cost > 0
+        {
+            self.cost_nanos.get_or_create(&model).inc_by(cost);
+        }
+        if record.streamed
+            && let Some(ttft) = record.ttft_ms
+        {
+            self.ttft
+                .get_or_create(&model)
+                .observe(f64::from(ttft) / 1000.0);
+        }
+        let outcome = if record.cancelled {
+            "cancelled"
+        } else if !record.error_type.is_empty() || record.http_status >= 400 {
+            "error"
+        } else {
+            "ok"
+        };
+        self.generations
+            .get_or_create(&OutcomeLabels {
+                model: record.model.clone(),
+                provider: record.provider_slug.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    fn observe_response(
+        &self,
+        route: &str,
+        method: &str,
+        status: StatusCode,
+        error_type: Option<&'static str>,
+        elapsed: Duration,
+        upstream: Duration,
+    ) {
+        let route_labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.as_u16(),
+            })
+            .inc();
+        if status.is_client_error() || status.is_server_error() {
+            let error_type = error_type.unwrap_or_else(|| error_type_for(status));
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    route: route.to_owned(),
+                    error_type: error_type.to_owned(),
+                })
+                .inc();
+            if error_type == "rate_limit_exceeded" {
+                self.rate_limited.get_or_create(&route_labels).inc();
+            }
+        }
+        self.duration
+            .get_or_create(&route_labels)
+            .observe(elapsed.as_secs_f64());
+        self.overhead
+            .get_or_create(&route_labels)
+            .observe(elapsed.saturating_sub(upstream).as_secs_f64());
+    }
+
+    fn refresh(&self) {
+        let Some(s) = self.sources.get() else { return };
+        let set = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.config_version, *s.status.applied_version.borrow());
+        set(
+            &self.gateway_count,
+            u64::from(*s.status.gateway_count.borrow()),
+        );
+        if let Some(spool) = s.spool.upgrade() {
+            set(
+                &self.spool_pending,
+                u64::try_from(spool.pending_len()).unwrap_or(u64::MAX),
+            );
+            set(&self.spool_bytes, spool.disk_bytes());
+        }
+        set(&self.spooled_seq, *s.status.spooled_usage_seq.borrow());
+        set(&self.acked_seq, s.shipper.acked_seq());
+        set(&self.meter_backlog, s.meter.get());
+        set(&self.shipped, s.shipper.shipped());
+        set(&self.shipper_reconnects, s.shipper.reconnects());
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        self.refresh();
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %err, "could not encode metrics");
+        }
+        out
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// For responses rendered without an `ApiError` (skins with their own envelopes).
+fn error_type_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request",
+        401 => "authentication",
+        402 => "payment_required",
+        403 => "permission_denied",
+        404 => "not_found",
+        408 | 504 => "timeout",
+        413 => "payload_too_large",
+        422 => "unprocessable",
+        429 => "rate_limit_exceeded",
+        502 => "provider_unavailable",
+        503 => "provider_overloaded",
+        s if s >= 500 => "server",
+        _ => "unmapped",
+    }
+}
+
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`, with the registry installed as a request extension by the node.
+pub async fn metrics_handler(request: Request) -> Response {
+    match request.extensions().get::<Arc<GatewayMetrics>>() {
+        Some(metrics) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
+            )],
+            metrics.encode(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+tokio::task_local! {
+    /// Nanoseconds the current request spent waiting on providers.
+    static UPSTREAM_NANOS: std::cell::Cell<u64>;
+}
+
+/// Adds provider wait time to the current request (no-op outside a tracked request).
+pub fn add_upstream_time(elapsed: Duration) {
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    let _ = UPSTREAM_NANOS.try_with(|c| c.set(c.get().saturating_add(nanos)));
+}
+
+/// Middleware (inside the router, so the route template is known): counts the request,
+/// its error type and its latency, and the gateway's own overhead.
+pub async fn track_request(request: Request, next: Next) -> Response {
+    let Some(metrics) = request.extensions().get::<Arc<GatewayMetrics>>().cloned() else {
+        return next.run(request).await;
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    if route == "/metrics" {
+        return next.run(request).await;
+    }
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let (response, upstream_nanos) = UPSTREAM_NANOS
+        .scope(std::cell::Cell::new(0), async move {
+            let response = next.run(request).await;
+            (response, UPSTREAM_NANOS.with(std::cell::Cell::get))
+        })
+        .await;
+    let error_type = response.extensions().get::<ErrorType>().map(|e| e.0);
+    metrics.observe_response(
+        &route,
+        &method,
+        response.status(),
+        error_type,
+        started.elapsed(),
+        Duration::from_nanos(upstream_nanos),
+    );
+    response
+}

@@ -1,0 +1,8 @@
+//! Observability shared by both planes: Prometheus metrics, structured logs with request
+//! ids, and the HTTP request span.
+
+pub mod logging;
+pub mod metrics;
+
+pub use logging::{LogFormat, http_trace_layer, init_logging};
+pub use metrics::{ErrorType, GatewayMetrics, add_upstream_time, metrics_handler, track_request};

@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    switchyard_gateway::fuzzing::responses_request(data);
+});
