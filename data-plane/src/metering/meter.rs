@@ -16,6 +16,9 @@ use super::spool::Spool;
 use crate::telemetry::GatewayMetrics;
 
 const MAX_BATCH: usize = 512;
+/// How long the appender waits for more records before an fsync. Measured: one fsync per
+/// record was ~10 % of the gateway's CPU at c=32 (`switchyard-bench`, perf).
+const GROUP_COMMIT_LINGER: Duration = Duration::from_millis(2);
 
 #[derive(Clone)]
 pub struct Meter {
@@ -73,11 +76,14 @@ pub fn start_appender(
     };
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
+            // Group commit: gather what arrives within a short linger so one fdatasync covers
+            // many requests. The linger delays only durability, never a response.
             let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + GROUP_COMMIT_LINGER;
             while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(r)) => batch.push(r),
+                    Ok(None) | Err(_) => break,
                 }
             }
             let n = batch.len() as u64;

@@ -452,6 +452,8 @@ async fn start_switchyard(
             ),
             ("SWITCHYARD_BOOTSTRAP_API_KEY", api_key.expose().to_owned()),
             ("SWITCHYARD_LOG", "warn".into()),
+            // The mock provider listens on loopback, which split deployments refuse by default.
+            ("SWITCHYARD_ALLOW_PRIVATE_UPSTREAMS", "true".into()),
         ],
         pin_cp,
         &dir.join("control-plane.log"),
