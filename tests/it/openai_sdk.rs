@@ -4,31 +4,13 @@
 //! under `CI=true`, where it must run.
 
 use std::io::Write;
-use std::process::Command;
 
 use serde_json::Value;
 use switchyard_e2e::harness::System;
 
-fn python_with_openai() -> Option<String> {
-    let candidates = std::env::var("SWITCHYARD_PYTHON")
-        .ok()
-        .into_iter()
-        .chain(["python3".to_owned()]);
-    for python in candidates {
-        let ok = Command::new(&python)
-            .args(["-c", "import openai"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(python);
-        }
-    }
-    None
-}
-
 #[tokio::test]
 async fn official_openai_python_sdk_plain_and_streaming() {
-    let Some(python) = python_with_openai() else {
+    let Some(python) = crate::sdks::python_with("openai") else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but no Python with the `openai` package: .ci/run must install it and set SWITCHYARD_PYTHON"

@@ -12,7 +12,7 @@ use switchyard_e2e::harness::System;
 use switchyard_e2e::mock_anthropic::MockAnthropic;
 use switchyard_e2e::mock_openai::MockConfig;
 
-fn python_with(module: &str) -> Option<String> {
+pub fn python_with(module: &str) -> Option<String> {
     let candidates = std::env::var("SWITCHYARD_PYTHON")
         .ok()
         .into_iter()
@@ -29,19 +29,9 @@ fn python_with(module: &str) -> Option<String> {
     None
 }
 
-#[tokio::test]
-async fn official_anthropic_python_sdk() {
-    let Some(python) = python_with("anthropic") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but no Python with the `anthropic` package: .ci/run must install it and set SWITCHYARD_PYTHON"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (anthropic python sdk): no Python with `anthropic`; run `pip install anthropic` or set SWITCHYARD_PYTHON"
-        );
-        return;
-    };
+/// A system whose catalog has `sdk/claude` on a mock Anthropic provider (the model that
+/// thinks and calls tools).
+async fn claude_system() -> (MockAnthropic, System) {
     let mock = MockAnthropic::start(MockConfig::default()).await.unwrap();
     let system = System::start().await.unwrap();
     let created = system
@@ -65,6 +55,23 @@ async fn official_anthropic_python_sdk() {
     assert_eq!(created.status(), 201);
     let version = system.store.config_version().await.unwrap();
     system.gateway.wait_for_config(version).await.unwrap();
+    (mock, system)
+}
+
+#[tokio::test]
+async fn official_anthropic_python_sdk() {
+    let Some(python) = python_with("anthropic") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no Python with the `anthropic` package: .ci/run must install it and set SWITCHYARD_PYTHON"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (anthropic python sdk): no Python with `anthropic`; run `pip install anthropic` or set SWITCHYARD_PYTHON"
+        );
+        return;
+    };
+    let (_mock, system) = claude_system().await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/anthropic_python_check.py");
     // What ANTHROPIC_BASE_URL would be: the SDK appends `/v1/messages`.
@@ -235,29 +242,7 @@ async fn official_typescript_sdks() {
         );
         return;
     };
-    let mock = MockAnthropic::start(MockConfig::default()).await.unwrap();
-    let system = System::start().await.unwrap();
-    let created = system
-        .post(
-            "/providers",
-            system.management_key(),
-            &json!({"slug": "claude", "kind": "anthropic", "base_url": mock.base_url(), "api_key": "sk-ant"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let created = system
-        .post(
-            "/models",
-            system.management_key(),
-            &json!({"id": "sdk/claude", "endpoints": [{"provider": "claude", "model": "think-tool",
-                "pricing": {"prompt": "0.000001", "completion": "0.000002"}}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let version = system.store.config_version().await.unwrap();
-    system.gateway.wait_for_config(version).await.unwrap();
+    let (_mock, system) = claude_system().await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/ts_sdk_check.cjs");
     let root = format!("http://{}", system.gateway.addr);
