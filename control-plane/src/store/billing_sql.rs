@@ -282,6 +282,8 @@ macro_rules! impl_billing_store {
                     .collect();
 
                     let mut outcome = RerateOutcome { version_id: v.id.clone(), ..RerateOutcome::default() };
+                    // Re-rated cost also moves the console's daily rollup (console.rs).
+                    let mut daily = console::DailyDeltas::default();
                     for row in &rows {
                         outcome.requests += 1;
                         let Some((cost, version_id)) = pricebook::rate_row(row, &versions) else { continue };
@@ -317,9 +319,12 @@ macro_rules! impl_billing_store {
                             ],
                         })
                         .await?;
+                        daily.add_cost(row, delta);
                         outcome.adjusted += 1;
                         outcome.delta_nanos = outcome.delta_nanos.saturating_add(delta);
                     }
+
+                    super::console_impl::apply_daily(&mut tx, &daily).await?;
 
                     // Gateways quote the catalog's prices; keep them equal to the version now in effect.
                     let current = pricebook::in_effect(&versions, new.now).map(PriceVersion::base);

@@ -1,11 +1,17 @@
-//! Read-only queries behind the web console: usage by day, model and key (the overview), and
-//! the request log. Implemented for both backends by `impl_console_store!`; every query
-//! is scoped by org and bounded by time (the `usage_records_org_time` index).
+//! Read-only queries behind the web console, and the daily usage rollup (`usage_daily`,
+//! migration 0009) they read: the overview and the usage explorer aggregate days × keys ×
+//! models × providers instead of every generation. The request log still reads
+//! `usage_records`. Implemented for both backends by `impl_console_store!`; every query is
+//! scoped by org and bounded by time.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sqlx::FromRow;
 
 use super::{StoreResult, UsageRow};
+
+pub const DAY_MS: i64 = 86_400_000;
 
 /// Usage of one UTC day (days since the epoch), model and key. Money in nano-USD.
 #[derive(Debug, Clone, Default, FromRow, PartialEq, Eq)]
@@ -32,23 +38,226 @@ pub struct UsageQuery {
     pub limit: i64,
 }
 
+/// A dimension the usage explorer groups by (the rollup's key columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Day,
+    Key,
+    Model,
+    Provider,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 4] = [
+        Dimension::Day,
+        Dimension::Key,
+        Dimension::Model,
+        Dimension::Provider,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Day => "day",
+            Dimension::Key => "key",
+            Dimension::Model => "model",
+            Dimension::Provider => "provider",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The SQL expression of this dimension over `usage_daily` (a fixed whitelist).
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Dimension::Day => "CAST(day AS TEXT)",
+            Dimension::Key => "key_hash",
+            Dimension::Model => "model",
+            Dimension::Provider => "provider_slug",
+        }
+    }
+}
+
+/// What the usage explorer asks of the rollup: whole UTC days `[from_day, to_day)`.
+#[derive(Debug, Clone, Default)]
+pub struct ExploreQuery {
+    pub from_day: i64,
+    pub to_day: i64,
+    pub key_hash: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub group_by: Vec<Dimension>,
+    pub limit: i64,
+}
+
+/// One group of the explorer: `keys` in the order of `group_by` (days as day numbers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExploreRow {
+    pub keys: Vec<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_nanos: i64,
+}
+
+/// The distinct values the explorer's filters offer for a date range.
+#[derive(Debug, Clone, Default)]
+pub struct ExploreChoices {
+    pub keys: Vec<String>,
+    pub models: Vec<String>,
+    pub providers: Vec<String>,
+}
+
+/// Primary key of a `usage_daily` row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct DailyKey {
+    pub org_id: String,
+    pub day: i64,
+    pub key_hash: String,
+    pub model: String,
+    pub provider_slug: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DailySums {
+    pub requests: i64,
+    pub errors: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_nanos: i64,
+}
+
+/// Changes to the rollup made by one transaction, applied in key order at its end: every
+/// writer then locks rollup rows in the same order, so concurrent ingestion batches (and
+/// re-rating) cannot deadlock on Postgres, and a batch touches each row once.
+#[derive(Debug, Default)]
+pub(crate) struct DailyDeltas(pub BTreeMap<DailyKey, DailySums>);
+
+pub(crate) fn daily_key(r: &UsageRow) -> DailyKey {
+    DailyKey {
+        org_id: r.org_id.clone(),
+        day: r.started_at.div_euclid(DAY_MS),
+        key_hash: r.key_hash.clone(),
+        model: r.model.clone(),
+        provider_slug: r.provider_slug.clone(),
+    }
+}
+
+impl DailyDeltas {
+    /// A newly inserted generation (never a duplicate: the caller checked the insert).
+    pub fn add_row(&mut self, r: &UsageRow) {
+        let s = self.0.entry(daily_key(r)).or_default();
+        s.requests += 1;
+        s.errors += i64::from(r.http_status >= 400 || !r.error_type.is_empty());
+        s.input_tokens = s.input_tokens.saturating_add(r.input_tokens);
+        s.output_tokens = s.output_tokens.saturating_add(r.output_tokens);
+        s.cache_read_tokens = s.cache_read_tokens.saturating_add(r.cache_read_tokens);
+        s.cache_write_tokens = s.cache_write_tokens.saturating_add(
+            r.cache_write_5m_tokens
+                .saturating_add(r.cache_write_1h_tokens),
+        );
+        s.reasoning_tokens = s.reasoning_tokens.saturating_add(r.reasoning_tokens);
+        s.cost_nanos = s.cost_nanos.saturating_add(r.cost_nanos);
+    }
+
+    /// A re-rating adjustment of a stored generation's cost.
+    pub fn add_cost(&mut self, r: &UsageRow, delta_nanos: i64) {
+        let s = self.0.entry(daily_key(r)).or_default();
+        s.cost_nanos = s.cost_nanos.saturating_add(delta_nanos);
+    }
+}
+
 #[async_trait]
 pub trait ConsoleStore: Send + Sync {
-    /// Usage since `since_ms` grouped by day, model and key, in one pass over the range:
-    /// the overview derives its totals, daily series and top lists from these.
+    /// Usage since `since_ms` grouped by day, model and key, aggregated from every stored
+    /// generation (`usage_records`). Kept for comparison and checks; pages use `daily_buckets`.
     async fn usage_buckets(&self, org_id: &str, since_ms: i64) -> StoreResult<Vec<UsageBucket>>;
+    /// The same grouping read from the daily rollup, from the UTC day of `since_ms` on.
+    async fn daily_buckets(&self, org_id: &str, since_ms: i64) -> StoreResult<Vec<UsageBucket>>;
+    /// The usage explorer: rollup rows filtered and grouped, largest spend first.
+    async fn explore_usage(&self, org_id: &str, q: &ExploreQuery) -> StoreResult<Vec<ExploreRow>>;
+    /// Keys, models and providers with usage in `[from_day, to_day)`.
+    async fn explore_choices(
+        &self,
+        org_id: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> StoreResult<ExploreChoices>;
     async fn list_usage(&self, org_id: &str, query: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
 }
 
 macro_rules! impl_console_store {
     ($store:ident, $db:ty) => {
         mod console_impl {
+            use sqlx::Row as _;
+
             use super::$store;
             use $crate::store::console::*;
             use $crate::store::sql::USAGE_COLUMNS;
             use $crate::store::{StoreResult, UsageRow};
 
             const ERROR: &str = "(http_status >= 400 OR error_type <> '')";
+            const SUMS: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(errors) AS BIGINT),
+                CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT),
+                CAST(SUM(cache_read_tokens) AS BIGINT), CAST(SUM(cache_write_tokens) AS BIGINT),
+                CAST(SUM(reasoning_tokens) AS BIGINT), CAST(SUM(cost_nanos) AS BIGINT)";
+
+            /// Adds a transaction's rollup changes (see `DailyDeltas`) inside that transaction.
+            pub(super) async fn apply_daily(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                deltas: &DailyDeltas,
+            ) -> StoreResult<()> {
+                for (k, s) in &deltas.0 {
+                    sqlx::query(
+                        "INSERT INTO usage_daily (org_id, day, key_hash, model, provider_slug, requests, errors, input_tokens,
+                            output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                         ON CONFLICT (org_id, day, key_hash, model, provider_slug) DO UPDATE SET
+                            requests = usage_daily.requests + excluded.requests,
+                            errors = usage_daily.errors + excluded.errors,
+                            input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+                            output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+                            cache_read_tokens = usage_daily.cache_read_tokens + excluded.cache_read_tokens,
+                            cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,
+                            reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,
+                            cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
+                    )
+                    .bind(&k.org_id)
+                    .bind(k.day)
+                    .bind(&k.key_hash)
+                    .bind(&k.model)
+                    .bind(&k.provider_slug)
+                    .bind(s.requests)
+                    .bind(s.errors)
+                    .bind(s.input_tokens)
+                    .bind(s.output_tokens)
+                    .bind(s.cache_read_tokens)
+                    .bind(s.cache_write_tokens)
+                    .bind(s.reasoning_tokens)
+                    .bind(s.cost_nanos)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            fn filters(first: usize) -> String {
+                format!(
+                    "org_id = $1 AND day >= $2 AND day < $3
+                     AND (${a} = '' OR key_hash = ${a}) AND (${b} = '' OR model = ${b}) AND (${c} = '' OR provider_slug = ${c})",
+                    a = first,
+                    b = first + 1,
+                    c = first + 2
+                )
+            }
 
             #[async_trait::async_trait]
             impl ConsoleStore for $store {
@@ -66,6 +275,96 @@ macro_rules! impl_console_store {
                     .bind(since_ms)
                     .fetch_all(&self.pool)
                     .await?)
+                }
+
+                async fn daily_buckets(&self, org_id: &str, since_ms: i64) -> StoreResult<Vec<UsageBucket>> {
+                    Ok(sqlx::query_as::<_, UsageBucket>(
+                        "SELECT day, model, key_hash, CAST(SUM(requests) AS BIGINT) AS requests,
+                                CAST(SUM(errors) AS BIGINT) AS errors, CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos,
+                                CAST(SUM(input_tokens) AS BIGINT) AS input_tokens,
+                                CAST(SUM(output_tokens) AS BIGINT) AS output_tokens
+                         FROM usage_daily WHERE org_id = $1 AND day >= $2
+                         GROUP BY day, model, key_hash",
+                    )
+                    .bind(org_id)
+                    .bind(since_ms.div_euclid(DAY_MS))
+                    .fetch_all(&self.pool)
+                    .await?)
+                }
+
+                async fn explore_usage(&self, org_id: &str, q: &ExploreQuery) -> StoreResult<Vec<ExploreRow>> {
+                    // Only whitelisted column expressions are spliced in; values are bound.
+                    let cols: Vec<&str> = q.group_by.iter().map(|d| d.column()).collect();
+                    let select_keys = cols.iter().enumerate().map(|(i, c)| format!("{c} AS d{i}, ")).collect::<String>();
+                    let group = if cols.is_empty() { String::new() } else { format!(" GROUP BY {}", cols.join(", ")) };
+                    // A daily series reads in date order; any other grouping by spend (the
+                    // last sum; columns are numbered from 1), then its first key.
+                    let order = if cols.is_empty() {
+                        String::new()
+                    } else if q.group_by == [Dimension::Day] {
+                        " ORDER BY d0".to_owned()
+                    } else {
+                        format!(" ORDER BY {} DESC, 1", cols.len() + 8)
+                    };
+                    let sql = format!(
+                        "SELECT {select_keys}{SUMS} FROM usage_daily WHERE {}{group}{order} LIMIT {}",
+                        filters(4),
+                        q.limit.clamp(1, 10_000)
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(org_id)
+                        .bind(q.from_day)
+                        .bind(q.to_day)
+                        .bind(q.key_hash.clone().unwrap_or_default())
+                        .bind(q.model.clone().unwrap_or_default())
+                        .bind(q.provider.clone().unwrap_or_default())
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let n = cols.len();
+                    let mut out = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        let mut keys = Vec::with_capacity(n);
+                        for i in 0..n {
+                            keys.push(row.try_get::<Option<String>, _>(i)?.unwrap_or_default());
+                        }
+                        let num = |i: usize| -> StoreResult<i64> { Ok(row.try_get::<Option<i64>, _>(n + i)?.unwrap_or(0)) };
+                        if num(0)? == 0 && n == 0 {
+                            // SUM over no rows: an empty answer, not one row of zeros.
+                            continue;
+                        }
+                        out.push(ExploreRow {
+                            keys,
+                            requests: num(0)?,
+                            errors: num(1)?,
+                            input_tokens: num(2)?,
+                            output_tokens: num(3)?,
+                            cache_read_tokens: num(4)?,
+                            cache_write_tokens: num(5)?,
+                            reasoning_tokens: num(6)?,
+                            cost_nanos: num(7)?,
+                        });
+                    }
+                    Ok(out)
+                }
+
+                async fn explore_choices(&self, org_id: &str, from_day: i64, to_day: i64) -> StoreResult<ExploreChoices> {
+                    let mut choices = ExploreChoices::default();
+                    for (col, out) in [
+                        ("key_hash", &mut choices.keys),
+                        ("model", &mut choices.models),
+                        ("provider_slug", &mut choices.providers),
+                    ] {
+                        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+                            "SELECT DISTINCT {col} FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 ORDER BY 1 LIMIT 500"
+                        ))
+                        .bind(org_id)
+                        .bind(from_day)
+                        .bind(to_day)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        *out = rows.into_iter().map(|(v,)| v).collect();
+                    }
+                    Ok(choices)
                 }
 
                 async fn list_usage(&self, org_id: &str, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {

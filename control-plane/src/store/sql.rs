@@ -491,6 +491,8 @@ macro_rules! impl_store {
                 let mut ordered: Vec<&UsageRow> = rows.iter().collect();
                 ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
                 let mut tx = self.pool.begin().await?;
+                // Daily rollup of the rows actually inserted, applied at the end (console.rs).
+                let mut daily = console::DailyDeltas::default();
                 for r in ordered {
                     let inserted = sqlx::query(&format!(
                         "INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
@@ -537,6 +539,7 @@ macro_rules! impl_store {
                         continue;
                     }
                     outcome.inserted += 1;
+                    daily.add_row(r);
                     for (account, amount) in [(accounts::ORG_CREDITS, -r.cost_nanos), (accounts::PLATFORM_REVENUE, r.cost_nanos)] {
                         sqlx::query(
                             "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)
@@ -552,6 +555,7 @@ macro_rules! impl_store {
                         .await?;
                     }
                 }
+                console_impl::apply_daily(&mut tx, &daily).await?;
                 tx.commit().await?;
                 Ok(outcome)
             }

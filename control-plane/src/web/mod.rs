@@ -7,9 +7,13 @@
 //! JSON, to the REST API in-process (`Console::api`) with the session cookie and CSRF token:
 //! validation, RBAC, audit and config versioning stay in one place.
 
+mod billing;
 mod charts;
+mod connections;
+mod explorer;
 mod format;
 mod pages;
+mod teams;
 
 use std::net::SocketAddr;
 
@@ -56,6 +60,8 @@ pub fn routes() -> Router<AppState> {
             "/keys/{hash}/delete",
             get(pages::delete_confirm).post(pages::delete_key),
         )
+        .route("/usage", get(explorer::usage))
+        .route("/usage.csv", get(explorer::usage_csv))
         .route("/requests", get(pages::requests))
         .route("/requests/{id}", get(pages::request_detail))
         .route("/members", get(pages::members))
@@ -66,8 +72,22 @@ pub fn routes() -> Router<AppState> {
             get(pages::remove_confirm).post(pages::remove_member),
         )
         .route("/invitations/{id}/revoke", post(pages::revoke_invitation))
+        .route("/teams", get(teams::teams).post(teams::create_team))
+        .route("/teams/{team}/members", post(teams::add_member))
+        .route(
+            "/teams/{team}/members/{user}/remove",
+            post(teams::remove_member),
+        )
         .route("/providers", get(pages::providers))
+        .route("/providers/{slug}/test", post(connections::test_provider))
+        .route("/login/sso", get(connections::sso_start))
         .route("/models", get(pages::models))
+        .route(
+            "/models/{author}/{slug}/prices",
+            get(billing::prices).post(billing::add_price),
+        )
+        .route("/billing", get(billing::billing))
+        .route("/billing/checkout", post(billing::checkout))
         .route("/gateways", get(pages::gateways))
         .route("/audit", get(pages::audit))
         .route("/playground", get(pages::playground))
@@ -129,8 +149,11 @@ fn with_headers(mut response: Response) -> Response {
 pub(crate) const NAV: &[(&str, &str, &str)] = &[
     ("/", "Overview", "overview"),
     ("/keys", "API keys", "keys"),
+    ("/usage", "Usage explorer", "usage"),
     ("/requests", "Request log", "requests"),
+    ("/billing", "Credits & billing", "billing"),
     ("/members", "Members", "members"),
+    ("/teams", "Teams", "teams"),
     ("/providers", "Providers", "providers"),
     ("/models", "Models & prices", "models"),
     ("/gateways", "Gateways", "gateways"),

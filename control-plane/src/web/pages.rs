@@ -32,20 +32,26 @@ pub struct CsrfForm {
 
 #[derive(Template)]
 #[template(path = "login.html")]
-struct LoginPage {
-    email: String,
-    next: String,
-    error: String,
+pub(crate) struct LoginPage {
+    pub email: String,
+    pub next: String,
+    pub error: String,
+    /// The org named by `?org=` (single sign-on), whether it has SSO, and why not.
+    pub sso_org: String,
+    pub sso_ready: bool,
+    pub sso_error: String,
 }
 
 #[derive(Deserialize, Default)]
 pub struct NextQuery {
     #[serde(default)]
     next: String,
+    #[serde(default)]
+    org: String,
 }
 
 /// Only same-site paths are followed after sign-in.
-fn safe_next(next: &str) -> String {
+pub(crate) fn safe_next(next: &str) -> String {
     if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
         next.to_owned()
     } else {
@@ -53,11 +59,22 @@ fn safe_next(next: &str) -> String {
     }
 }
 
-pub async fn login_form(Query(q): Query<NextQuery>) -> Response {
+pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> Response {
+    // `/login?org=<id>` (a bookmark or an admin's link) offers that org's SSO button.
+    let org = q.org.trim().to_owned();
+    let sso_ready =
+        !org.is_empty() && matches!(state.store.get_oidc_config(&org).await, Ok(Some(_)));
     page(&LoginPage {
         email: String::new(),
         next: safe_next(&q.next),
         error: String::new(),
+        sso_error: if !org.is_empty() && !sso_ready {
+            "This organization has no single sign-on configured; sign in with your email and password.".into()
+        } else {
+            String::new()
+        },
+        sso_org: org,
+        sso_ready,
     })
 }
 
@@ -83,6 +100,9 @@ pub async fn login(
             email: form.email.clone(),
             next: next.clone(),
             error,
+            sso_org: String::new(),
+            sso_ready: false,
+            sso_error: String::new(),
         });
         *r.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
         r
@@ -287,8 +307,9 @@ pub async fn overview(console: Console) -> WebResult {
     let now = now_ms();
     let (today, month) = (day_start(now), month_start(now));
     let chart_since = today - 29 * DAY_MS;
-    // One pass over the range: totals, the daily series and the top lists all come from it.
-    let buckets = store.usage_buckets(org, chart_since.min(month)).await?;
+    // One read of the daily rollup: totals, the daily series and the top lists all come
+    // from it (days × models × keys, not every generation).
+    let buckets = store.daily_buckets(org, chart_since.min(month)).await?;
     let (mut t_today, mut t_month) = (Sums::default(), Sums::default());
     let mut by_day: HashMap<i64, Sums> = HashMap::new();
     let mut models: HashMap<&str, Sums> = HashMap::new();
@@ -1247,16 +1268,26 @@ pub async fn revoke_invitation(
 
 #[derive(Template)]
 #[template(path = "providers.html")]
-struct ProvidersPage {
-    l: Layout,
+pub(crate) struct ProvidersPage {
+    pub l: Layout,
     /// slug, name, kind, base url, masked credential, policy
-    rows: Vec<[String; 6]>,
+    pub rows: Vec<[String; 6]>,
+    pub can_test: bool,
+    /// The last "Test connection": (provider slug, succeeded, what happened).
+    pub tested: (String, bool, String),
 }
 
 pub async fn providers(console: Console) -> WebResult {
+    Ok(page(&providers_page(&console, Default::default()).await?))
+}
+
+pub(crate) async fn providers_page(
+    console: &Console,
+    tested: (String, bool, String),
+) -> Result<ProvidersPage, WebError> {
     console.require(Permission::ProvidersRead)?;
     let rows = console.state.store.list_providers(console.org_id()).await?;
-    Ok(page(&ProvidersPage {
+    Ok(ProvidersPage {
         l: console.layout("Providers", "providers").await?,
         rows: rows
             .iter()
@@ -1278,7 +1309,9 @@ pub async fn providers(console: Console) -> WebResult {
                 ]
             })
             .collect(),
-    }))
+        can_test: console.can(Permission::ProvidersWrite),
+        tested,
+    })
 }
 
 pub(crate) struct ModelView {

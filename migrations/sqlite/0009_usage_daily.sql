@@ -1,0 +1,34 @@
+-- Daily usage rollup behind the console's overview and usage explorer: one row per org, UTC
+-- day (of `started_at`, as the analytics API buckets), key, model and provider. Maintained in
+-- the usage-ingestion transaction for rows that were actually inserted (so redelivery never
+-- counts twice) and by re-rating (cost includes rating adjustments, as analytics does).
+CREATE TABLE usage_daily (
+    org_id              TEXT NOT NULL,
+    day                 INTEGER NOT NULL,  -- days since the Unix epoch (UTC)
+    key_hash            TEXT NOT NULL,
+    model               TEXT NOT NULL,
+    provider_slug       TEXT NOT NULL,
+    requests            INTEGER NOT NULL,
+    errors              INTEGER NOT NULL,
+    input_tokens        INTEGER NOT NULL,
+    output_tokens       INTEGER NOT NULL,
+    cache_read_tokens   INTEGER NOT NULL,
+    cache_write_tokens  INTEGER NOT NULL,
+    reasoning_tokens    INTEGER NOT NULL,
+    cost_nanos          INTEGER NOT NULL,
+    PRIMARY KEY (org_id, day, key_hash, model, provider_slug)
+);
+
+-- Backfill from the usage already stored.
+INSERT INTO usage_daily (org_id, day, key_hash, model, provider_slug, requests, errors, input_tokens,
+                         output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos)
+SELECT u.org_id, u.started_at / 86400000, u.key_hash, u.model, u.provider_slug,
+       COUNT(*),
+       SUM(CASE WHEN u.http_status >= 400 OR u.error_type <> '' THEN 1 ELSE 0 END),
+       SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_read_tokens),
+       SUM(u.cache_write_5m_tokens + u.cache_write_1h_tokens), SUM(u.reasoning_tokens),
+       SUM(u.cost_nanos + COALESCE(a.delta, 0))
+FROM usage_records u
+LEFT JOIN (SELECT request_id, SUM(delta_nanos) AS delta FROM rating_adjustments GROUP BY request_id) a
+       ON a.request_id = u.request_id
+GROUP BY u.org_id, u.started_at / 86400000, u.key_hash, u.model, u.provider_slug;
