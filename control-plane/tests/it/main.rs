@@ -4,7 +4,6 @@ mod api_support;
 mod api_tenancy;
 mod audit_cli;
 mod billing_store;
-mod cache_stats_store;
 mod cli;
 mod common;
 mod console_rollup;
