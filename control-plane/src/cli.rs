@@ -129,8 +129,9 @@ struct ServeArgs {
 }
 
 /// `SWITCHYARD_LOG` sets the filter, `SWITCHYARD_LOG_FORMAT=json` one JSON object per line.
-pub fn init_tracing() {
-    switchyard_gateway::telemetry::init_logging("info,sqlx=warn,tower_http=warn");
+/// Traces are exported when `OTEL_*` configures them; keep the guard until exit.
+pub fn init_tracing() -> Option<switchyard_gateway::telemetry::otel::OtelGuard> {
+    switchyard_gateway::telemetry::init_logging("info,sqlx=warn,tower_http=warn", "switchyard")
 }
 
 impl Cli {

@@ -92,6 +92,7 @@ pub async fn run(
 
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(telemetry::grpc_trace::grpc_trace_layer())
         .add_service(ConfigServiceServer::new(config_service))
         .add_service(UsageServiceServer::new(usage_service))
         .serve_with_incoming_shutdown(

@@ -7,6 +7,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli::init_tracing();
+    let _otel = cli::init_tracing();
     cli::Cli::parse().run().await
 }

@@ -10,6 +10,7 @@ pub mod fair;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guardrails;
+pub mod http_server;
 pub mod limits;
 pub mod metering;
 mod providers;
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +109,26 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
+    run_with(config, listener, shutdown, ServeOptions::default()).await
+}
+
+/// How the public listener serves: input limits against bad and slow clients.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub limits: http_server::HttpLimits,
+}
+
+/// [`run`] with explicit listener options.
+pub async fn run_with(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> Result<(), GatewayError> {
+    options
+        .limits
+        .validate()
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
     let spool = Arc::new(Spool::open(&config.spool_dir)?);
     config
         .status
@@ -192,17 +212,24 @@ pub async fn run(
         limiter: limits::RateLimiter::default(),
         fair: Arc::default(),
     });
-    let app = api::router(state).layer(axum::Extension(metrics));
+    let limits = options.limits;
+    let app = limits
+        .apply(api::router(state))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.max_body_bytes,
+            api::body_limit::render_payload_too_large,
+        ))
+        .layer(axum::Extension(metrics));
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
     tracing::info!(%addr, node_id = %config.node_id, "gateway listening on {addr}");
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::trace!(error = %err, "could not set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = http_server::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone(),
+        config.drain_timeout,
+    )
+    .await;
 
     tracker.close();
     if tokio::time::timeout(config.drain_timeout, tracker.wait())

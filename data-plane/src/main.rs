@@ -49,8 +49,10 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `SWITCHYARD_LOG` sets the filter, `SWITCHYARD_LOG_FORMAT=json` one JSON object per line.
-    switchyard_gateway::telemetry::init_logging("info,tower_http=warn");
+    // `SWITCHYARD_LOG` sets the filter, `SWITCHYARD_LOG_FORMAT=json` one JSON object per line;
+    // `OTEL_EXPORTER_OTLP_ENDPOINT` (and the other `OTEL_*` variables) turn on trace export.
+    let _otel =
+        switchyard_gateway::telemetry::init_logging("info,tower_http=warn", "switchyard-gateway");
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

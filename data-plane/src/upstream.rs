@@ -96,7 +96,25 @@ impl Upstream {
             Some(wire) => {
                 // Provider wait time, for the gateway-overhead metric.
                 let started = std::time::Instant::now();
-                let reply = self.send_http(wire, request, endpoint).await;
+                // One client span per attempt, child of the generation span; its context is
+                // what the provider receives as `traceparent`.
+                let span = crate::telemetry::otel::attempt_span(
+                    "chat",
+                    &endpoint.provider.slug,
+                    &endpoint.upstream_model,
+                );
+                let reply = tracing::Instrument::instrument(
+                    self.send_http(wire, request, endpoint),
+                    span.clone(),
+                )
+                .await;
+                if let Err(err) = &reply {
+                    crate::telemetry::otel::record_attempt_error(
+                        &span,
+                        err.status().as_u16(),
+                        err.error_type(),
+                    );
+                }
                 crate::telemetry::add_upstream_time(started.elapsed());
                 reply
             }
@@ -240,6 +258,8 @@ impl Upstream {
         for (name, value) in &upstream.headers {
             builder = builder.header(*name, value);
         }
+        // W3C trace context of the current (attempt) span; nothing when tracing is off.
+        builder = builder.headers(crate::telemetry::otel::inject(&tracing::Span::current()));
         if whole_body_timeout {
             builder = builder.timeout(RESPONSE_TIMEOUT);
         }

@@ -2,6 +2,8 @@
 //! version, each gateway node's applied version and lag, and usage ingestion. Node rows are
 //! read from the store at scrape time, so every replica reports the same fleet view.
 
+pub mod grpc_trace;
+
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};

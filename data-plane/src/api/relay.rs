@@ -180,7 +180,10 @@ pub fn stream<S: Skin>(chunks: ChunkStream, meter: Metering, skin: &S) -> Respon
     });
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     let tracker = meter.state.tracker.clone();
-    tracker.spawn(relay(chunks, meter, encoder, tx));
+    // The relay carries the generation span, so it ends (and is metered) with the stream.
+    tracker.spawn(tracing::Instrument::in_current_span(relay(
+        chunks, meter, encoder, tx,
+    )));
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let headers = response.headers_mut();

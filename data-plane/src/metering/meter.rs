@@ -30,6 +30,8 @@ pub struct Meter {
 impl Meter {
     pub fn record(&self, record: pb::UsageRecord) {
         self.metrics.observe_usage(&record);
+        // Called within the generation's span (the pipeline's, or the stream relay's).
+        crate::telemetry::otel::record_usage(&tracing::Span::current(), &record);
         self.backlog.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(record).is_err() {
             self.backlog.fetch_sub(1, Ordering::Relaxed);

@@ -27,21 +27,44 @@ impl LogFormat {
     }
 }
 
-/// Installs the process-wide subscriber for a binary, logging to stderr.
-pub fn init_logging(default_filter: &str) {
+/// Installs the process-wide subscriber for a binary, logging to stderr, plus OpenTelemetry
+/// export when the standard `OTEL_*` variables configure it (see [`super::otel`]). Keep
+/// the returned guard for the life of the process: dropping it flushes queued spans.
+pub fn init_logging(default_filter: &str, service_name: &str) -> Option<super::otel::OtelGuard> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter =
         EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| default_filter.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match LogFormat::from_env() {
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match LogFormat::from_env() {
+        LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-        LogFormat::Text => builder.init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    // A bad OTEL_* setting must not stop the gateway from serving: it is reported (once the
+    // logger is up) and tracing stays off.
+    let (otel, guard, problem) = match super::otel::OtelConfig::from_env(service_name) {
+        Ok(None) => (None, None, None),
+        Ok(Some(config)) => match super::otel::layer(&config) {
+            Ok((layer, guard)) => (Some(layer), Some(guard), None),
+            Err(err) => (None, None, Some(err)),
+        },
+        Err(err) => (None, None, Some(err)),
+    };
+    let enabled = otel.is_some();
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    if let Some(err) = problem {
+        tracing::error!(error = %err, "OpenTelemetry tracing is off: bad configuration");
+    } else if enabled {
+        tracing::info!("exporting traces over OTLP/gRPC");
     }
+    guard
 }
 
 /// The `request` span: method, path and request id (from `x-request-id`, set by the
@@ -56,12 +79,17 @@ impl<B> MakeSpan<B> for RequestSpan {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
+            otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+            otel.kind = "server",
             method = %request.method(),
             path = %request.uri().path(),
             request_id = %request_id,
-        )
+        );
+        // A caller's W3C trace context makes this request part of its trace.
+        super::otel::adopt_remote_parent(&span, request.headers());
+        span
     }
 }
 

@@ -1,0 +1,178 @@
+//! The public HTTP listener both planes serve on: hyper with explicit limits against bad or
+//! slow clients, graceful shutdown, and the peer address for `ConnectInfo`.
+//!
+//! - `header_read_timeout` closes a connection whose request head (line + headers) does not
+//!   arrive in time (slowloris). Hyper starts that timer whenever it waits for a request
+//!   head, so it also bounds how long an idle keep-alive connection is kept.
+//! - `max_headers` / `max_header_bytes` refuse oversized heads (HTTP/1: 431 or a closed
+//!   connection; HTTP/2: the header-list limit).
+//! - `body_read_timeout` bounds the gap between body bytes of a slow upload (408).
+//! - The body size limit is applied by the router (`DefaultBodyLimit`), so the rejection
+//!   is rendered as a JSON error (413) instead of hyper's bare reply.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// Limits of one public HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send a request head; also the keep-alive idle limit.
+    pub header_read_timeout: Duration,
+    /// Longest pause allowed between chunks of a request body.
+    pub body_read_timeout: Duration,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Largest request head (HTTP/1 read buffer, HTTP/2 header list), in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            // Chat bodies carry base64 images and long contexts.
+            max_body_bytes: 32 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why `HttpLimits` could not be read from flags or the environment.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {message}")]
+pub struct LimitsError {
+    pub name: String,
+    pub message: String,
+}
+
+impl HttpLimits {
+    /// Applies the limits that live in the router: body size and slow-body timeout.
+    pub fn apply(&self, router: Router) -> Router {
+        router
+            .layer(axum::extract::DefaultBodyLimit::max(self.max_body_bytes))
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                self.body_read_timeout,
+            ))
+    }
+
+    /// Checks the limits make sense (a zero timeout would close every connection).
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let bad = |name: &str, message: &str| {
+            Err(LimitsError {
+                name: name.to_owned(),
+                message: message.to_owned(),
+            })
+        };
+        if self.max_body_bytes == 0 {
+            return bad("max body bytes", "must be at least 1");
+        }
+        if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
+            return bad("read timeouts", "must be longer than zero");
+        }
+        if self.max_headers < 8 {
+            return bad("max headers", "must be at least 8");
+        }
+        // Hyper's HTTP/1 read buffer has a floor of 8 KiB.
+        if self.max_header_bytes < 8192 {
+            return bad("max header bytes", "must be at least 8192");
+        }
+        Ok(())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then lets in-flight requests
+/// finish (up to `drain`). Each request carries `ConnectInfo<SocketAddr>` of its peer.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::trace!(error = %err, "could not set TCP_NODELAY");
+        }
+        let service = router
+            .clone()
+            .map_request(move |mut request: http::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let service = TowerToHyperService::new(service.map_err(|e: Infallible| match e {}));
+        let builder = builder.clone();
+        let graceful_watch = graceful.watcher();
+        let first_byte_timeout = limits.header_read_timeout;
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            // Hyper's header timer starts only once it knows the protocol, which needs the
+            // first bytes: a connection that sends nothing at all is closed here.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                waited = tokio::time::timeout(first_byte_timeout, tcp.peek(&mut first)) => {
+                    if !matches!(waited, Ok(Ok(1..))) {
+                        tracing::debug!(%peer, "closing a connection that sent nothing");
+                        return;
+                    }
+                }
+                () = stopping.cancelled() => return,
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            if let Err(err) = graceful_watch.watch(connection).await {
+                tracing::debug!(%peer, error = %err, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the drain timeout; closing them");
+    }
+    Ok(())
+}
+
+/// The peer address type requests carry, for handlers that want it.
+pub type PeerAddr = ConnectInfo<SocketAddr>;

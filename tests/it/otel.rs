@@ -1,0 +1,346 @@
+//! OpenTelemetry: a gateway configured through the standard `OTEL_*` variables exports
+//! GenAI spans over OTLP/gRPC to an in-test collector on loopback; the client's W3C trace
+//! context is adopted, and the provider receives a `traceparent` of the same trace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::json;
+use switchyard_e2e::harness::System;
+use switchyard_e2e::mock_openai::{MockConfig, MockOpenAi};
+use switchyard_gateway::telemetry::otel::{OtelConfig, SamplerChoice};
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// A span as received, with its resource's `service.name`.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    span: Span,
+}
+
+impl Received {
+    fn attr(&self, key: &str) -> Option<AnyValue> {
+        self.span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value)
+    }
+
+    fn str_attr(&self, key: &str) -> Option<String> {
+        match self.attr(key)? {
+            AnyValue::StringValue(s) => Some(s),
+            other => Some(format!("{other:?}")),
+        }
+    }
+
+    fn int_attr(&self, key: &str) -> Option<i64> {
+        match self.attr(key)? {
+            AnyValue::IntValue(i) => Some(i),
+            AnyValue::StringValue(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// The in-test OTLP collector: keeps every exported span and wakes waiters.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Received>>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+                .map(|v| match v {
+                    AnyValue::StringValue(s) => s,
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        service: service.clone(),
+                        span,
+                    });
+                }
+            }
+        }
+        drop(spans);
+        self.changed.notify_waiters();
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    /// Starts the collector on a loopback port; returns its `http://` endpoint.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+
+    /// Waits (bounded) until a received span satisfies `done`.
+    async fn wait_for(&self, what: &str, done: impl Fn(&Received) -> bool) -> Received {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let notified = self.changed.notified();
+            if let Some(found) = self.spans.lock().unwrap().iter().find(|s| done(s)) {
+                return found.clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let names: Vec<String> = self
+                    .spans
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.span.name.clone())
+                    .collect();
+                panic!("no exported span {what}; received: {names:?}");
+            }
+        }
+    }
+
+    fn all(&self) -> Vec<Received> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn otel_config_follows_the_standard_variables() {
+    let env = |pairs: &[(&str, &str)]| {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    };
+    assert_eq!(OtelConfig::from_lookup("svc", env(&[])).unwrap(), None);
+    let config = OtelConfig::from_lookup(
+        "svc",
+        env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(config.endpoint, "http://traces:4317");
+    assert_eq!(config.service_name, "svc");
+    assert_eq!(config.sampler, SamplerChoice::ParentBasedTraceIdRatio(0.25));
+    let off = OtelConfig::from_lookup(
+        "svc",
+        env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(off, None);
+    for bad in [
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+        ],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ],
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    ] {
+        let err = OtelConfig::from_lookup("svc", env(&bad)).unwrap_err();
+        assert!(err.to_string().contains("OTEL_"), "{err}");
+    }
+}
+
+/// The tracing layer is this thread's default and the runtime is single-threaded, so every
+/// task of the in-process system reports into it (as `ops::secrets_never_reach_logs…`).
+#[test]
+fn gateway_exports_genai_spans_and_propagates_trace_context() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let collector = Collector::default();
+        let endpoint = collector.start().await;
+        let vars: HashMap<&str, String> = HashMap::from([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_SERVICE_NAME", "gateway-under-test".to_owned()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+        ]);
+        let config = OtelConfig::from_lookup("switchyard-gateway", |k| vars.get(k).cloned())
+            .unwrap()
+            .expect("OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on");
+        let (layer, guard) = switchyard_gateway::telemetry::otel::layer(&config).unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let system = System::start().await.unwrap();
+        let mock = MockOpenAi::start(MockConfig {
+            fixed_usage: Some((11, 7)),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        system
+            .add_openai_model(&mock.base_url(), "acme/traced", "gpt-4o", "1", "2")
+            .await
+            .unwrap();
+
+        for (stream, trace_id) in [
+            (false, "4bf92f3577b34da6a3ce929d0e0e4736"),
+            (true, "0af7651916cd43dd8448eb211c80319c"),
+        ] {
+            let client_span_id = "00f067aa0ba902b7";
+            mock.clear_requests();
+            let response = system
+                .http
+                .post(format!("{}/chat/completions", system.base_url()))
+                .bearer_auth(system.api_key())
+                .header("traceparent", format!("00-{trace_id}-{client_span_id}-01"))
+                .json(&json!({"model": "acme/traced", "stream": stream,
+                              "stream_options": {"include_usage": true},
+                              "messages": [{"role": "user", "content": "hello there"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let _ = response.text().await.unwrap();
+
+            // The provider saw the same trace, parented on the gateway's attempt span.
+            let upstream = mock.last_request().expect("the mock was called");
+            let traceparent = upstream
+                .header("traceparent")
+                .expect("traceparent injected into the provider request")
+                .to_owned();
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            assert_eq!(parts.len(), 4, "{traceparent}");
+            assert_eq!(
+                parts[1], trace_id,
+                "provider got another trace: {traceparent}"
+            );
+            assert_ne!(parts[2], client_span_id, "the gateway adds its own span");
+
+            let generation = collector
+                .wait_for("gen_ai with usage", |s| {
+                    hex::encode(&s.span.trace_id) == trace_id
+                        && s.str_attr("gen_ai.operation.name").as_deref() == Some("chat")
+                        && s.int_attr("gen_ai.usage.output_tokens").is_some()
+                        && s.attr("switchyard.provider").is_none()
+                })
+                .await;
+            assert_eq!(generation.service, "gateway-under-test");
+            assert_eq!(generation.span.name, "chat acme/traced");
+            assert_eq!(
+                generation.str_attr("gen_ai.request.model").as_deref(),
+                Some("acme/traced")
+            );
+            assert_eq!(
+                generation.str_attr("gen_ai.response.model").as_deref(),
+                Some("acme/traced")
+            );
+            assert!(generation.str_attr("gen_ai.provider.name").is_some());
+            assert_eq!(
+                generation.str_attr("gen_ai.system"),
+                generation.str_attr("gen_ai.provider.name")
+            );
+            assert_eq!(generation.int_attr("gen_ai.usage.input_tokens"), Some(11));
+            assert_eq!(generation.int_attr("gen_ai.usage.output_tokens"), Some(7));
+            match generation.attr("gen_ai.response.finish_reasons") {
+                Some(AnyValue::ArrayValue(array)) => {
+                    assert_eq!(array.values.len(), 1);
+                    assert_eq!(
+                        array.values[0].value,
+                        Some(AnyValue::StringValue("stop".into()))
+                    );
+                }
+                other => panic!("finish_reasons is not a string array: {other:?}"),
+            }
+            let generation_id = generation.str_attr("switchyard.generation_id").unwrap();
+            assert!(generation_id.len() >= 32, "{generation_id}");
+
+            // One child span per upstream attempt; its id is the provider's parent id.
+            let attempt = collector
+                .wait_for("gen_ai.attempt", |s| {
+                    hex::encode(&s.span.trace_id) == trace_id
+                        && s.attr("switchyard.provider").is_some()
+                })
+                .await;
+            assert_eq!(attempt.span.parent_span_id, generation.span.span_id);
+            assert_eq!(hex::encode(&attempt.span.span_id), parts[2]);
+            assert_eq!(attempt.span.name, "chat gpt-4o");
+            assert_eq!(
+                attempt.str_attr("gen_ai.request.model").as_deref(),
+                Some("gpt-4o")
+            );
+
+            // The HTTP request span is the client's child and the generation's parent.
+            let request = collector
+                .wait_for("HTTP request span", |s| {
+                    s.span.span_id == generation.span.parent_span_id
+                })
+                .await;
+            assert_eq!(hex::encode(&request.span.parent_span_id), client_span_id);
+            assert_eq!(hex::encode(&request.span.trace_id), trace_id);
+        }
+
+        // The control plane's gRPC calls from the gateway are traced too.
+        let grpc = collector
+            .wait_for("control-plane gRPC span", |s| {
+                s.str_attr("rpc.system").as_deref() == Some("grpc")
+            })
+            .await;
+        assert!(
+            grpc.str_attr("rpc.service")
+                .is_some_and(|s| s.starts_with("switchyard.v1.")),
+            "{:?}",
+            grpc.span.attributes
+        );
+        assert!(collector.all().len() >= 6);
+        // Flushing on drop needs the runtime to keep running the exporter's connection.
+        tokio::task::spawn_blocking(move || drop(guard))
+            .await
+            .unwrap();
+    });
+}
