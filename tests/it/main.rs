@@ -3,16 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod billing;
+mod chargeback;
 mod conformance;
 mod console;
 mod deploy;
 mod errors;
 mod guardrails;
 mod identity;
-mod input_limits;
 mod openai_sdk;
 mod ops;
-mod otel;
 mod resilience;
 mod routing;
 mod sdks;

@@ -66,7 +66,7 @@ fn per_token(prefix: &str, field: &str, value: Option<&String>) -> Result<i64, A
     })
 }
 
-fn sheet(prefix: &str, p: &Pricing) -> Result<PriceSheet, ApiError> {
+pub(crate) fn sheet(prefix: &str, p: &Pricing) -> Result<PriceSheet, ApiError> {
     let per_request_nanos = match &p.request {
         None => 0,
         Some(v) => Money::parse_usd(v)
@@ -97,7 +97,7 @@ fn sheet(prefix: &str, p: &Pricing) -> Result<PriceSheet, ApiError> {
     })
 }
 
-fn pricing_json(p: &PriceSheet) -> Value {
+pub(crate) fn pricing_json(p: &PriceSheet) -> Value {
     json!({
         "prompt": nanos_per_mtok_to_per_token_usd(p.input),
         "completion": nanos_per_mtok_to_per_token_usd(p.output),

@@ -63,7 +63,7 @@ pub enum UsdAmount {
 }
 
 impl UsdAmount {
-    fn to_money(&self, field: &str) -> Result<Money, ApiError> {
+    pub(crate) fn to_money(&self, field: &str) -> Result<Money, ApiError> {
         match self {
             UsdAmount::Number(n) => Money::from_usd_f64(*n),
             UsdAmount::Text(t) => Money::parse_usd(t),

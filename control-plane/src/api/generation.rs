@@ -59,17 +59,26 @@ pub async fn get(
     if !principal.is_inference_key() {
         principal.require(Permission::UsageRead)?;
     }
-    Ok(Json(json!({ "data": generation_json(&id, &row) })))
+    let fee = state.store.fee_of(principal.org_id(), &request_id).await?;
+    Ok(Json(json!({ "data": generation_json(&id, &row, fee) })))
 }
 
-fn generation_json(id: &GenerationId, r: &UsageRow) -> Value {
-    let cost = Money::from_nanos(r.cost_nanos).as_usd_f64();
+fn generation_json(id: &GenerationId, r: &UsageRow, fee_nanos: i64) -> Value {
+    let provider_cost = Money::from_nanos(r.cost_nanos).as_usd_f64();
+    // The org's platform fee is a separate ledger posting; the total is what the ledger took.
+    let cost = Money::from_nanos(r.cost_nanos.saturating_add(fee_nanos)).as_usd_f64();
     json!({
         "id": id.to_string(),
         "upstream_id": r.upstream_id,
         "total_cost": cost,
         "usage": cost,
         "cache_discount": null,
+        "cost_details": {
+            "provider_cost": provider_cost,
+            "platform_fee": Money::from_nanos(fee_nanos).as_usd_f64(),
+            "provider_cost_nanos": r.cost_nanos,
+            "platform_fee_nanos": fee_nanos,
+        },
         "upstream_inference_cost": null,
         "created_at": iso(r.started_at),
         "model": r.model,

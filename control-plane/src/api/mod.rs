@@ -4,17 +4,21 @@ pub mod activity;
 pub mod audit;
 mod auth;
 mod billing;
+mod billing_settings;
 mod catalog;
 mod credits;
+mod exports;
 mod generation;
 mod guardrails;
 mod invitations;
 mod keys;
 mod orgs;
 pub mod principal;
+mod reference_catalog;
 mod rate_limits;
 mod routing_policy;
 mod sso;
+mod statements;
 mod teams;
 pub mod timefmt;
 
@@ -174,6 +178,27 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/models/{author}/{slug}/prices",
             get(billing::list_prices).post(billing::add_price),
         )
+        .route("/api/v1/billing/settings", get(billing_settings::get))
+        .route(
+            "/api/v1/billing/platform-fee",
+            put(billing_settings::put_platform_fee),
+        )
+        .route(
+            "/api/v1/billing/auto-topup",
+            put(billing_settings::put_auto_topup),
+        )
+        .route(
+            "/api/v1/billing/auto-topups",
+            get(billing_settings::list_auto_topups),
+        )
+        .route("/api/v1/catalog", get(reference_catalog::list))
+        .route("/api/v1/catalog/import", post(reference_catalog::import))
+        .route(
+            "/api/v1/catalog/{author}/{slug}",
+            put(reference_catalog::put),
+        )
+        .route("/api/v1/exports/focus", get(exports::focus))
+        .route("/api/v1/statements/{month}", get(statements::get))
         .route("/api/v1/activity", get(activity::activity))
         .route("/api/v1/analytics/query", post(activity::analytics))
         .route("/api/v1/usage/export", get(activity::export_csv))

@@ -62,7 +62,23 @@ impl UsageService for UsageServiceImpl {
                     continue;
                 };
                 let rows = rater.rate_batch(&batch.node_id, &batch.records).await;
-                let ingest = store.ingest_usage(&rows).await;
+                // Tags first: a failure leaves the batch unacked, and both writes are
+                // idempotent, so the redelivery completes whichever half was missing.
+                let tags = crate::billing::tags::tag_rows(&batch.records, &rows);
+                if let Err(err) = store.add_usage_tags(&tags).await {
+                    tracing::warn!(error = %err, "writing usage tags failed; the batch will be redelivered");
+                    let _ = tx.send(Err(tonic::Status::from(err))).await;
+                    return;
+                }
+                let mut ingest = store.ingest_usage(&rows).await;
+                // The platform fee is its own posting, written after the usage it is on; a
+                // failure leaves the batch unacked and the redelivery posts what is missing.
+                if let Ok(outcome) = &ingest {
+                    let outcome = *outcome;
+                    ingest = crate::billing::fees::post_fees(store.as_ref(), &rows)
+                        .await
+                        .map(|_| outcome);
+                }
                 metrics.observe_ingest(&ingest);
                 let reply = match ingest {
                     Ok(outcome) => {

@@ -5,6 +5,8 @@
 mod audit;
 mod billing;
 mod billing_sql;
+mod chargeback;
+mod chargeback_sql;
 pub mod console;
 mod identity;
 mod identity_sql;
@@ -18,6 +20,7 @@ use tokio::sync::watch;
 
 pub use audit::*;
 pub use billing::*;
+pub use chargeback::*;
 pub use console::ConsoleStore;
 pub use identity::*;
 pub use models::*;
@@ -54,7 +57,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    IdentityStore + AuditStore + ConsoleStore + BillingStore + Send + Sync + 'static
+    IdentityStore + AuditStore + ConsoleStore + BillingStore + ChargebackStore + Send + Sync + 'static
 {
     fn backend(&self) -> &'static str;
 

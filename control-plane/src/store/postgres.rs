@@ -94,3 +94,4 @@ super::sql::impl_store!(PgStore, sqlx::Postgres);
 super::identity_sql::impl_identity_store!(PgStore, sqlx::Postgres);
 super::console::impl_console_store!(PgStore, sqlx::Postgres);
 super::billing_sql::impl_billing_store!(PgStore, sqlx::Postgres);
+super::chargeback_sql::impl_chargeback_store!(PgStore, sqlx::Postgres);

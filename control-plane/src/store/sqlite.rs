@@ -60,3 +60,4 @@ super::sql::impl_store!(SqliteStore, sqlx::Sqlite);
 super::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);
 super::console::impl_console_store!(SqliteStore, sqlx::Sqlite);
 super::billing_sql::impl_billing_store!(SqliteStore, sqlx::Sqlite);
+super::chargeback_sql::impl_chargeback_store!(SqliteStore, sqlx::Sqlite);

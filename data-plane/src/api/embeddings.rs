@@ -33,6 +33,7 @@ async fn serve(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
     let snapshot = state.snapshot()?;
     let key = auth::inference_key(&snapshot, headers, crate::unix_now_ms())?;
     let request = EmbeddingsRequest::parse(body)?;
+    let tags = std::sync::Arc::new(super::usage_tags::collect(headers, &request.extra)?);
     let catalog = snapshot
         .org(&key.org_id)
         .ok_or_else(|| ApiError::Internal("key without org".into()))?;
@@ -64,6 +65,7 @@ async fn serve(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
             permit: None,
             earlier_attempts: Vec::new(),
             capacity_slot: None,
+            tags: tags.clone(),
         };
         match result {
             Ok(value) => return Ok(respond(value, &meter)),

@@ -17,11 +17,7 @@ use crate::providers::Reply;
 use crate::state::AppState;
 
 pub async fn run<S: Skin>(state: AppState, headers: HeaderMap, body: Bytes, skin: S) -> Response {
-    // One OTel span per generation (GenAI conventions); it ends when the answer is metered.
-    let span = crate::telemetry::otel::generation_span(crate::telemetry::otel::operation_for_api(
-        skin.api(),
-    ));
-    match tracing::Instrument::instrument(serve(&state, &headers, &body, &skin), span).await {
+    match serve(&state, &headers, &body, &skin).await {
         Ok(response) => response,
         Err(err) => skin.error_response(err),
     }
@@ -37,11 +33,7 @@ async fn serve<S: Skin>(
     let snapshot = state.snapshot()?;
     let key = auth::inference_key(&snapshot, headers, crate::unix_now_ms())?;
     let mut request = skin.parse(body)?;
-    crate::telemetry::otel::record_request(
-        crate::telemetry::otel::operation_for_api(skin.api()),
-        request.model(),
-        request.stream,
-    );
+    let tags = std::sync::Arc::new(super::usage_tags::collect(headers, &request.extra)?);
     // Guardrails see the canonical request, so every skin is covered by the same rules.
     let screened =
         crate::guardrails::apply(&key.guardrails, &mut request).map_err(ApiError::Guardrail)?;
@@ -59,6 +51,7 @@ async fn serve<S: Skin>(
         config_version: snapshot.version,
         started,
         api: skin.api(),
+        tags,
     })
     .await?;
     let strict = headers

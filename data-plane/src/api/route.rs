@@ -85,6 +85,7 @@ pub struct Generation<'a> {
     pub config_version: u64,
     pub started: Instant,
     pub api: &'static str,
+    pub tags: Arc<super::usage_tags::RequestTags>,
 }
 
 pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
@@ -210,6 +211,7 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
             permit: Some(permit.clone()),
             earlier_attempts: earlier.clone(),
             capacity_slot,
+            tags: g.tags.clone(),
         };
         let sent_at = Instant::now();
         match state

@@ -34,6 +34,8 @@ pub struct Metering {
     /// The endpoint's share of its credential's capacity, held until the response ends.
     #[expect(dead_code, reason = "held only for its Drop, which frees the slot")]
     pub capacity_slot: Option<crate::fair::Slot>,
+    /// Chargeback tags, end user and session of the request.
+    pub tags: Arc<super::usage_tags::RequestTags>,
 }
 
 pub struct Outcome {
@@ -96,6 +98,14 @@ impl Metering {
                 });
                 attempts
             },
+            tags: self
+                .tags
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            user: self.tags.user.clone(),
+            session_id: self.tags.session_id.clone(),
         };
         if let Some(permit) = &self.permit {
             let tokens = outcome_tokens(&record);
