@@ -1,6 +1,7 @@
 //! The gateway's HTTP surface: routes and the tower stack, outermost layer first.
 
 mod auth;
+pub(crate) mod body_limit;
 mod chat;
 mod completions;
 mod embeddings;
@@ -25,7 +26,7 @@ pub(crate) mod usage_tags;
 use std::any::Any;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,9 +35,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Chat bodies carry base64 images and long contexts.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let x_request_id = axum::http::HeaderName::from_static("x-request-id");
@@ -72,7 +70,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     routes
         .layer(axum::middleware::from_fn(crate::telemetry::track_request))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The body size limit (`DefaultBodyLimit`) and its JSON 413 are applied by
+        // `lib.rs` from the operator's `HttpLimits`.
         .layer(crate::telemetry::http_trace_layer())
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))

@@ -17,7 +17,11 @@ use crate::providers::Reply;
 use crate::state::AppState;
 
 pub async fn run<S: Skin>(state: AppState, headers: HeaderMap, body: Bytes, skin: S) -> Response {
-    match serve(&state, &headers, &body, &skin).await {
+    // One OTel span per generation (GenAI conventions); it ends when the answer is metered.
+    let span = crate::telemetry::otel::generation_span(crate::telemetry::otel::operation_for_api(
+        skin.api(),
+    ));
+    match tracing::Instrument::instrument(serve(&state, &headers, &body, &skin), span).await {
         Ok(response) => response,
         Err(err) => skin.error_response(err),
     }
@@ -34,6 +38,11 @@ async fn serve<S: Skin>(
     let key = auth::inference_key(&snapshot, headers, crate::unix_now_ms())?;
     let mut request = skin.parse(body)?;
     let tags = std::sync::Arc::new(super::usage_tags::collect(headers, &request.extra)?);
+    crate::telemetry::otel::record_request(
+        crate::telemetry::otel::operation_for_api(skin.api()),
+        request.model(),
+        request.stream,
+    );
     // Guardrails see the canonical request, so every skin is covered by the same rules.
     let screened =
         crate::guardrails::apply(&key.guardrails, &mut request).map_err(ApiError::Guardrail)?;
