@@ -1,0 +1,234 @@
+//! `ChargebackStore` on both backends (Postgres when `SWITCHYARD_TEST_DATABASE_URL` is set;
+//! required under `CI=true`): fees post exactly once under redelivery, tags ride with usage,
+//! the ledger window reads reconcile, the seeded catalog has ≥30 priced models and org edits
+//! overlay it, and auto top-ups start once per threshold crossing.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use switchyard_control_plane::billing::{fees, tags};
+use switchyard_control_plane::bootstrap::{self, BootstrapOptions};
+use switchyard_control_plane::rating::Rater;
+use switchyard_control_plane::store::{
+    BillingSettings, CatalogModel, PLATFORM_FEES, Posting, Store, accounts, now_ms,
+    platform_accounts, posting_kinds,
+};
+use switchyard_proto::pb;
+
+async fn story(store: Arc<dyn Store>) {
+    let first = bootstrap::ensure(&store, BootstrapOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let org = first.org_id.clone();
+    let now = now_ms();
+
+    // Defaults: no fee, no auto top-up.
+    let s = store.billing_settings(&org).await.unwrap();
+    assert_eq!((s.platform_fee_bps, s.auto_topup_enabled), (0, false));
+    store
+        .set_billing_settings(&BillingSettings {
+            org_id: org.clone(),
+            platform_fee_bps: 500,
+            updated_at: now,
+            ..BillingSettings::default()
+        })
+        .await
+        .unwrap();
+
+    // Echo model: $1 per million tokens in and out.
+    let record = |n: i64, input: u64| pb::UsageRecord {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        org_id: org.clone(),
+        key_hash: "k".repeat(64),
+        model: "switchyard/echo".into(),
+        endpoint_id: "no-such-endpoint".into(),
+        started_at_ms: now - 100 + n,
+        finished_at_ms: now + n,
+        finish_reason: "stop".into(),
+        http_status: 200,
+        cost_nanos: i64::try_from(input).unwrap() * 1_000,
+        usage: Some(pb::UsageDimensions {
+            input_tokens: input,
+            ..Default::default()
+        }),
+        tags: [("team".to_owned(), format!("t{n}"))].into_iter().collect(),
+        user: "u-1".into(),
+        ..Default::default()
+    };
+    let records = vec![record(0, 1_000), record(1, 3_000)];
+    let rows = Rater::new(store.clone()).rate_batch("n1", &records).await;
+    let tag_rows = tags::tag_rows(&records, &rows);
+    assert_eq!(tag_rows[0].2.len(), 2, "team and user");
+    // Delivered twice, as after a lost ack: fees and tags once.
+    let mut fresh = Vec::new();
+    for _ in 0..2 {
+        store.add_usage_tags(&tag_rows).await.unwrap();
+        store.ingest_usage(&rows).await.unwrap();
+        fresh.push(fees::post_fees(store.as_ref(), &rows).await.unwrap());
+    }
+    assert_eq!(fresh, vec![2, 0]);
+    let cost: i64 = rows.iter().map(|r| r.cost_nanos).sum();
+    assert_eq!(cost, 4_000_000);
+    let fee_total: i64 = rows
+        .iter()
+        .map(|r| fees::fee_nanos(r.cost_nanos, 500))
+        .sum();
+    assert_eq!(fee_total, 200_000);
+    assert_eq!(
+        store.fee_of(&org, &rows[1].request_id).await.unwrap(),
+        150_000
+    );
+    assert_eq!(
+        store.account_balance(&org, PLATFORM_FEES).await.unwrap(),
+        fee_total
+    );
+    assert!(store.unbalanced_postings(&org).await.unwrap().is_empty());
+    assert!(store.usage_posting_anomalies(&org).await.unwrap().is_empty());
+    let totals = store.credit_totals(&org).await.unwrap();
+    assert_eq!(totals.usage_nanos, cost + fee_total);
+
+    // A grant, then the window: opening + movements = closing = ledger balance.
+    store
+        .post(&Posting {
+            id: uuid::Uuid::now_v7().to_string(),
+            org_id: org.clone(),
+            kind: posting_kinds::GRANT,
+            memo: "test".into(),
+            ref_id: None,
+            created_at: now_ms(),
+            legs: vec![
+                (accounts::ORG_CREDITS.to_owned(), 10_000_000),
+                (platform_accounts::GRANTS.to_owned(), -10_000_000),
+            ],
+        })
+        .await
+        .unwrap();
+    let (from, to) = (now - 3_600_000, now_ms() + 3_600_000);
+    let opening = store.credit_balance_before(&org, from).await.unwrap();
+    let lines = store.credit_lines(&org, from, to).await.unwrap();
+    assert_eq!(opening, 0);
+    assert_eq!(lines.len(), 5, "2 usage + 2 fee + 1 grant: {lines:?}");
+    let moved: i64 = lines.iter().map(|l| l.amount_nanos).sum();
+    assert_eq!(
+        opening + moved,
+        store.credit_balance_before(&org, to).await.unwrap()
+    );
+    let fee_line = lines.iter().find(|l| l.kind == "fee").unwrap();
+    assert_eq!(fee_line.model.as_deref(), Some("switchyard/echo"));
+    assert!(fee_line.request_id.is_some());
+    let window_tags = store.window_tags(&org, from, to).await.unwrap();
+    assert_eq!(window_tags.len(), 4, "{window_tags:?}");
+
+    // Catalog: seeded list with prices; an org's edit overlays it for that org only.
+    let catalog = store.list_catalog(&org).await.unwrap();
+    assert!(catalog.len() >= 30, "{}", catalog.len());
+    assert!(catalog.iter().all(|m| m.price_input > 0 && !m.as_of.is_empty()));
+    let mut edited: CatalogModel = store
+        .get_catalog_model(&org, "openai/gpt-4o")
+        .await
+        .unwrap()
+        .unwrap();
+    edited.org_id.clone_from(&org);
+    edited.price_input = 1;
+    store.put_catalog_model(&edited).await.unwrap();
+    assert_eq!(
+        store
+            .get_catalog_model(&org, "openai/gpt-4o")
+            .await
+            .unwrap()
+            .unwrap()
+            .price_input,
+        1
+    );
+    assert_eq!(
+        store
+            .get_catalog_model("other", "openai/gpt-4o")
+            .await
+            .unwrap()
+            .unwrap()
+            .price_input,
+        2_500_000_000
+    );
+    assert_eq!(store.list_catalog(&org).await.unwrap().len(), catalog.len());
+    edited.org_id.clear();
+    assert!(store.put_catalog_model(&edited).await.is_err(), "seed is read-only");
+
+    // Auto top-up: one attempt per crossing; a success credits once; a failure blocks until
+    // the settings are saved again.
+    let a = store
+        .begin_auto_topup(&org, 5_000_000_000, 1, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .begin_auto_topup(&org, 5_000_000_000, 1, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .finish_auto_topup(&a.id, Some("pi_1"), true, "", now)
+        .await
+        .unwrap();
+    // The webhook of the same intent changes nothing.
+    let again = store
+        .post_once(&[switchyard_control_plane::store::auto_topup_posting(
+            &org,
+            "pi_1",
+            5_000_000_000,
+            now,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    let b = store
+        .begin_auto_topup(&org, 5_000_000_000, 1, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.crossing, 1);
+    store
+        .finish_auto_topup(&b.id, None, false, "card_declined", now)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .begin_auto_topup(&org, 5_000_000_000, 1, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let s = store.billing_settings(&org).await.unwrap();
+    store.set_billing_settings(&s).await.unwrap();
+    assert_eq!(
+        store
+            .begin_auto_topup(&org, 5_000_000_000, 1, now)
+            .await
+            .unwrap()
+            .unwrap()
+            .crossing,
+        2
+    );
+    let list = store.list_auto_topups(&org).await.unwrap();
+    let statuses: Vec<&str> = list.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(statuses, ["succeeded", "dismissed", "pending"]);
+    let totals = store.credit_totals(&org).await.unwrap();
+    assert_eq!(totals.credits_nanos, 10_000_000 + 5_000_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chargeback_store_on_sqlite() {
+    let (store, _dir) = crate::common::sqlite_store().await;
+    story(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chargeback_store_on_postgres() {
+    let Some((store, _db)) = crate::common::postgres_store().await else {
+        return;
+    };
+    story(store).await;
+}
