@@ -238,6 +238,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         spool_dir: args.common.data_dir.join("spool"),
         drain_timeout: Duration::from_secs(30),
         status: switchyard_gateway::GatewayStatus::default(),
+        // The embedded gateway is the only one: Redis only if the operator set it.
+        redis_url: std::env::var("SWITCHYARD_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
     };
     let mut applied = gateway_config.status.applied_version.subscribe();
     let gateway = tokio::spawn(switchyard_gateway::run(

@@ -23,6 +23,21 @@ pub struct RoutingPolicy {
     pub default_sort: Option<String>,
     #[serde(default)]
     pub model_overrides: Vec<ModelOverride>,
+    /// Caching defaults: `{"response_cache_ttl_secs": 300, "auto_breakpoints": true}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
+}
+
+/// An org's caching defaults (see the README's "Caching" section).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    /// Cache every answer this many seconds unless a request opts out (0 = on request only).
+    #[serde(default)]
+    pub response_cache_ttl_secs: u32,
+    /// Add Anthropic prompt-cache breakpoints when a request has none.
+    #[serde(default)]
+    pub auto_breakpoints: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +69,14 @@ impl RoutingPolicy {
             _ => Ok(()),
         };
         check_sort("default_sort", &self.default_sort)?;
+        if let Some(cache) = &self.cache
+            && cache.response_cache_ttl_secs > 86_400
+        {
+            return Err(format!(
+                "`cache.response_cache_ttl_secs` must be at most 86400 (one day), not {}",
+                cache.response_cache_ttl_secs
+            ));
+        }
         for (i, m) in self.default_fallback_models.iter().enumerate() {
             if !m.contains('/') {
                 return Err(format!(
@@ -88,6 +111,10 @@ impl RoutingPolicy {
                     allow_fallbacks: o.allow_fallbacks,
                 })
                 .collect(),
+            cache: self.cache.as_ref().map(|c| pb::CachePolicy {
+                response_cache_ttl_secs: c.response_cache_ttl_secs,
+                auto_breakpoints: c.auto_breakpoints,
+            }),
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct ChatRequest {
     pub max_completion_tokens: Option<u32>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Set by the gateway (org cache policy), never by clients: adapters for providers that
+    /// need explicit prompt-cache breakpoints add them when the request has none.
+    #[serde(skip)]
+    pub auto_cache_breakpoints: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -161,6 +165,7 @@ impl ChatRequest {
             max_tokens: self.max_tokens,
             max_completion_tokens: self.max_completion_tokens,
             extra,
+            auto_cache_breakpoints: false,
         };
         serde_json::to_value(upstream).unwrap_or(Value::Null)
     }

@@ -4,6 +4,7 @@
 
 mod api;
 mod auth_interceptor;
+pub mod cache;
 mod chat_request;
 mod error;
 pub mod fair;
@@ -62,6 +63,9 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// Progress the node reports (applied config version, acked usage), for probes and tests.
     pub status: GatewayStatus,
+    /// Redis URL of a response cache shared by all gateways; `None` caches in memory.
+    /// May hold a password, so it is redacted from `Debug`.
+    pub redis_url: Option<String>,
 }
 
 /// Observable progress of a gateway node.
@@ -211,6 +215,12 @@ pub async fn run_with(
         health: routing::HealthTable::default(),
         limiter: limits::RateLimiter::default(),
         fair: Arc::default(),
+        response_cache: Arc::new(match &config.redis_url {
+            Some(url) => cache::ResponseCache::redis(url).map_err(GatewayError::Config)?,
+            None => cache::ResponseCache::memory(),
+        }),
+        sticky: routing::sticky::StickyTable::default(),
+        prompt_watch: cache::warning::PromptWatch::default(),
     });
     let limits = options.limits;
     let app = limits

@@ -45,6 +45,10 @@ struct Cli {
     /// Seconds in-flight streams may run on after SIGTERM.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
+    /// Redis for a response cache shared by all gateways (`redis://host:6379/0`); without
+    /// it each gateway caches in its own memory.
+    #[arg(long, env = "SWITCHYARD_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
 }
 
 #[tokio::main]
@@ -71,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         spool_dir: cli.spool_dir,
         drain_timeout: Duration::from_secs(cli.drain_seconds),
         status: switchyard_gateway::GatewayStatus::default(),
+        redis_url: cli.redis_url,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));

@@ -31,6 +31,12 @@ pub struct Inner {
     pub limiter: RateLimiter,
     /// Fair sharing of provider credentials' capacity between orgs.
     pub fair: Arc<crate::fair::FairShare>,
+    /// The response cache (in memory, or shared through Redis).
+    pub response_cache: Arc<crate::cache::ResponseCache>,
+    /// Which endpoint holds each live conversation's provider prompt cache.
+    pub sticky: crate::routing::sticky::StickyTable,
+    /// Per-conversation system-prompt fingerprints, for the dynamic-prompt warning.
+    pub prompt_watch: crate::cache::warning::PromptWatch,
 }
 
 impl std::ops::Deref for AppState {

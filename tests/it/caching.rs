@@ -692,3 +692,25 @@ async fn a_changing_system_prompt_gets_a_warning_naming_what_changed() {
         "{warning}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_turns_the_cache_into_misses_not_errors() {
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let system = System::start().await.unwrap();
+    add_provider(&system, "oa", "openai_compatible", &mock.base_url()).await;
+    add_model(&system, "c/mini", &[("oa", "gpt-mini")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("redis+unix://{}", dir.path().join("nobody.sock").display());
+    let gateway = system
+        .start_extra_gateway_with_redis(Some(&url))
+        .await
+        .unwrap();
+    let base = format!("http://{}/api/v1", gateway.addr);
+    let body = json!({"model": "c/mini", "messages": [{"role": "user", "content": "still works"}]});
+    for _ in 0..3 {
+        let (status, h, text) = chat_at(&system, &base, system.api_key(), &[ON], &body).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(cache_status(&h), "MISS");
+    }
+    assert_eq!(chat_requests(&mock), 3);
+}

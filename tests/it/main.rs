@@ -4,6 +4,7 @@
 
 mod billing;
 mod chargeback;
+mod caching;
 mod conformance;
 mod console;
 mod deploy;

@@ -141,15 +141,24 @@ impl System {
 
     /// Another gateway on the same control plane, with its own spool.
     pub async fn start_extra_gateway(&self) -> anyhow::Result<Gateway> {
+        self.start_extra_gateway_with_redis(None).await
+    }
+
+    /// Another gateway, its response cache in the Redis at `redis_url` when given.
+    pub async fn start_extra_gateway_with_redis(
+        &self,
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<Gateway> {
         let spool = self
             .dir
             .path()
             .join(format!("spool-{}", uuid::Uuid::now_v7().simple()));
-        let gateway = Gateway::start(
+        let gateway = Gateway::start_with_redis(
             &self.control_plane,
             &self.secrets.node_token,
             spool,
             "127.0.0.1:0".parse()?,
+            redis_url,
         )
         .await?;
         gateway
@@ -327,6 +336,17 @@ impl Gateway {
         spool_dir: PathBuf,
         addr: SocketAddr,
     ) -> anyhow::Result<Gateway> {
+        Self::start_with_redis(cp, node_token, spool_dir, addr, None).await
+    }
+
+    /// A gateway whose response cache lives in the Redis at `redis_url`.
+    pub async fn start_with_redis(
+        cp: &ControlPlane,
+        node_token: &str,
+        spool_dir: PathBuf,
+        addr: SocketAddr,
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<Gateway> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let status = GatewayStatus::default();
@@ -339,6 +359,7 @@ impl Gateway {
             spool_dir: spool_dir.clone(),
             drain_timeout: PATIENCE,
             status: status.clone(),
+            redis_url: redis_url.map(str::to_owned),
         };
         let task = tokio::spawn(switchyard_gateway::run(config, listener, shutdown.clone()));
         Ok(Gateway {

@@ -5,6 +5,7 @@ pub mod audit;
 mod auth;
 mod billing;
 mod billing_settings;
+pub mod cache_stats;
 mod catalog;
 mod credits;
 mod exports;
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/rate-limit",
             get(rate_limits::get_org).put(rate_limits::put_org),
         )
+        .route("/api/v1/cache/stats", get(cache_stats::stats))
         .route(
             "/api/v1/routing-policy",
             get(routing_policy::get)

@@ -70,6 +70,13 @@ impl UsageService for UsageServiceImpl {
                     let _ = tx.send(Err(tonic::Status::from(err))).await;
                     return;
                 }
+                // Caching diagnostics, idempotent like the tags.
+                let facts = crate::api::cache_stats::facts_of(&batch.records);
+                if let Err(err) = store.record_cache_facts(&facts).await {
+                    tracing::warn!(error = %err, "writing cache facts failed; the batch will be redelivered");
+                    let _ = tx.send(Err(tonic::Status::from(err))).await;
+                    return;
+                }
                 let mut ingest = store.ingest_usage(&rows).await;
                 // The platform fee is its own posting, written after the usage it is on; a
                 // failure leaves the batch unacked and the redelivery posts what is missing.

@@ -7,6 +7,8 @@ mod billing;
 mod billing_sql;
 mod chargeback;
 mod chargeback_sql;
+mod cache_stats;
+mod cache_stats_sql;
 pub mod console;
 mod identity;
 mod identity_sql;
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 pub use audit::*;
 pub use billing::*;
 pub use chargeback::*;
+pub use cache_stats::*;
 pub use console::ConsoleStore;
 pub use identity::*;
 pub use models::*;
@@ -57,7 +60,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    IdentityStore + AuditStore + ConsoleStore + BillingStore + ChargebackStore + Send + Sync + 'static
+    IdentityStore + AuditStore + ConsoleStore + BillingStore + ChargebackStore + CacheStatsStore + Send + Sync + 'static
 {
     fn backend(&self) -> &'static str;
 

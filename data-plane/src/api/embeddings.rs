@@ -66,6 +66,7 @@ async fn serve(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
             earlier_attempts: Vec::new(),
             capacity_slot: None,
             tags: tags.clone(),
+            cache: crate::cache::UsageMarks::default(),
         };
         match result {
             Ok(value) => return Ok(respond(value, &meter)),

@@ -14,6 +14,7 @@ mod messages_stream;
 mod models;
 mod pipeline;
 mod relay;
+mod response_cache;
 mod responses;
 pub(crate) mod responses_request;
 mod responses_stream;

@@ -86,6 +86,8 @@ pub struct Generation<'a> {
     pub started: Instant,
     pub api: &'static str,
     pub tags: Arc<super::usage_tags::RequestTags>,
+    /// The conversation, for prompt-cache-aware sticky routing and cache statistics.
+    pub conversation: Option<&'a crate::routing::sticky::Conversation>,
 }
 
 pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
@@ -132,7 +134,7 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         estimated_prompt_tokens,
         max_output_tokens: g.request.max_completion_tokens.or(g.request.max_tokens),
     };
-    let attempts = routing::plan(
+    let mut attempts = routing::plan(
         g.catalog,
         &requested,
         &prefs,
@@ -142,6 +144,11 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         &mut rand::rng(),
     )
     .map_err(ApiError::NoRoute)?;
+    // The endpoint holding this conversation's provider prompt cache goes first.
+    let sticky = g
+        .conversation
+        .map(|c| state.sticky.apply(&g.key.org_id, c, &mut attempts, now))
+        .unwrap_or_default();
 
     let generation = GenerationId::new();
     let mut last_error = None;
@@ -212,6 +219,11 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
             earlier_attempts: earlier.clone(),
             capacity_slot,
             tags: g.tags.clone(),
+            cache: crate::cache::UsageMarks {
+                response_cache_hit: false,
+                conversation_id: g.conversation.map(|c| c.id.clone()).unwrap_or_default(),
+                sticky_fallback_reason: sticky.fallback_reason(&endpoint.id, &earlier),
+            },
         };
         let sent_at = Instant::now();
         match state
@@ -223,6 +235,11 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                 state
                     .health
                     .record_success(&endpoint.id, Instant::now(), Some(sent_at.elapsed()));
+                if let Some(conversation) = g.conversation {
+                    state
+                        .sticky
+                        .record(&g.key.org_id, conversation, &endpoint.id, Instant::now());
+                }
                 return Ok((reply, meter));
             }
             Err(err) => {

@@ -36,6 +36,8 @@ pub struct Metering {
     pub capacity_slot: Option<crate::fair::Slot>,
     /// Chargeback tags, end user and session of the request.
     pub tags: Arc<super::usage_tags::RequestTags>,
+    /// Response-cache hit, conversation and sticky-routing facts for the record.
+    pub cache: crate::cache::UsageMarks,
 }
 
 pub struct Outcome {
@@ -52,6 +54,10 @@ pub struct Outcome {
 
 impl Metering {
     pub fn cost(&self, dims: &UsageDims) -> Money {
+        // A response-cache hit called no provider: it is free.
+        if self.cache.response_cache_hit {
+            return Money::ZERO;
+        }
         self.endpoint.prices.cost(dims)
     }
 
@@ -80,7 +86,13 @@ impl Metering {
             native_finish_reason: outcome.native_finish_reason,
             http_status: u32::from(outcome.http_status),
             error_type: outcome.error_type.clone(),
-            usage: Some((&outcome.dims).into()),
+            // A response-cache hit consumed nothing from any provider; the client still sees
+            // the original answer's token counts.
+            usage: Some(if self.cache.response_cache_hit {
+                pb::UsageDimensions::default()
+            } else {
+                (&outcome.dims).into()
+            }),
             cost_nanos: cost.nanos(),
             upstream_id: outcome.upstream_id,
             api: self.api.into(),
@@ -106,6 +118,9 @@ impl Metering {
                 .collect(),
             user: self.tags.user.clone(),
             session_id: self.tags.session_id.clone(),
+            response_cache_hit: self.cache.response_cache_hit,
+            conversation_id: self.cache.conversation_id.clone(),
+            sticky_fallback_reason: self.cache.sticky_fallback_reason.clone(),
         };
         if let Some(permit) = &self.permit {
             let tokens = outcome_tokens(&record);

@@ -15,10 +15,14 @@ const PREFIX: &str = "switchyard:rc:v1:";
 /// A cache that answers slower than this is treated as a miss.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed connect, requests skip the cache this long instead of each waiting for
+/// another connect timeout.
+const RECONNECT_AFTER: Duration = Duration::from_secs(5);
 
 pub struct RedisStore {
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl RedisStore {
@@ -28,10 +32,23 @@ impl RedisStore {
         Ok(Self {
             client,
             conn: OnceCell::new(),
+            failed_at: std::sync::Mutex::new(None),
         })
     }
 
     async fn connection(&self) -> Option<ConnectionManager> {
+        if let Some(conn) = self.conn.get() {
+            return Some(conn.clone());
+        }
+        let recently_failed = self
+            .failed_at
+            .lock()
+            .ok()
+            .and_then(|f| *f)
+            .is_some_and(|at| at.elapsed() < RECONNECT_AFTER);
+        if recently_failed {
+            return None;
+        }
         let made = self
             .conn
             .get_or_try_init(|| async {
@@ -45,6 +62,9 @@ impl RedisStore {
         match made {
             Ok(conn) => Some(conn.clone()),
             Err(err) => {
+                if let Ok(mut failed) = self.failed_at.lock() {
+                    *failed = Some(std::time::Instant::now());
+                }
                 tracing::warn!(error = %err, "response cache: Redis unreachable; treating as a miss");
                 None
             }

@@ -142,7 +142,51 @@ pub fn build_body(
     if request.stream {
         body["stream"] = json!(true);
     }
+    if request.auto_cache_breakpoints {
+        add_cache_breakpoints(&mut body);
+    }
     Ok(body)
+}
+
+/// Anthropic caches only up to explicit `cache_control` breakpoints (at most 4). When the
+/// org asks for automatic breakpoints and the request carries none, mark the end of the
+/// system prompt, the end of the latest turn (written to cache now) and the end of the
+/// previous user turn (read from the cache the last turn wrote).
+fn add_cache_breakpoints(body: &mut Value) {
+    if contains_cache_control(body) {
+        return;
+    }
+    let mark = |blocks: Option<&mut Value>| {
+        if let Some(last) = blocks
+            .and_then(Value::as_array_mut)
+            .and_then(|b| b.last_mut())
+            .and_then(Value::as_object_mut)
+        {
+            last.insert("cache_control".into(), json!({"type": "ephemeral"}));
+        }
+    };
+    mark(body.get_mut("system"));
+    if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
+        let last = messages.len().checked_sub(1);
+        let previous_user = last.and_then(|l| {
+            messages[..l]
+                .iter()
+                .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        });
+        for i in [last, previous_user].into_iter().flatten() {
+            mark(messages[i].get_mut("content"));
+        }
+    }
+}
+
+fn contains_cache_control(value: &Value) -> bool {
+    match value {
+        Value::Object(o) => {
+            o.contains_key("cache_control") || o.values().any(contains_cache_control)
+        }
+        Value::Array(a) => a.iter().any(contains_cache_control),
+        _ => false,
+    }
 }
 
 /// Consecutive messages of one role become one turn, as Anthropic wants alternation.
@@ -625,6 +669,29 @@ impl StreamParser for AnthropicStream {
 mod tests {
     use super::*;
     use crate::providers::fixtures;
+
+    #[test]
+    fn automatic_breakpoints_mark_system_and_latest_turns_unless_the_client_did() {
+        let mut request = ChatRequest::parse(
+            br#"{"model":"a/c","messages":[{"role":"system","content":"rules"},{"role":"user","content":"q1"},{"role":"assistant","content":"a1"},{"role":"user","content":"q2"}]}"#,
+        )
+        .unwrap();
+        request.auto_cache_breakpoints = true;
+        let body = build_body(&request, "claude", 0).unwrap();
+        let eph = json!({"type": "ephemeral"});
+        assert_eq!(body["system"][0]["cache_control"], eph);
+        assert_eq!(body["messages"][2]["content"][0]["cache_control"], eph);
+        assert_eq!(body["messages"][0]["content"][0]["cache_control"], eph);
+        assert!(body["messages"][1]["content"][0].get("cache_control").is_none());
+        let mut own = ChatRequest::parse(
+            br#"{"model":"a/c","messages":[{"role":"user","content":[{"type":"text","text":"q","cache_control":{"type":"ephemeral","ttl":"1h"}}]},{"role":"assistant","content":"a"},{"role":"user","content":"q2"}]}"#,
+        )
+        .unwrap();
+        own.auto_cache_breakpoints = true;
+        let body = build_body(&own, "claude", 0).unwrap();
+        assert_eq!(body["messages"][0]["content"][0]["cache_control"]["ttl"], "1h");
+        assert!(body["messages"][2]["content"][0].get("cache_control").is_none());
+    }
 
     #[test]
     fn builds_the_documented_request() {

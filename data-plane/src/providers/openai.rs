@@ -89,9 +89,42 @@ pub fn apply_quirks(body: &mut Value, quirks: Quirks) {
     }
 }
 
+/// OpenAI caches prompt prefixes by itself and has no breakpoints: Anthropic-style
+/// `cache_control` markers on content parts and tools are removed (OpenAI rejects unknown
+/// part fields), and a conversation's `session_id` becomes `prompt_cache_key`, which keeps
+/// its turns on the same OpenAI cache. OpenAI-compatible servers get the markers as sent.
+fn translate_cache_hints(body: &mut Value, request: &ChatRequest) {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(o) => {
+                o.remove("cache_control");
+                o.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let Some(o) = body.as_object_mut() else {
+        return;
+    };
+    for field in ["messages", "tools"] {
+        if let Some(v) = o.get_mut(field) {
+            strip(v);
+        }
+    }
+    if !o.contains_key("prompt_cache_key")
+        && let Some(session) = request.extra.get("session_id").filter(|s| s.is_string())
+    {
+        o.insert("prompt_cache_key".into(), session.clone());
+    }
+}
+
 pub fn build_request(request: &ChatRequest, endpoint: &EndpointEntry) -> UpstreamRequest {
     let mut body = request.to_openai_body(&endpoint.upstream_model);
     apply_quirks(&mut body, quirks_of(endpoint.provider.kind));
+    if endpoint.provider.kind == ProviderKind::OpenAi {
+        translate_cache_hints(&mut body, request);
+    }
     let credential = &endpoint.provider.credential;
     let mut headers = vec![("content-type", "application/json".to_owned())];
     if !credential.is_empty() {
@@ -221,6 +254,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn cache_breakpoints_become_openai_cache_keys() {
+        let request = ChatRequest::parse(
+            br#"{"model":"a/b","session_id":"conv-9","messages":[{"role":"system","content":[{"type":"text","text":"rules","cache_control":{"type":"ephemeral"}}]},{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"},"cache_control":{"type":"ephemeral"}}]}"#,
+        )
+        .unwrap();
+        let mut body = request.to_openai_body("gpt-x");
+        translate_cache_hints(&mut body, &request);
+        assert!(!body.to_string().contains("cache_control"), "{body}");
+        assert_eq!(body["prompt_cache_key"], "conv-9");
+        assert_eq!(body["messages"][0]["content"][0]["text"], "rules");
+    }
 
     #[test]
     fn builds_the_documented_request_for_api_openai_com() {

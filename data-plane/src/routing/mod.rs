@@ -4,6 +4,7 @@
 pub mod health;
 pub mod plan;
 pub mod prefs;
+pub mod sticky;
 
 pub use health::HealthTable;
 pub use plan::{Attempt, Needs, NoRoute, plan};
