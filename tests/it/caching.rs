@@ -714,3 +714,39 @@ async fn an_unreachable_redis_turns_the_cache_into_misses_not_errors() {
     }
     assert_eq!(chat_requests(&mock), 3);
 }
+
+/// Prints what a hit saves in latency against a provider that takes 50 ms (the numbers in a
+/// report come from this output, not from a hand-typed table).
+#[tokio::test]
+async fn hits_answer_faster_than_the_provider() {
+    let mock = MockOpenAi::start(MockConfig {
+        delay: Duration::from_millis(50),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let system = System::start().await.unwrap();
+    add_provider(&system, "oa", "openai_compatible", &mock.base_url()).await;
+    add_model(&system, "c/mini", &[("oa", "gpt-mini")]).await;
+    let key = system.api_key().to_owned();
+    let (mut misses, mut hits) = (Vec::new(), Vec::new());
+    for n in 0..20 {
+        let body = json!({"model": "c/mini", "messages": [{"role": "user", "content": format!("question {n}")}]});
+        for (expect, into) in [("MISS", &mut misses), ("HIT", &mut hits)] {
+            let started = std::time::Instant::now();
+            let (status, h, _) = chat(&system, &key, &[ON], &body).await;
+            into.push(started.elapsed());
+            assert_eq!((status, cache_status(&h)), (200, expect));
+        }
+    }
+    misses.sort();
+    hits.sort();
+    let (miss, hit) = (misses[misses.len() / 2], hits[hits.len() / 2]);
+    println!(
+        "response cache, 20 requests each: median MISS {miss:?} (provider delay 50 ms), median HIT {hit:?}"
+    );
+    assert!(
+        hit < miss,
+        "a hit must be faster than a provider call: {hit:?} vs {miss:?}"
+    );
+}
