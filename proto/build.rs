@@ -1,7 +1,11 @@
 //! Compiles `switchyard/v1/*.proto` with protox, so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["switchyard/v1/config.proto", "switchyard/v1/usage.proto"];
+    let files = [
+        "switchyard/v1/config.proto",
+        "switchyard/v1/usage.proto",
+        "switchyard/v1/budget.proto",
+    ];
     let fds = protox::compile(files, ["."])?;
     tonic_prost_build::configure()
         .build_client(true)

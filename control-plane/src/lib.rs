@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod billing;
 pub mod bootstrap;
+pub mod budgets;
 pub mod error;
 mod grpc;
 pub mod identity;
@@ -18,6 +19,7 @@ mod web;
 
 use std::sync::Arc;
 
+use switchyard_proto::pb::budget_service_server::BudgetServiceServer;
 use switchyard_proto::pb::config_service_server::ConfigServiceServer;
 use switchyard_proto::pb::usage_service_server::UsageServiceServer;
 use tokio::net::TcpListener;
@@ -72,6 +74,20 @@ pub async fn run(
         shutdown: shutdown.clone(),
         watchers: Arc::new(tokio::sync::watch::channel(0).0),
     };
+    let budget_service = grpc::BudgetServiceImpl {
+        store: store.clone(),
+        auth: auth.clone(),
+    };
+    // Budget alerts are evaluated after each ingested usage batch and every 2 s.
+    let alerts = tokio::spawn(budgets::alerts::run(
+        store.clone(),
+        ingested.clone(),
+        budgets::alerts::AlertConfig {
+            interval: std::time::Duration::from_secs(2),
+            policy: options.upstream_policy,
+        },
+        shutdown.clone(),
+    ));
     let usage_service = grpc::UsageServiceImpl {
         store: store.clone(),
         rater: Arc::new(rating::Rater::new(store.clone())),
@@ -95,6 +111,7 @@ pub async fn run(
         .layer(telemetry::grpc_trace::grpc_trace_layer())
         .add_service(ConfigServiceServer::new(config_service))
         .add_service(UsageServiceServer::new(usage_service))
+        .add_service(BudgetServiceServer::new(budget_service))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             shutdown.clone().cancelled_owned(),
@@ -109,6 +126,10 @@ pub async fn run(
     let http =
         axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let (grpc, http) = tokio::join!(grpc, async { http.await });
+    // The alert task ends with `shutdown`; a panic in it is logged, not propagated.
+    if let Err(err) = alerts.await {
+        tracing::error!(error = %err, "budget alert task failed");
+    }
     grpc.map_err(ControlPlaneError::Grpc)?;
     http.map_err(ControlPlaneError::Http)?;
     tracing::info!("control plane stopped");

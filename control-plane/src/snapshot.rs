@@ -203,6 +203,7 @@ impl SnapshotCache {
         }
         let mut snapshot = build(self.store.load_config().await?);
         add_access_policies(&mut snapshot, &*self.store).await?;
+        crate::budgets::add_to_snapshot(&mut snapshot, &*self.store).await?;
         let built = Arc::new(snapshot);
         *latest = Some(built.clone());
         Ok(built)

@@ -32,6 +32,9 @@ pub enum ApiError {
     RateLimited(crate::limits::Rejection),
     #[error("{0}")]
     Guardrail(crate::guardrails::GuardrailViolation),
+    /// A spend limit or budget cannot cover the request's estimated cost.
+    #[error("{0}")]
+    BudgetExceeded(crate::budget::Shortfall),
     #[error("internal error")]
     Internal(String),
 }
@@ -117,6 +120,7 @@ impl ApiError {
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Guardrail(_) => StatusCode::FORBIDDEN,
+            ApiError::BudgetExceeded(_) => StatusCode::PAYMENT_REQUIRED,
         }
     }
 
@@ -135,6 +139,7 @@ impl ApiError {
             ApiError::NoRoute(_) => "not_found",
             ApiError::RateLimited(_) => "rate_limit_exceeded",
             ApiError::Guardrail(_) => "permission_denied",
+            ApiError::BudgetExceeded(_) => "payment_required",
         }
     }
 
@@ -169,6 +174,9 @@ impl ApiError {
         if let ApiError::Guardrail(v) = self {
             // OpenRouter's guardrail shape names the rule, never the matched text.
             metadata = v.error_body()["error"]["metadata"].clone();
+        }
+        if let ApiError::BudgetExceeded(s) = self {
+            metadata["budget"] = s.metadata();
         }
         if let ApiError::Upstream(f) = self {
             metadata["provider_name"] = json!(f.provider);

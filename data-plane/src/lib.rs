@@ -4,6 +4,7 @@
 
 mod api;
 mod auth_interceptor;
+pub mod budget;
 pub mod cache;
 mod chat_request;
 mod error;
@@ -187,6 +188,7 @@ pub async fn run_with(
         meter.backlog_gauge(),
     );
     let shipper_stop = CancellationToken::new();
+    let channel_for_budgets = channel.clone();
     let shipper = AbortOnDropHandle::new(tokio::spawn(run_shipper(
         spool.clone(),
         channel,
@@ -214,6 +216,11 @@ pub async fn run_with(
         tracker: tracker.clone(),
         health: routing::HealthTable::default(),
         limiter: limits::RateLimiter::default(),
+        budgets: budget::Budgets::grpc(
+            channel_for_budgets,
+            auth_interceptor::NodeAuth::new(&config.node_token)?,
+            Arc::from(config.node_id.as_str()),
+        ),
         fair: Arc::default(),
         response_cache: Arc::new(match &config.redis_url {
             Some(url) => cache::ResponseCache::redis(url).map_err(GatewayError::Config)?,

@@ -134,6 +134,8 @@ pub struct OrgCatalog {
     pub capacity_weight: u32,
     /// The org's routing defaults, folded into every request's preferences.
     pub routing_policy: Option<pb::RoutingPolicy>,
+    /// The org's budgets and lease policy (empty when it has none).
+    pub budgets: Arc<crate::budget::OrgBudgets>,
     /// Sorted by id, for stable listings.
     pub models: Vec<Arc<ModelEntry>>,
     by_id: HashMap<String, Arc<ModelEntry>>,
@@ -239,6 +241,14 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                     ..OrgCatalog::default()
                 },
             );
+        }
+
+        let budgets = crate::budget::from_snapshot(&pb.org_budgets, |id| orgs.contains_key(id))
+            .map_err(invalid)?;
+        for (org_id, b) in budgets {
+            if let Some(org) = orgs.get_mut(&org_id) {
+                org.budgets = b;
+            }
         }
 
         let scopes = guardrail_scopes(&pb.guardrails)?;

@@ -29,6 +29,8 @@ pub struct Inner {
     pub health: HealthTable,
     /// This node's share of every key's and org's rate limits.
     pub limiter: RateLimiter,
+    /// This node's slices of spend budgets (leased from the control plane).
+    pub budgets: crate::budget::Budgets,
     /// Fair sharing of provider credentials' capacity between orgs.
     pub fair: Arc<crate::fair::FairShare>,
     /// The response cache (in memory, or shared through Redis).

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod billing;
+mod budgets;
 mod chargeback;
 mod caching;
 mod conformance;

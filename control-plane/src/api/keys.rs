@@ -292,6 +292,14 @@ pub async fn create(
         owner_team_id.as_deref(),
     )
     .await?;
+    let (mut limit, mut reset) = (limit_nanos(body.limit)?, limit_reset(body.limit_reset)?);
+    // The org's default daily cap applies to inference keys created without a limit.
+    if limit.is_none() && kind == KeyKind::Inference {
+        let settings = state.store.get_budget_settings(principal.org_id()).await?;
+        if let Some(cap) = settings.default_key_daily_cap {
+            (limit, reset) = (Some(cap), Some("daily".to_owned()));
+        }
+    }
     let secret = ApiKeySecret::generate();
     let new_key = NewKey {
         hash: secret.hash().into_string(),
@@ -299,8 +307,8 @@ pub async fn create(
         name,
         label: label(secret.expose()),
         kind,
-        limit_nanos: limit_nanos(body.limit)?,
-        limit_reset: limit_reset(body.limit_reset)?,
+        limit_nanos: limit,
+        limit_reset: reset,
         include_byok_in_limit: body.include_byok_in_limit,
         expires_at,
     };

@@ -5,6 +5,7 @@ pub mod audit;
 mod auth;
 mod billing;
 mod billing_settings;
+mod budgets;
 pub mod cache_stats;
 mod catalog;
 mod credits;
@@ -179,6 +180,17 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/models/{author}/{slug}/prices",
             get(billing::list_prices).post(billing::add_price),
+        )
+        .route("/api/v1/budgets", get(budgets::list).post(budgets::create))
+        .route(
+            "/api/v1/budgets/{id}",
+            get(budgets::get)
+                .patch(budgets::update)
+                .delete(budgets::delete),
+        )
+        .route(
+            "/api/v1/budget-settings",
+            get(budgets::get_settings).put(budgets::put_settings),
         )
         .route("/api/v1/billing/settings", get(billing_settings::get))
         .route(

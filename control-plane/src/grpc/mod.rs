@@ -2,12 +2,14 @@
 //! carries a node token (`authorization: Bearer …`), checked against the stored hashes and
 //! the in-process token of an embedded gateway.
 
+mod budget_service;
 mod config_service;
 mod usage_service;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+pub use budget_service::BudgetServiceImpl;
 pub use config_service::ConfigServiceImpl;
 pub use usage_service::UsageServiceImpl;
 

@@ -7,6 +7,8 @@ mod billing;
 mod billing_sql;
 mod chargeback;
 mod chargeback_sql;
+mod budgets;
+mod budgets_sql;
 mod cache_stats;
 mod cache_stats_sql;
 pub mod console;
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 pub use audit::*;
 pub use billing::*;
 pub use chargeback::*;
+pub use budgets::*;
 pub use cache_stats::*;
 pub use console::ConsoleStore;
 pub use identity::*;
@@ -60,7 +63,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    IdentityStore + AuditStore + ConsoleStore + BillingStore + ChargebackStore + CacheStatsStore + Send + Sync + 'static
+    IdentityStore + AuditStore + ConsoleStore + BillingStore + BudgetStore + ChargebackStore + Send + Sync + 'static
 {
     fn backend(&self) -> &'static str;
 

@@ -95,4 +95,5 @@ super::identity_sql::impl_identity_store!(PgStore, sqlx::Postgres);
 super::console::impl_console_store!(PgStore, sqlx::Postgres);
 super::billing_sql::impl_billing_store!(PgStore, sqlx::Postgres);
 super::chargeback_sql::impl_chargeback_store!(PgStore, sqlx::Postgres);
+super::budgets_sql::impl_budget_store!(PgStore, sqlx::Postgres);
 super::cache_stats_sql::impl_cache_stats_store!(PgStore, sqlx::Postgres);

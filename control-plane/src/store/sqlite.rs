@@ -61,4 +61,5 @@ super::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);
 super::console::impl_console_store!(SqliteStore, sqlx::Sqlite);
 super::billing_sql::impl_billing_store!(SqliteStore, sqlx::Sqlite);
 super::chargeback_sql::impl_chargeback_store!(SqliteStore, sqlx::Sqlite);
+super::budgets_sql::impl_budget_store!(SqliteStore, sqlx::Sqlite);
 super::cache_stats_sql::impl_cache_stats_store!(SqliteStore, sqlx::Sqlite);

@@ -150,7 +150,20 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         .map(|c| state.sticky.apply(&g.key.org_id, c, &mut attempts, now))
         .unwrap_or_default();
 
+    // Budget admission: the estimated cost is reserved against every budget that applies,
+    // before any provider is called; the usage record settles the real cost.
+    let reservation = crate::budget::admit(
+        state,
+        &g.key,
+        &g.catalog.budgets,
+        &g.tags.tags,
+        g.request.max_completion_tokens.or(g.request.max_tokens),
+        estimated_prompt_tokens,
+        &attempts,
+    )
+    .await?;
     let generation = GenerationId::new();
+    let budget_hold = crate::budget::HoldGuard::hold(&state.budgets, generation, reservation);
     let mut last_error = None;
     let mut earlier: Vec<switchyard_proto::pb::ProviderAttempt> = Vec::new();
     for (n, attempt) in attempts.iter().enumerate() {
@@ -240,6 +253,7 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                         .sticky
                         .record(&g.key.org_id, conversation, &endpoint.id, Instant::now());
                 }
+                budget_hold.disarm();
                 return Ok((reply, meter));
             }
             Err(err) => {

@@ -128,6 +128,8 @@ impl Metering {
                 .limiter
                 .settle(permit, tokens, std::time::Instant::now());
         }
+        // Settles the generation's budget reservation at its real cost.
+        self.state.budgets.settle(self.generation, record.cost_nanos);
         self.state.meter.record(record);
     }
 
