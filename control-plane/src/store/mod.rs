@@ -63,7 +63,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    IdentityStore + AuditStore + ConsoleStore + BillingStore + BudgetStore + ChargebackStore + Send + Sync + 'static
+    IdentityStore + AuditStore + ConsoleStore + BillingStore + BudgetStore + ChargebackStore + CacheStatsStore + Send + Sync + 'static
 {
     fn backend(&self) -> &'static str;
 
