@@ -8,6 +8,7 @@ mod chargeback;
 mod caching;
 mod conformance;
 mod console;
+mod console_pages;
 mod deploy;
 mod errors;
 mod guardrails;

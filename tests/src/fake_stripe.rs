@@ -39,6 +39,9 @@ struct Inner {
     sessions: Vec<FakeSession>,
     by_idempotency_key: HashMap<String, String>,
     requests: usize,
+    /// Set by `start_hosted`: checkout URLs point at this fake's own (loopback) payment page
+    /// instead of checkout.stripe.com, so a browser test never leaves loopback.
+    hosted_base: Option<String>,
 }
 
 pub struct FakeStripe {
@@ -176,7 +179,10 @@ async fn create_session(
         "payment_status": "unpaid",
         "status": "open",
         "success_url": form.get("success_url"),
-        "url": format!("https://checkout.stripe.com/c/pay/{id}#fidkdWxOYHwnPyd1blpxYHZxWjA0"),
+        "url": match &inner.hosted_base {
+            Some(base) => format!("{base}/c/pay/{id}"),
+            None => format!("https://checkout.stripe.com/c/pay/{id}#fidkdWxOYHwnPyd1blpxYHZxWjA0"),
+        },
     });
     inner.sessions.push(FakeSession {
         id: id.clone(),
@@ -189,13 +195,47 @@ async fn create_session(
     axum::Json(object).into_response()
 }
 
+/// The hosted payment page of `start_hosted`: names the session and its amount.
+async fn hosted_page(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let amount = inner.lock().ok().and_then(|i| {
+        i.sessions
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.object["amount_total"].clone())
+    });
+    match amount {
+        Some(cents) => axum::response::Html(format!(
+            "<!doctype html><title>Fake Stripe Checkout</title><h1 id=\"fake-checkout\">Fake Stripe Checkout</h1>\
+             <p id=\"session\">{id}</p><p id=\"amount-cents\">{cents}</p>"
+        ))
+        .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 impl FakeStripe {
     pub async fn start() -> anyhow::Result<FakeStripe> {
+        Self::start_with(false).await
+    }
+
+    /// Like `start`, but checkout URLs lead to a payment page served by this fake on loopback.
+    pub async fn start_hosted() -> anyhow::Result<FakeStripe> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(hosted: bool) -> anyhow::Result<FakeStripe> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let inner = Arc::new(Mutex::new(Inner::default()));
+        let inner = Arc::new(Mutex::new(Inner {
+            hosted_base: hosted.then(|| format!("http://{addr}")),
+            ..Inner::default()
+        }));
         let app = Router::new()
             .route("/v1/checkout/sessions", post(create_session))
+            .route("/c/pay/{id}", axum::routing::get(hosted_page))
             .with_state(inner.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
