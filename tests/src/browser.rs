@@ -221,6 +221,43 @@ impl Browser {
             .unwrap_or_default())
     }
 
+    /// Picks the option with `value` in a `<select>`.
+    pub async fn select(&self, css: &str, value: &str) -> anyhow::Result<()> {
+        self.find(css).await?.select_by_value(value).await?;
+        Ok(())
+    }
+
+    /// Sets a field's value directly, for inputs whose typing is locale-dependent
+    /// (`type=date`, `type=datetime-local`).
+    pub async fn set_value(&self, css: &str, value: &str) -> anyhow::Result<()> {
+        let field = self.find(css).await?;
+        let field = serde_json::to_value(&field)?;
+        self.client
+            .execute(
+                "arguments[0].value = arguments[1];",
+                vec![field, Value::String(value.to_owned())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Fetches `path` from the page's origin with its cookies, answering status and body.
+    pub async fn fetch(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let got = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch(arguments[0]).then(async r => done([r.status, await r.text()])).catch(e => done([0, String(e)]));",
+                vec![Value::String(path.to_owned())],
+            )
+            .await?;
+        let status = got[0].as_u64().unwrap_or(0);
+        Ok((
+            u16::try_from(status).unwrap_or(0),
+            got[1].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
     pub async fn exists(&self, css: &str) -> anyhow::Result<bool> {
         Ok(!self.client.find_all(Locator::Css(css)).await?.is_empty())
     }

@@ -9,7 +9,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_proto::Money;
@@ -167,7 +167,19 @@ pub async fn checkout(console: Console, Form(form): Form<TopUpForm>) -> WebResul
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return invalid("Stripe did not return a checkout page; try again.".into()).await;
     }
-    Ok(Redirect::to(url).into_response())
+    // A page that moves on by itself rather than a redirect: the console's CSP allows forms
+    // to post (and be redirected) only to itself, and Stripe's page is another origin.
+    Ok(page(&CheckoutRedirect {
+        url: url.to_owned(),
+        amount: format!("${amount}"),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "checkout_redirect.html")]
+struct CheckoutRedirect {
+    url: String,
+    amount: String,
 }
 
 // ---------------------------------------------------------------------------------------
