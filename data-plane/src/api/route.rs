@@ -144,9 +144,16 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         &mut rand::rng(),
     )
     .map_err(ApiError::NoRoute)?;
-    // The endpoint holding this conversation's provider prompt cache goes first.
+    // The endpoint holding this conversation's provider prompt cache goes first, unless the
+    // client ordered the endpoints itself (`provider.order` or `provider.sort`).
+    let client_ordered = g
+        .request
+        .extra
+        .get("provider")
+        .is_some_and(|p| p.get("order").is_some() || p.get("sort").is_some());
     let sticky = g
         .conversation
+        .filter(|_| !client_ordered)
         .map(|c| state.sticky.apply(&g.key.org_id, c, &mut attempts, now))
         .unwrap_or_default();
 
