@@ -54,6 +54,9 @@ struct CommonArgs {
         default_value = "127.0.0.1:50051"
     )]
     grpc_listen: SocketAddr,
+    /// Input limits and TLS of the listeners (`--max-body-bytes`, `--tls-cert`, …).
+    #[command(flatten)]
+    listener: switchyard_gateway::http_server::ListenerArgs,
     /// `sqlite://…` or `postgres://…`; defaults to SQLite in the data dir.
     #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -220,6 +223,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         local_node_token_hashes: vec![switchyard_proto::keys::sha256_hex(&embedded_token)],
         upstream_policy: args.common.upstream_policy(true),
         stripe: args.common.stripe(),
+        // TLS, when set, is on the embedded gateway (the public endpoint); the control
+        // plane's listeners serve it and the console on this host.
+        http_limits: args.common.listener.limits()?,
         ..RunOptions::default()
     };
     let cp_shutdown = CancellationToken::new();
@@ -244,10 +250,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|u| !u.is_empty()),
     };
     let mut applied = gateway_config.status.applied_version.subscribe();
-    let gateway = tokio::spawn(switchyard_gateway::run(
+    let gateway = tokio::spawn(switchyard_gateway::run_with(
         gateway_config,
         gateway_listener,
         gw_shutdown.clone(),
+        switchyard_gateway::ServeOptions {
+            limits: args.common.listener.limits()?,
+            tls: args.common.listener.server_tls()?,
+            control_plane_tls: None,
+        },
     ));
 
     // The banner's curl must work when it is printed: wait for the first config snapshot.
@@ -284,6 +295,8 @@ async fn control_plane(args: CommonArgs) -> anyhow::Result<()> {
         RunOptions {
             upstream_policy: args.upstream_policy(false),
             stripe: args.stripe(),
+            http_limits: args.listener.limits()?,
+            tls: args.listener.server_tls()?,
             ..RunOptions::default()
         },
         shutdown.clone(),

@@ -36,6 +36,8 @@ pub enum ControlPlaneError {
     Http(#[source] std::io::Error),
     #[error("serving gRPC: {0}")]
     Grpc(#[source] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 pub struct Listeners {
@@ -55,6 +57,11 @@ pub struct RunOptions {
     pub upstream_policy: switchyard_gateway::ssrf::UrlPolicy,
     /// Stripe top-ups (`POST /api/v1/credits/checkout` and the webhook); off when `None`.
     pub stripe: Option<billing::stripe::StripeConfig>,
+    /// Limits of the HTTP listener (body size, header size/count, slow-client timeouts).
+    pub http_limits: switchyard_gateway::http_server::HttpLimits,
+    /// TLS for the HTTP and gRPC listeners; its `client_ca` requires gateways to present a
+    /// client certificate on gRPC (mutual TLS).
+    pub tls: Option<switchyard_gateway::tls::ServerTlsFiles>,
 }
 
 /// Serves the REST API and the gateway-facing gRPC services until `shutdown` fires.
@@ -106,7 +113,23 @@ pub async fn run(
         .map_err(ControlPlaneError::Http)?;
     tracing::info!(%http_addr, %grpc_addr, backend = store.backend(), "control plane listening on {http_addr} (HTTP) and {grpc_addr} (gRPC)");
 
-    let grpc = tonic::transport::Server::builder()
+    let mut grpc = tonic::transport::Server::builder();
+    let mut acceptor = None;
+    if let Some(files) = &options.tls {
+        let tls_error = |e: switchyard_gateway::tls::TlsError| {
+            ControlPlaneError::Tls(e.to_string())
+        };
+        // HTTPS for people and SDKs: a client certificate is never asked for there.
+        let http_files = switchyard_gateway::tls::ServerTlsFiles {
+            client_ca: None,
+            ..files.clone()
+        };
+        acceptor = Some(http_files.acceptor().map_err(tls_error)?);
+        grpc = grpc
+            .tls_config(files.tonic_config().map_err(tls_error)?)
+            .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
+    }
+    let grpc = grpc
         .tcp_nodelay(true)
         .layer(telemetry::grpc_trace::grpc_trace_layer())
         .add_service(ConfigServiceServer::new(config_service))
@@ -121,11 +144,18 @@ pub async fn run(
         .with_stripe(options.stripe);
     let app = api::router(state)
         .layer(axum::Extension(metrics))
-        .layer(axum::Extension(options.upstream_policy))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http =
-        axum::serve(listeners.http, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (grpc, http) = tokio::join!(grpc, async { http.await });
+        .layer(axum::Extension(options.upstream_policy));
+    // Requests carry `ConnectInfo<SocketAddr>` (the login rate limiter keys on it).
+    let app = options.http_limits.apply(app);
+    let http = switchyard_gateway::http_server::serve(
+        listeners.http,
+        app,
+        options.http_limits,
+        acceptor,
+        shutdown.clone(),
+        std::time::Duration::from_secs(30),
+    );
+    let (grpc, http) = tokio::join!(grpc, http);
     // The alert task ends with `shutdown`; a panic in it is logged, not propagated.
     if let Err(err) = alerts.await {
         tracing::error!(error = %err, "budget alert task failed");

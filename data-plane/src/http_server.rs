@@ -101,6 +101,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
     drain: Duration,
 ) -> std::io::Result<()> {
@@ -145,6 +146,7 @@ pub async fn serve(
         let graceful_watch = graceful.watcher();
         let first_byte_timeout = limits.header_read_timeout;
         let stopping = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             // Hyper's header timer starts only once it knows the protocol, which needs the
             // first bytes: a connection that sends nothing at all is closed here.
@@ -158,9 +160,20 @@ pub async fn serve(
                 }
                 () = stopping.cancelled() => return,
             }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            if let Err(err) = graceful_watch.watch(connection).await {
-                tracing::debug!(%peer, error = %err, "connection closed with an error");
+            match &tls {
+                None => serve_connection(&builder, tcp, service, graceful_watch, peer).await,
+                Some(acceptor) => {
+                    // The handshake is part of the head: bounded by the same timeout.
+                    match tokio::time::timeout(first_byte_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(&builder, stream, service, graceful_watch, peer).await;
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
@@ -174,5 +187,83 @@ pub async fn serve(
     Ok(())
 }
 
+async fn serve_connection<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %err, "connection closed with an error");
+    }
+}
+
 /// The peer address type requests carry, for handlers that want it.
 pub type PeerAddr = ConnectInfo<SocketAddr>;
+
+/// Flags (and env) for a public listener's limits and TLS, shared by both binaries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenerArgs {
+    /// Largest accepted request body in bytes (larger ones get 413).
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request head (slowloris guard); also how long
+    /// an idle keep-alive connection is kept.
+    #[arg(
+        long,
+        env = "SWITCHYARD_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Longest pause, in seconds, between chunks of a request body.
+    #[arg(long, env = "SWITCHYARD_BODY_READ_TIMEOUT_SECS", default_value_t = 60)]
+    pub body_read_timeout_secs: u64,
+    /// Most header fields in one request.
+    #[arg(long, env = "SWITCHYARD_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+    /// Largest request head in bytes.
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// PEM certificate chain: serve HTTPS (and TLS gRPC on the control plane).
+    #[arg(long, env = "SWITCHYARD_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle: clients must present a certificate it signed (mutual TLS). On the
+    /// control plane it applies to gateways on gRPC.
+    #[arg(long, env = "SWITCHYARD_CLIENT_CA")]
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl ListenerArgs {
+    pub fn limits(&self) -> Result<HttpLimits, LimitsError> {
+        let limits = HttpLimits {
+            max_body_bytes: self.max_body_bytes,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
+
+    pub fn server_tls(&self) -> Result<Option<crate::tls::ServerTlsFiles>, crate::tls::TlsError> {
+        crate::tls::ServerTlsFiles::from_parts(
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+            self.client_ca.clone(),
+        )
+    }
+}

@@ -22,6 +22,7 @@ pub mod ssrf;
 mod state;
 mod sync;
 pub mod telemetry;
+pub mod tls;
 mod upstream;
 
 use std::path::PathBuf;
@@ -121,6 +122,10 @@ pub async fn run(
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     pub limits: http_server::HttpLimits,
+    /// Serve HTTPS (optionally requiring client certificates) instead of plain HTTP.
+    pub tls: Option<tls::ServerTlsFiles>,
+    /// TLS (and, with a client certificate, mutual TLS) to an `https://` control plane.
+    pub control_plane_tls: Option<tls::ClientTlsFiles>,
 }
 
 /// [`run`] with explicit listener options.
@@ -134,6 +139,14 @@ pub async fn run_with(
         .limits
         .validate()
         .map_err(|e| GatewayError::Config(e.to_string()))?;
+    let acceptor = match &options.tls {
+        Some(files) => Some(
+            files
+                .acceptor()
+                .map_err(|e| GatewayError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     let spool = Arc::new(Spool::open(&config.spool_dir)?);
     config
         .status
@@ -157,8 +170,18 @@ pub async fn run_with(
         .map_err(|e| GatewayError::Config(format!("control plane URL: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy();
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    let channel = match &options.control_plane_tls {
+        Some(files) => channel
+            .tls_config(
+                files
+                    .tonic_config()
+                    .map_err(|e| GatewayError::Config(e.to_string()))?,
+            )
+            .map_err(|e| GatewayError::Config(format!("control plane TLS: {e}")))?,
+        None => channel,
+    }
+    .connect_lazy();
     let live = Arc::new(ArcSwapOption::<Snapshot>::empty());
     let background = CancellationToken::new();
 
@@ -243,6 +266,7 @@ pub async fn run_with(
         listener,
         app,
         limits,
+        acceptor,
         shutdown.clone(),
         config.drain_timeout,
     )

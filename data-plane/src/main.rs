@@ -42,6 +42,18 @@ struct Cli {
         default_value = "./switchyard-spool"
     )]
     spool_dir: PathBuf,
+    /// Input limits and TLS of the public listener (`--max-body-bytes`, `--tls-cert`, …).
+    #[command(flatten)]
+    listener: switchyard_gateway::http_server::ListenerArgs,
+    /// PEM CA that signed the control plane's certificate (for an `https://` control plane).
+    #[arg(long, env = "SWITCHYARD_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
+    /// PEM client certificate this node presents to the control plane (mutual TLS).
+    #[arg(long, env = "SWITCHYARD_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of `--client-cert`.
+    #[arg(long, env = "SWITCHYARD_CLIENT_KEY")]
+    client_key: Option<PathBuf>,
     /// Seconds in-flight streams may run on after SIGTERM.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
@@ -79,7 +91,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    switchyard_gateway::run(config, listener, shutdown).await?;
+    let options = switchyard_gateway::ServeOptions {
+        limits: cli.listener.limits()?,
+        tls: cli.listener.server_tls()?,
+        control_plane_tls: switchyard_gateway::tls::ClientTlsFiles::from_parts(
+            cli.control_plane_ca,
+            cli.client_cert,
+            cli.client_key,
+        )?,
+    };
+    switchyard_gateway::run_with(config, listener, shutdown, options).await?;
     Ok(())
 }
 

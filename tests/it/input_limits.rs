@@ -47,6 +47,7 @@ async fn start() -> Node {
             max_headers: 20,
             max_header_bytes: 8192,
         },
+        ..ServeOptions::default()
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(switchyard_gateway::run_with(

@@ -22,3 +22,4 @@ mod routing;
 mod sdks;
 mod skeleton;
 mod sse;
+mod tls;
