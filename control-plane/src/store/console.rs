@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use sqlx::FromRow;
 
-use super::{StoreResult, UsageRow};
+use super::{CreditTotals, StoreResult, UsageRow};
 
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -133,6 +133,8 @@ pub(crate) struct DailySums {
     pub cache_write_tokens: i64,
     pub reasoning_tokens: i64,
     pub cost_nanos: i64,
+    /// Cost as posted at ingestion (re-rating moves only `cost_nanos`).
+    pub posted_nanos: i64,
 }
 
 /// Changes to the rollup made by one transaction, applied in key order at its end: every
@@ -166,6 +168,7 @@ impl DailyDeltas {
         );
         s.reasoning_tokens = s.reasoning_tokens.saturating_add(r.reasoning_tokens);
         s.cost_nanos = s.cost_nanos.saturating_add(r.cost_nanos);
+        s.posted_nanos = s.posted_nanos.saturating_add(r.cost_nanos);
     }
 
     /// A re-rating adjustment of a stored generation's cost.
@@ -192,6 +195,9 @@ pub trait ConsoleStore: Send + Sync {
         to_day: i64,
     ) -> StoreResult<ExploreChoices>;
     async fn list_usage(&self, org_id: &str, query: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
+    /// `BillingStore::credit_totals` without reading every usage posting: the credit
+    /// account's other postings (indexed by kind) plus the rollup's posted usage cost.
+    async fn console_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals>;
 }
 
 macro_rules! impl_console_store {
@@ -202,7 +208,7 @@ macro_rules! impl_console_store {
             use super::$store;
             use $crate::store::console::*;
             use $crate::store::sql::USAGE_COLUMNS;
-            use $crate::store::{StoreResult, UsageRow};
+            use $crate::store::{CreditTotals, StoreResult, UsageRow, accounts, posting_kinds};
 
             const ERROR: &str = "(http_status >= 400 OR error_type <> '')";
             const SUMS: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(errors) AS BIGINT),
@@ -218,8 +224,8 @@ macro_rules! impl_console_store {
                 for (k, s) in &deltas.0 {
                     sqlx::query(
                         "INSERT INTO usage_daily (org_id, day, key_hash, model, provider_slug, requests, errors, input_tokens,
-                            output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                            output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, posted_nanos)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                          ON CONFLICT (org_id, day, key_hash, model, provider_slug) DO UPDATE SET
                             requests = usage_daily.requests + excluded.requests,
                             errors = usage_daily.errors + excluded.errors,
@@ -228,7 +234,8 @@ macro_rules! impl_console_store {
                             cache_read_tokens = usage_daily.cache_read_tokens + excluded.cache_read_tokens,
                             cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,
                             reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,
-                            cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
+                            cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos,
+                            posted_nanos = usage_daily.posted_nanos + excluded.posted_nanos",
                     )
                     .bind(&k.org_id)
                     .bind(k.day)
@@ -243,6 +250,7 @@ macro_rules! impl_console_store {
                     .bind(s.cache_write_tokens)
                     .bind(s.reasoning_tokens)
                     .bind(s.cost_nanos)
+                    .bind(s.posted_nanos)
                     .execute(&mut **tx)
                     .await?;
                 }
@@ -365,6 +373,38 @@ macro_rules! impl_console_store {
                         *out = rows.into_iter().map(|(v,)| v).collect();
                     }
                     Ok(choices)
+                }
+
+                async fn console_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals> {
+                    // Two index ranges around `usage` (ledger_entries_org_account_kind).
+                    let mut rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+                        "SELECT kind, CAST(SUM(amount_nanos) AS BIGINT) FROM ledger_entries
+                         WHERE org_id = $1 AND account = $2 AND (kind < 'usage' OR kind > 'usage') GROUP BY kind",
+                    )
+                    .bind(org_id)
+                    .bind(accounts::ORG_CREDITS)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    // Usage postings debit the credit account by the posted cost of each row.
+                    let (posted,): (Option<i64>,) =
+                        sqlx::query_as("SELECT CAST(SUM(posted_nanos) AS BIGINT) FROM usage_daily WHERE org_id = $1")
+                            .bind(org_id)
+                            .fetch_one(&self.pool)
+                            .await?;
+                    if let Some(p) = posted {
+                        rows.push((posting_kinds::USAGE.to_owned(), Some(-p)));
+                    }
+                    // The same classification as `BillingStore::credit_totals`.
+                    let mut t = CreditTotals::default();
+                    for (kind, sum) in rows {
+                        let sum = sum.unwrap_or(0);
+                        match kind.as_str() {
+                            posting_kinds::GRANT | posting_kinds::TOPUP => t.credits_nanos = t.credits_nanos.saturating_add(sum),
+                            _ => t.usage_nanos = t.usage_nanos.saturating_sub(sum),
+                        }
+                        t.balance_nanos = t.balance_nanos.saturating_add(sum);
+                    }
+                    Ok(t)
                 }
 
                 async fn list_usage(&self, org_id: &str, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {

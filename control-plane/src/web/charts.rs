@@ -71,6 +71,22 @@ pub fn hbars(title: &str, rows: &[(String, i64, String)]) -> String {
     svg
 }
 
+/// A horizontal meter of `percent` (0-100, drawn capped at 100) for spend against a limit;
+/// red past 100 %. Sized by SVG attributes: the CSP forbids inline styles.
+pub fn meter(title: &str, percent: f64) -> String {
+    let p = if percent.is_finite() {
+        percent.clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    let class = if percent >= 100.0 { "bar over" } else { "bar" };
+    format!(
+        r#"<svg class="meter" viewBox="0 0 200 14" role="img" aria-label="{t}"><title>{t}</title><rect x="0" y="2" width="200" height="10" class="track"/><rect x="0" y="2" width="{w:.1}" height="10" class="{class}"/></svg>"#,
+        t = escape(title),
+        w = p * 2.0,
+    )
+}
+
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
@@ -94,6 +110,9 @@ mod tests {
         );
         assert!(svg.contains("&lt;a&gt;") && !svg.contains("<a>"));
         assert!(svg.contains(r#"height="120.0""#));
+        let svg = super::meter("$5 of $10", 50.0);
+        assert!(svg.contains(r#"width="100.0""#) && !svg.contains("over"));
+        assert!(super::meter("x", 250.0).contains(r#"width="200.0" height="10" class="bar over""#));
         let svg = super::hbars("Top", &[]);
         assert!(svg.starts_with("<svg"));
     }

@@ -8,6 +8,7 @@
 //! validation, RBAC, audit and config versioning stay in one place.
 
 mod billing;
+mod budgets;
 mod charts;
 mod connections;
 mod explorer;
@@ -87,6 +88,10 @@ pub fn routes() -> Router<AppState> {
             get(billing::prices).post(billing::add_price),
         )
         .route("/billing", get(billing::billing))
+        .route(
+            "/budgets",
+            get(budgets::budgets).post(budgets::create_budget),
+        )
         .route("/billing/checkout", post(billing::checkout))
         .route("/gateways", get(pages::gateways))
         .route("/audit", get(pages::audit))
@@ -152,6 +157,7 @@ pub(crate) const NAV: &[(&str, &str, &str)] = &[
     ("/usage", "Usage explorer", "usage"),
     ("/requests", "Request log", "requests"),
     ("/billing", "Credits & billing", "billing"),
+    ("/budgets", "Budgets", "budgets"),
     ("/members", "Members", "members"),
     ("/teams", "Teams", "teams"),
     ("/providers", "Providers", "providers"),

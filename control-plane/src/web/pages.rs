@@ -361,7 +361,24 @@ pub async fn overview(console: Console) -> WebResult {
         },
     ];
     if console.can(Permission::BillingRead) {
-        let balance = store.account_balance(org, accounts::ORG_CREDITS).await?;
+        // Spend against the org's own budget, as the budgets API reports it.
+        let budgets = console.api(Method::GET, "/api/v1/budgets", None).await?;
+        let org_budget = budgets.body["data"]
+            .as_array()
+            .and_then(|all| all.iter().find(|b| b["scope"] == "org"));
+        if let Some(b) = org_budget {
+            stats.push(Stat {
+                label: "Org budget",
+                value: format!("{:.1}%", b["percent_used"].as_f64().unwrap_or(0.0)),
+                detail: format!(
+                    "{} of {} ({})",
+                    usd(b["spent_nanos"].as_i64().unwrap_or(0)),
+                    usd(b["limit_nanos"].as_i64().unwrap_or(0)),
+                    b["window"].as_str().unwrap_or_default()
+                ),
+            });
+        }
+        let balance = store.console_credit_totals(org).await?.balance_nanos;
         stats.push(Stat {
             label: "Credit balance",
             value: usd(balance),

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use switchyard_control_plane::store::console::{DAY_MS, Dimension, ExploreQuery};
-use switchyard_control_plane::store::{Store, UsageRow};
+use switchyard_control_plane::store::{
+    Posting, Store, UsageRow, accounts, platform_accounts, posting_kinds,
+};
 
 const ORG: &str = "org-rollup";
 const BACKFILL_SQLITE: &str = include_str!("../../../migrations/sqlite/0009_usage_daily.sql");
@@ -153,7 +155,7 @@ async fn everything(store: &dyn Store) -> BTreeMap<Vec<String>, Sums> {
         .collect()
 }
 
-async fn rollup_is_exactly_once_and_matches_raw_rows(store: &dyn Store, _url: &str) {
+async fn rollup_is_exactly_once_and_matches_raw_rows(store: &dyn Store, url: &str) {
     let rows: Vec<UsageRow> = (0..120).map(row).collect();
     // Eight overlapping batches, half of them in reverse order, all at once: every row is in
     // six of them. Rollup rows are shared by many batches, the case that deadlocks if
@@ -204,6 +206,35 @@ async fn rollup_is_exactly_once_and_matches_raw_rows(store: &dyn Store, _url: &s
     order(&mut from_raw);
     assert_eq!(from_rollup, from_raw);
     assert!(!from_rollup.is_empty());
+    // The console's credit totals (rollup + non-usage postings) equal the ledger's, before
+    // and after a grant.
+    assert_eq!(
+        store.console_credit_totals(ORG).await.unwrap(),
+        store.credit_totals(ORG).await.unwrap()
+    );
+    crate::common::insert_org(url, ORG, "Rollup").await;
+    store
+        .post(&Posting {
+            id: "grant-1".into(),
+            org_id: ORG.into(),
+            kind: posting_kinds::GRANT,
+            memo: "welcome".into(),
+            ref_id: None,
+            created_at: DAY0 * DAY_MS,
+            legs: vec![
+                (accounts::ORG_CREDITS.to_owned(), 5_000_000),
+                (platform_accounts::GRANTS.to_owned(), -5_000_000),
+            ],
+        })
+        .await
+        .expect("grant");
+    let totals = store.console_credit_totals(ORG).await.unwrap();
+    assert_eq!(totals, store.credit_totals(ORG).await.unwrap());
+    assert_eq!(totals.credits_nanos, 5_000_000);
+    assert_eq!(
+        totals.usage_nanos,
+        rows.iter().map(|r| r.cost_nanos).sum::<i64>()
+    );
     // Another org sees nothing.
     assert!(
         store
