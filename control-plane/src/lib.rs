@@ -142,6 +142,15 @@ pub async fn run(
     let state = api::AppState::new(store, ingested, options.secure_cookies)
         .await?
         .with_stripe(options.stripe);
+    // Auto top-ups: a sweep after ingested batches and every minute, until shutdown.
+    if let Some(stripe) = state.stripe.clone() {
+        tokio::spawn(billing::auto_topup::run(
+            state.store.clone(),
+            stripe,
+            state.ingested.clone(),
+            shutdown.clone(),
+        ));
+    }
     let app = api::router(state)
         .layer(axum::Extension(metrics))
         .layer(axum::Extension(options.upstream_policy));

@@ -337,3 +337,158 @@ async fn stripe_checkout_then_webhook_credits_once_and_rejects_forgeries() {
             .is_empty()
     );
 }
+
+impl StripeSystem {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.mgmt);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the auto top-up attempts until `done` holds (the check runs in the background).
+    async fn wait_for_topups(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, body) = self
+                .send(reqwest::Method::GET, "/billing/auto-topups", None)
+                .await;
+            let rows = body["data"].as_array().cloned().unwrap_or_default();
+            if done(&rows) {
+                return rows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "auto top-ups never settled: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn auto_topup_charges_once_per_crossing_and_stops_after_a_decline() {
+    let stripe = FakeStripe::start().await.unwrap();
+    let cp = control_plane_with_stripe(&stripe).await;
+    let (status, _) = cp
+        .send(
+            reqwest::Method::POST,
+            "/credits/grants",
+            Some(json!({ "amount": 1, "reason": "seed" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    // Enabling needs a threshold, whole-cent amount and a saved customer + payment method.
+    let (status, body) = cp
+        .send(
+            reqwest::Method::PUT,
+            "/billing/auto-topup",
+            Some(json!({ "enabled": true, "threshold": 5, "amount": 10 })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stripe_customer_id")
+    );
+
+    // Balance $1 is below the $5 threshold: one off-session charge of $10, credited once.
+    let (status, body) = cp
+        .send(
+            reqwest::Method::PUT,
+            "/billing/auto-topup",
+            Some(json!({ "enabled": true, "threshold": 5, "amount": 10,
+                "stripe_customer_id": "cus_FakeSwitchyard", "stripe_payment_method_id": "pm_card_visa" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["auto_topup"]["stripe_customer"],
+        json!("...yard")
+    );
+    let rows = cp
+        .wait_for_topups(|r| r.first().is_some_and(|t| t["status"] == json!("succeeded")))
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(cp.credits_nanos().await, 11 * USD);
+    let intents = stripe.payment_intents();
+    assert_eq!(intents.len(), 1);
+    let intent = &intents[0];
+    assert_eq!(intent.form["amount"], "1000");
+    assert_eq!(intent.form["currency"], "usd");
+    assert_eq!(intent.form["off_session"], "true");
+    assert_eq!(intent.form["confirm"], "true");
+    assert_eq!(intent.form["customer"], "cus_FakeSwitchyard");
+    assert_eq!(intent.form["metadata[org_id]"], cp.org);
+    // The attempt row names the crossing and is the idempotency key.
+    assert_eq!(
+        intent.idempotency_key.as_deref(),
+        Some(format!("auto-topup:{}:0", cp.org).as_str())
+    );
+
+    // Saving again above the threshold charges nothing; Stripe's webhook for the same intent
+    // is accepted and changes nothing.
+    let (status, _) = cp
+        .send(
+            reqwest::Method::PUT,
+            "/billing/auto-topup",
+            Some(json!({ "enabled": true })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let event = stripe
+        .intent_succeeded_event("evt_pi_1", &intent.id)
+        .unwrap();
+    let signature = fake_stripe::sign(&event, fake_stripe::WEBHOOK_SECRET, fake_stripe::unix_now());
+    let (status, reply) = cp.webhook(&event, &signature).await;
+    assert_eq!(
+        (status, reply["handled"].clone()),
+        (200, json!("auto_topup_settled"))
+    );
+    assert_eq!(cp.credits_nanos().await, 11 * USD);
+    assert_eq!(stripe.payment_intents().len(), 1);
+
+    // A higher threshold with a card that declines: one failed attempt, no credit, and no
+    // retry until the settings are saved again.
+    let (status, _) = cp
+        .send(
+            reqwest::Method::PUT,
+            "/billing/auto-topup",
+            Some(json!({ "threshold": 50, "stripe_payment_method_id": fake_stripe::DECLINED_PAYMENT_METHOD })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let rows = cp
+        .wait_for_topups(|r| r.get(1).is_some_and(|t| t["status"] == json!("failed")))
+        .await;
+    assert!(
+        rows[1]["error"].as_str().unwrap().contains("declined"),
+        "{rows:?}"
+    );
+    assert_eq!(cp.credits_nanos().await, 11 * USD);
+    let requests = stripe.request_count();
+    let (status, _) = cp
+        .send(
+            reqwest::Method::POST,
+            "/credits/grants",
+            Some(json!({ "amount": 1, "reason": "nudge" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(stripe.request_count(), requests);
+    assert!(
+        cp.store
+            .unbalanced_postings(&cp.org)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

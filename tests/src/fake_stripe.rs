@@ -2,6 +2,8 @@
 //! `checkout.session` object (form-encoded request, `Authorization: Bearer sk_…`,
 //! `Idempotency-Key` honoured), and [`FakeStripe::completed_event`] / [`sign`] produce the
 //! `checkout.session.completed` event and `Stripe-Signature` header Stripe would send.
+//! `POST /v1/payment_intents` confirms off-session charges (auto top-up) at once, or declines
+//! [`DECLINED_PAYMENT_METHOD`] with Stripe's 402 `card_error`.
 //!
 //! Signing is implemented here independently of the control plane's verifier (HMAC-SHA256 of
 //! `"{t}.{payload}"` keyed with the endpoint secret, hex, `t=…,v1=…`), so a test that passes
@@ -39,6 +41,8 @@ struct Inner {
     sessions: Vec<FakeSession>,
     by_idempotency_key: HashMap<String, String>,
     requests: usize,
+    intents: Vec<FakeIntent>,
+    intents_by_idempotency_key: HashMap<String, String>,
     /// Set by `start_hosted`: checkout URLs point at this fake's own (loopback) payment page
     /// instead of checkout.stripe.com, so a browser test never leaves loopback.
     hosted_base: Option<String>,
@@ -179,6 +183,12 @@ async fn create_session(
         "payment_status": "unpaid",
         "status": "open",
         "success_url": form.get("success_url"),
+        // Required by Stripe's schema (and so by async-stripe's deserializer).
+        "automatic_tax": { "enabled": false, "liability": null, "provider": null, "status": null },
+        "custom_fields": [],
+        "custom_text": { "after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null },
+        "payment_method_types": ["card"],
+        "shipping_options": [],
         "url": match &inner.hosted_base {
             Some(base) => format!("{base}/c/pay/{id}"),
             None => format!("https://checkout.stripe.com/c/pay/{id}#fidkdWxOYHwnPyd1blpxYHZxWjA0"),
@@ -216,6 +226,108 @@ async fn hosted_page(
     }
 }
 
+/// A payment method id that Stripe's test mode declines off-session.
+pub const DECLINED_PAYMENT_METHOD: &str = "pm_card_chargeDeclined";
+
+#[derive(Debug, Clone)]
+pub struct FakeIntent {
+    pub id: String,
+    pub form: HashMap<String, String>,
+    pub idempotency_key: Option<String>,
+    pub object: Value,
+}
+
+/// `POST /v1/payment_intents` (confirm + off_session): succeeds at once, except for
+/// [`DECLINED_PAYMENT_METHOD`], which answers Stripe's 402 `card_error`.
+async fn create_payment_intent(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth != format!("Bearer {SECRET_KEY}") {
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
+    }
+    let form = parse_form(&body);
+    let Ok(mut inner) = inner.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    inner.requests += 1;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(existing) = key
+        .as_ref()
+        .and_then(|k| inner.intents_by_idempotency_key.get(k))
+        .and_then(|id| inner.intents.iter().find(|i| &i.id == id))
+    {
+        return axum::Json(existing.object.clone()).into_response();
+    }
+    let Some(amount) = form.get("amount").and_then(|v| v.parse::<i64>().ok()) else {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Missing required param: amount.",
+        );
+    };
+    if form.get("payment_method").map(String::as_str) == Some(DECLINED_PAYMENT_METHOD) {
+        return (
+            StatusCode::PAYMENT_REQUIRED,
+            axum::Json(json!({ "error": {
+                "type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
+                "message": "Your card was declined.",
+            } })),
+        )
+            .into_response();
+    }
+    let n = inner.intents.len() + 1;
+    let id = format!("pi_3Fake{n:08}Switchyard");
+    let metadata: serde_json::Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), json!(v)))
+        })
+        .collect();
+    let object = json!({
+        "id": id,
+        "object": "payment_intent",
+        "amount": amount,
+        "amount_capturable": 0,
+        "amount_received": amount,
+        "capture_method": "automatic_async",
+        "confirmation_method": "automatic",
+        "created": 1_700_000_000 + n,
+        "currency": form.get("currency").cloned().unwrap_or_else(|| "usd".into()),
+        "customer": form.get("customer"),
+        "description": form.get("description"),
+        "livemode": false,
+        "metadata": metadata,
+        "payment_method": form.get("payment_method"),
+        "payment_method_types": ["card"],
+        "status": "succeeded",
+    });
+    inner.intents.push(FakeIntent {
+        id: id.clone(),
+        form,
+        idempotency_key: key.clone(),
+        object: object.clone(),
+    });
+    if let Some(k) = key {
+        inner.intents_by_idempotency_key.insert(k, id);
+    }
+    axum::Json(object).into_response()
+}
+
 impl FakeStripe {
     pub async fn start() -> anyhow::Result<FakeStripe> {
         Self::start_with(false).await
@@ -235,6 +347,7 @@ impl FakeStripe {
         }));
         let app = Router::new()
             .route("/v1/checkout/sessions", post(create_session))
+            .route("/v1/payment_intents", post(create_payment_intent))
             .route("/c/pay/{id}", axum::routing::get(hosted_page))
             .with_state(inner.clone());
         let shutdown = CancellationToken::new();
@@ -265,6 +378,36 @@ impl FakeStripe {
 
     pub fn request_count(&self) -> usize {
         self.inner.lock().map(|i| i.requests).unwrap_or_default()
+    }
+
+    /// PaymentIntents created (idempotent replays are not counted twice).
+    pub fn payment_intents(&self) -> Vec<FakeIntent> {
+        self.inner
+            .lock()
+            .map(|i| i.intents.clone())
+            .unwrap_or_default()
+    }
+
+    /// The `payment_intent.succeeded` event of an intent, as Stripe sends it.
+    pub fn intent_succeeded_event(&self, event_id: &str, intent_id: &str) -> anyhow::Result<String> {
+        let object = self
+            .payment_intents()
+            .into_iter()
+            .find(|i| i.id == intent_id)
+            .map(|i| i.object)
+            .ok_or_else(|| anyhow::anyhow!("no payment intent {intent_id}"))?;
+        Ok(json!({
+            "id": event_id,
+            "object": "event",
+            "api_version": "2025-08-27.basil",
+            "created": unix_now(),
+            "data": { "object": object },
+            "livemode": false,
+            "pending_webhooks": 1,
+            "request": { "id": null, "idempotency_key": null },
+            "type": "payment_intent.succeeded",
+        })
+        .to_string())
     }
 
     /// The `checkout.session.completed` event for a paid session, as Stripe sends it.

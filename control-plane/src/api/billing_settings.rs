@@ -192,6 +192,18 @@ pub async fn put_auto_topup(
     }
     after.updated_at = now_ms();
     state.store.set_billing_settings(&after).await?;
+    // The balance may already be below the new threshold: check now rather than at the next
+    // ingested batch.
+    if let (true, Some(stripe)) = (after.auto_topup_enabled, state.stripe.clone()) {
+        let (store, settings) = (state.store.clone(), after.clone());
+        tokio::spawn(async move {
+            if let Err(err) =
+                crate::billing::auto_topup::check_org(store.as_ref(), &stripe, &settings).await
+            {
+                tracing::warn!(org_id = %settings.org_id, error = %err, "auto top-up check failed");
+            }
+        });
+    }
     let (b, a) = (settings_json(&before), settings_json(&after));
     audit_record(
         &state,

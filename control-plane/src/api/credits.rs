@@ -395,6 +395,29 @@ pub async fn stripe_webhook(
     })?;
     let event: stripe::Event = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a Stripe event: {e}")))?;
+    // An auto top-up that did not succeed at once (or whose answer was lost) is settled by
+    // its PaymentIntent's event; the credit posting is keyed by the intent, so it lands once.
+    if event.kind == "payment_intent.succeeded"
+        && event.data.object.object.as_deref() == Some("payment_intent")
+        && event.data.object.status.as_deref() == Some("succeeded")
+    {
+        let (Some(intent), Some(attempt)) = (
+            event.data.object.id.as_deref(),
+            event.data.object.metadata.get("auto_topup_id"),
+        ) else {
+            return Ok(Json(json!({ "received": true, "handled": false })));
+        };
+        let handled = match state
+            .store
+            .finish_auto_topup(attempt, Some(intent), true, "", now_ms())
+            .await
+        {
+            Ok(()) => "auto_topup_settled",
+            Err(crate::store::StoreError::NotFound) => "unknown_auto_topup",
+            Err(e) => return Err(e.into()),
+        };
+        return Ok(Json(json!({ "received": true, "handled": handled })));
+    }
     let completes = matches!(
         event.kind.as_str(),
         "checkout.session.completed" | "checkout.session.async_payment_succeeded"

@@ -1,14 +1,25 @@
-//! Stripe Checkout top-ups, spoken over plain `reqwest`: one form-encoded `POST
-//! /v1/checkout/sessions` and the verification of webhook signatures. The async-stripe crates
-//! would bring a second HTTP client stack (hyper-tls / hyper-rustls) and a large generated
-//! type crate for two calls.
+//! Stripe, through the async-stripe 1.x crates with only the resources used enabled
+//! (`async-stripe-checkout`: Checkout Sessions; `async-stripe-core`: PaymentIntents for auto
+//! top-ups) over hyper-rustls, the TLS stack reqwest already brings. The client is pointed at
+//! `StripeConfig::api_base`, so tests run against a fake Stripe. Webhook signatures are
+//! verified here (HMAC-SHA256 as Stripe documents) and events read into the few fields acted
+//! on, so an event with fields newer than the bindings is still accepted.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
+use stripe::{Client, ClientBuilder};
+use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    ProductData,
+};
+use stripe_core::payment_intent::{CreatePaymentIntent, CreatePaymentIntentOffSession};
+use stripe_shared::{CheckoutSessionMode, PaymentIntentStatus};
 
 /// Stripe's default tolerance between the signature's timestamp and now.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
@@ -37,15 +48,32 @@ impl fmt::Debug for StripeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StripeError {
-    #[error("could not reach Stripe: {0}")]
-    Transport(#[source] reqwest::Error),
+    #[error("the Stripe client is not usable: {0}")]
+    Config(String),
     #[error("Stripe answered {status}: {message}")]
     Api { status: u16, message: String },
-    #[error("Stripe's answer was not understood: {0}")]
-    Decode(String),
+    #[error("could not reach Stripe or read its answer: {0}")]
+    Transport(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl From<stripe::StripeError> for StripeError {
+    fn from(err: stripe::StripeError) -> Self {
+        match err {
+            stripe::StripeError::Stripe(api, status) => StripeError::Api {
+                status,
+                message: api
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "no message".to_owned()),
+            },
+            stripe::StripeError::ConfigError(m) => StripeError::Config(m),
+            other => StripeError::Transport(other.to_string()),
+        }
+    }
+}
+
+/// What the control plane keeps of a created Checkout Session.
+#[derive(Debug, Clone)]
 pub struct CheckoutSession {
     pub id: String,
     pub url: Option<String>,
@@ -53,32 +81,54 @@ pub struct CheckoutSession {
     pub currency: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    message: Option<String>,
+/// The outcome of an off-session PaymentIntent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentOutcome {
+    pub id: String,
+    /// Stripe's status: `succeeded`, `processing`, `requires_action`, …
+    pub status: String,
+    pub succeeded: bool,
 }
 
 pub struct StripeClient {
     config: StripeConfig,
-    http: reqwest::Client,
+    client: Result<Client, String>,
 }
 
 impl StripeClient {
     pub fn new(config: StripeConfig) -> Self {
-        let http = reqwest::Client::builder()
+        // async-stripe appends `v1/<path>` to the base as given, so it must end in a slash.
+        let base = format!("{}/", config.api_base.trim_end_matches('/'));
+        let client = ClientBuilder::new(config.secret_key.clone())
+            .url(base)
             .timeout(Duration::from_secs(20))
+            .app_info(
+                "switchyard",
+                Some(env!("CARGO_PKG_VERSION").to_owned()),
+                None,
+            )
             .build()
-            .unwrap_or_default();
-        Self { config, http }
+            .map_err(|e| e.to_string());
+        if let Err(e) = &client {
+            tracing::error!(error = %e, "the Stripe client could not be built; top-ups will fail");
+        }
+        Self { config, client }
     }
 
     pub fn config(&self) -> &StripeConfig {
         &self.config
+    }
+
+    fn client(&self) -> Result<&Client, StripeError> {
+        self.client
+            .as_ref()
+            .map_err(|e| StripeError::Config(e.clone()))
+    }
+
+    fn strategy(idempotency_key: &str) -> Result<RequestStrategy, StripeError> {
+        IdempotencyKey::new(idempotency_key)
+            .map(RequestStrategy::Idempotent)
+            .map_err(|e| StripeError::Config(format!("idempotency key: {e}")))
     }
 
     /// Creates a one-off payment Checkout Session for `amount_cents` USD credited to `org_id`.
@@ -88,50 +138,63 @@ impl StripeClient {
         amount_cents: i64,
         idempotency_key: &str,
     ) -> Result<CheckoutSession, StripeError> {
-        let url = format!(
-            "{}/v1/checkout/sessions",
-            self.config.api_base.trim_end_matches('/')
-        );
-        let form = [
-            ("mode", "payment".to_owned()),
-            ("success_url", self.config.success_url.clone()),
-            ("cancel_url", self.config.cancel_url.clone()),
-            ("client_reference_id", org_id.to_owned()),
-            ("metadata[org_id]", org_id.to_owned()),
-            ("line_items[0][quantity]", "1".to_owned()),
-            ("line_items[0][price_data][currency]", "usd".to_owned()),
-            (
-                "line_items[0][price_data][unit_amount]",
-                amount_cents.to_string(),
-            ),
-            (
-                "line_items[0][price_data][product_data][name]",
-                "Switchyard credits".to_owned(),
-            ),
-        ];
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(&self.config.secret_key)
+        let mut price = CreateCheckoutSessionLineItemsPriceData::new(stripe_types::Currency::USD);
+        price.unit_amount = Some(amount_cents);
+        price.product_data = Some(ProductData::new("Switchyard credits"));
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price_data = Some(price);
+        item.quantity = Some(1);
+        let session = CreateCheckoutSession::new()
+            .mode(CheckoutSessionMode::Payment)
+            .success_url(self.config.success_url.clone())
+            .cancel_url(self.config.cancel_url.clone())
+            .client_reference_id(org_id)
+            .metadata(HashMap::from([("org_id".to_owned(), org_id.to_owned())]))
+            .line_items(vec![item])
+            .customize()
             // A retried top-up request never opens two sessions.
-            .header("Idempotency-Key", idempotency_key)
-            .form(&form)
-            .send()
-            .await
-            .map_err(StripeError::Transport)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(StripeError::Transport)?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .ok()
-                .and_then(|b| b.error.message)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect());
-            return Err(StripeError::Api {
-                status: status.as_u16(),
-                message,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| StripeError::Decode(e.to_string()))
+            .request_strategy(Self::strategy(idempotency_key)?)
+            .send(self.client()?)
+            .await?;
+        Ok(CheckoutSession {
+            id: session.id.to_string(),
+            url: session.url,
+            amount_total: session.amount_total,
+            currency: session.currency.map(|c| c.to_string()),
+        })
+    }
+
+    /// Charges a saved payment method off-session (auto top-up). `idempotency_key` names the
+    /// threshold crossing, so a retry never charges twice.
+    pub async fn charge_off_session(
+        &self,
+        org_id: &str,
+        amount_cents: i64,
+        customer: &str,
+        payment_method: &str,
+        idempotency_key: &str,
+    ) -> Result<PaymentOutcome, StripeError> {
+        let intent = CreatePaymentIntent::new(amount_cents, stripe_types::Currency::USD)
+            .customer(customer)
+            .payment_method(payment_method)
+            .off_session(CreatePaymentIntentOffSession::Bool(true))
+            .confirm(true)
+            .description("Switchyard credits (auto top-up)")
+            .metadata(HashMap::from([
+                ("org_id".to_owned(), org_id.to_owned()),
+                ("switchyard_kind".to_owned(), "auto_topup".to_owned()),
+                // Lets the `payment_intent.succeeded` webhook settle the same attempt.
+                ("auto_topup_id".to_owned(), idempotency_key.to_owned()),
+            ]))
+            .customize()
+            .request_strategy(Self::strategy(idempotency_key)?)
+            .send(self.client()?)
+            .await?;
+        Ok(PaymentOutcome {
+            id: intent.id.to_string(),
+            status: intent.status.as_str().to_owned(),
+            succeeded: intent.status == PaymentIntentStatus::Succeeded,
+        })
     }
 }
 
@@ -221,6 +284,10 @@ pub struct EventObject {
     pub id: Option<String>,
     pub object: Option<String>,
     pub payment_status: Option<String>,
+    /// PaymentIntents: `succeeded`, … (auto top-ups).
+    pub status: Option<String>,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
 }
 
 #[cfg(test)]

@@ -85,7 +85,13 @@ async fn story(store: Arc<dyn Store>) {
         fee_total
     );
     assert!(store.unbalanced_postings(&org).await.unwrap().is_empty());
-    assert!(store.usage_posting_anomalies(&org).await.unwrap().is_empty());
+    assert!(
+        store
+            .usage_posting_anomalies(&org)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let totals = store.credit_totals(&org).await.unwrap();
     assert_eq!(totals.usage_nanos, cost + fee_total);
 
@@ -124,7 +130,11 @@ async fn story(store: Arc<dyn Store>) {
     // Catalog: seeded list with prices; an org's edit overlays it for that org only.
     let catalog = store.list_catalog(&org).await.unwrap();
     assert!(catalog.len() >= 30, "{}", catalog.len());
-    assert!(catalog.iter().all(|m| m.price_input > 0 && !m.as_of.is_empty()));
+    assert!(
+        catalog
+            .iter()
+            .all(|m| m.price_input > 0 && !m.as_of.is_empty())
+    );
     let mut edited: CatalogModel = store
         .get_catalog_model(&org, "openai/gpt-4o")
         .await
@@ -153,7 +163,10 @@ async fn story(store: Arc<dyn Store>) {
     );
     assert_eq!(store.list_catalog(&org).await.unwrap().len(), catalog.len());
     edited.org_id.clear();
-    assert!(store.put_catalog_model(&edited).await.is_err(), "seed is read-only");
+    assert!(
+        store.put_catalog_model(&edited).await.is_err(),
+        "seed is read-only"
+    );
 
     // Auto top-up: one attempt per crossing; a success credits once; a failure blocks until
     // the settings are saved again.
