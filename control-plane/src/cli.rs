@@ -258,6 +258,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             limits: args.common.listener.limits()?,
             tls: args.common.listener.server_tls()?,
             control_plane_tls: None,
+            ..switchyard_gateway::ServeOptions::default()
         },
     ));
 

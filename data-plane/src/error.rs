@@ -35,6 +35,9 @@ pub enum ApiError {
     /// A spend limit or budget cannot cover the request's estimated cost.
     #[error("{0}")]
     BudgetExceeded(crate::budget::Shortfall),
+    /// The usage spool is at its disk cap (control plane unreachable for long).
+    #[error("this gateway cannot record usage right now (usage spool at {bytes} of {max_bytes} bytes); retry shortly or use another gateway")]
+    SpoolFull { bytes: u64, max_bytes: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -115,6 +118,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upstream(f) => f.status,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::SpoolFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NoRoute(r) if r.code == "model_not_found" => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
@@ -134,6 +138,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Upstream(f) => f.error_type,
             ApiError::NotReady => "provider_overloaded",
+            ApiError::SpoolFull { .. } => "spool_full",
             ApiError::Internal(_) => "server",
             ApiError::NoRoute(r) if r.code == "model_not_found" => "invalid_request",
             ApiError::NoRoute(_) => "not_found",
@@ -197,6 +202,7 @@ impl ApiError {
         match self {
             ApiError::Upstream(f) => f.retry_after_secs,
             ApiError::RateLimited(r) => Some(r.retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            ApiError::SpoolFull { .. } => Some(5),
             _ => None,
         }
     }

@@ -119,13 +119,26 @@ pub async fn run(
 }
 
 /// How the public listener serves: input limits against bad and slow clients.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub limits: http_server::HttpLimits,
     /// Serve HTTPS (optionally requiring client certificates) instead of plain HTTP.
     pub tls: Option<tls::ServerTlsFiles>,
     /// TLS (and, with a client certificate, mutual TLS) to an `https://` control plane.
     pub control_plane_tls: Option<tls::ClientTlsFiles>,
+    /// Disk cap of the usage spool in bytes (0: none); see `metering::spool_cap`.
+    pub spool_max_bytes: u64,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            limits: http_server::HttpLimits::default(),
+            tls: None,
+            control_plane_tls: None,
+            spool_max_bytes: metering::spool_cap::DEFAULT_SPOOL_MAX_BYTES,
+        }
+    }
 }
 
 /// [`run`] with explicit listener options.
@@ -165,6 +178,11 @@ pub async fn run_with(
         config.status.spooled_usage_seq.clone(),
         metrics.clone(),
     );
+    let meter = meter.with_gate(Arc::new(metering::spool_cap::SpoolGate::new(
+        Arc::downgrade(&spool),
+        options.spool_max_bytes,
+        metrics.spool_cap(options.spool_max_bytes),
+    )));
 
     let channel = tonic::transport::Endpoint::from_shared(config.control_plane_grpc.clone())
         .map_err(|e| GatewayError::Config(format!("control plane URL: {e}")))?

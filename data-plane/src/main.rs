@@ -54,6 +54,10 @@ struct Cli {
     /// PEM private key of `--client-cert`.
     #[arg(long, env = "SWITCHYARD_CLIENT_KEY")]
     client_key: Option<PathBuf>,
+    /// Disk cap of the usage spool in bytes (0: none). At the cap new requests get 503
+    /// until the control plane acknowledges usage again; nothing served goes unrecorded.
+    #[arg(long, env = "SWITCHYARD_SPOOL_MAX_BYTES", default_value_t = switchyard_gateway::metering::spool_cap::DEFAULT_SPOOL_MAX_BYTES)]
+    spool_max_bytes: u64,
     /// Seconds in-flight streams may run on after SIGTERM.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
@@ -99,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             cli.client_cert,
             cli.client_key,
         )?,
+        spool_max_bytes: cli.spool_max_bytes,
     };
     switchyard_gateway::run_with(config, listener, shutdown, options).await?;
     Ok(())

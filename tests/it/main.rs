@@ -21,5 +21,6 @@ mod resilience;
 mod routing;
 mod sdks;
 mod skeleton;
+mod spool_cap;
 mod sse;
 mod tls;

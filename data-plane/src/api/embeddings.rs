@@ -32,6 +32,8 @@ async fn serve(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
     let started = Instant::now();
     let snapshot = state.snapshot()?;
     let key = auth::inference_key(&snapshot, headers, crate::unix_now_ms())?;
+    // Nothing is served that could not be billed: refused while the spool is at its cap.
+    state.meter.admit()?;
     let request = EmbeddingsRequest::parse(body)?;
     let tags = std::sync::Arc::new(super::usage_tags::collect(headers, &request.extra)?);
     let catalog = snapshot

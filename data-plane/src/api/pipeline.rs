@@ -37,6 +37,8 @@ async fn serve<S: Skin>(
     let started = Instant::now();
     let snapshot = state.snapshot()?;
     let key = auth::inference_key(&snapshot, headers, crate::unix_now_ms())?;
+    // Nothing is served that could not be billed: refused while the spool is at its cap.
+    state.meter.admit()?;
     let mut request = skin.parse(body)?;
     crate::telemetry::otel::record_request(
         crate::telemetry::otel::operation_for_api(skin.api()),

@@ -25,9 +25,24 @@ pub struct Meter {
     tx: mpsc::UnboundedSender<pb::UsageRecord>,
     backlog: Arc<AtomicU64>,
     metrics: Arc<GatewayMetrics>,
+    gate: Option<Arc<super::spool_cap::SpoolGate>>,
 }
 
 impl Meter {
+    /// Enforces the spool's disk cap on new generations (see `spool_cap`).
+    pub fn with_gate(mut self, gate: Arc<super::spool_cap::SpoolGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Whether a new generation may start: refused while the spool is at its disk cap.
+    pub fn admit(&self) -> Result<(), crate::error::ApiError> {
+        match &self.gate {
+            Some(gate) => gate.admit(),
+            None => Ok(()),
+        }
+    }
+
     pub fn record(&self, record: pb::UsageRecord) {
         self.metrics.observe_usage(&record);
         // Called within the generation's span (the pipeline's, or the stream relay's).
@@ -75,6 +90,7 @@ pub fn start_appender(
         tx,
         backlog: backlog.clone(),
         metrics,
+        gate: None,
     };
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {

@@ -3,3 +3,4 @@
 pub mod meter;
 pub mod shipper;
 pub mod spool;
+pub mod spool_cap;

@@ -83,6 +83,13 @@ struct State {
     acked_seq: u64,
     last_seq: u64,
     disk_bytes: u64,
+    /// Bytes of the frames of `pending` (unacked) records: what the disk cap bounds.
+    pending_bytes: u64,
+}
+
+/// On-disk size of one record's frame.
+fn frame_len(record: &pb::UsageRecord) -> u64 {
+    (FRAME_HEADER + record.encoded_len()) as u64
 }
 
 impl std::fmt::Debug for Spool {
@@ -150,6 +157,7 @@ impl Spool {
         }
 
         let disk_bytes = segments.values().map(|s| s.bytes).sum();
+        let pending_bytes = pending.iter().map(frame_len).sum();
         Ok(Spool {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -163,6 +171,7 @@ impl Spool {
                 acked_seq,
                 last_seq,
                 disk_bytes,
+                pending_bytes,
             }),
             _lock: lock_file,
         })
@@ -214,6 +223,7 @@ impl Spool {
                 s.pending.extend(records);
                 s.last_seq = batch_last;
                 s.disk_bytes += buf.len() as u64;
+                s.pending_bytes += buf.len() as u64;
                 Ok(batch_last)
             }
             Err((len_on_disk, source)) => {
@@ -261,7 +271,9 @@ impl Spool {
             let mut s = lock(&self.state);
             s.acked_seq = seq;
             while s.pending.front().is_some_and(|r| r.seq <= seq) {
-                s.pending.pop_front();
+                if let Some(acked) = s.pending.pop_front() {
+                    s.pending_bytes = s.pending_bytes.saturating_sub(frame_len(&acked));
+                }
             }
         }
         self.remove_acked_segments(&mut w, seq);
@@ -278,6 +290,13 @@ impl Spool {
 
     pub fn last_seq(&self) -> u64 {
         lock(&self.state).last_seq
+    }
+
+    /// Bytes of unacknowledged records on disk: what grows while the control plane is
+    /// away, and what the disk cap (`spool_cap`) bounds. Acked records still in the active
+    /// segment add at most one segment (8 MiB) until it rotates.
+    pub fn pending_bytes(&self) -> u64 {
+        lock(&self.state).pending_bytes
     }
 
     /// Bytes held in segment files, acked records in the active segment included.
@@ -659,6 +678,26 @@ mod tests {
         spool.append(records("a", 2)).unwrap();
         assert_eq!(spool.append(Vec::new()).unwrap(), 2);
         assert_eq!(spool.pending_len(), 2);
+    }
+
+    #[test]
+    fn pending_bytes_follow_appends_acks_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.pending_bytes(), 0);
+        spool.append(records("a", 10)).unwrap();
+        let full = spool.pending_bytes();
+        assert_eq!(full, spool.disk_bytes(), "one segment, nothing acked");
+        spool.ack(4).unwrap();
+        let left = spool.pending_bytes();
+        assert!(left < full && left > 0, "{left} of {full}");
+        // The active segment keeps the acked frames until it rotates.
+        assert_eq!(spool.disk_bytes(), full);
+        drop(spool);
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.pending_bytes(), left);
+        spool.ack(10).unwrap();
+        assert_eq!(spool.pending_bytes(), 0);
     }
 
     #[test]

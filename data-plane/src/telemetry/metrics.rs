@@ -102,6 +102,9 @@ pub struct GatewayMetrics {
     gateway_count: Gauge,
     spool_pending: Gauge,
     spool_bytes: Gauge,
+    spool_max_bytes: Gauge,
+    spool_unacked_bytes: Gauge,
+    spool_full_refusals: Counter,
     spooled_seq: Gauge,
     acked_seq: Gauge,
     meter_backlog: Gauge,
@@ -209,6 +212,26 @@ impl GatewayMetrics {
             Unit::Bytes,
             spool_bytes.clone(),
         );
+        let spool_max_bytes = Gauge::default();
+        r.register_with_unit(
+            "spool_max",
+            "Disk cap of the usage spool (0: none); at the cap new requests get 503",
+            Unit::Bytes,
+            spool_max_bytes.clone(),
+        );
+        let spool_unacked_bytes = Gauge::default();
+        r.register_with_unit(
+            "spool_unacked",
+            "Disk used by usage records the control plane has not acknowledged (bounded by the cap)",
+            Unit::Bytes,
+            spool_unacked_bytes.clone(),
+        );
+        let spool_full_refusals = Counter::default();
+        r.register(
+            "spool_full_refusals",
+            "Requests refused with 503 because the usage spool was at its disk cap",
+            spool_full_refusals.clone(),
+        );
         let spooled_seq = gauge(
             &mut r,
             "usage_spooled_seq",
@@ -249,6 +272,9 @@ impl GatewayMetrics {
             gateway_count,
             spool_pending,
             spool_bytes,
+            spool_max_bytes,
+            spool_unacked_bytes,
+            spool_full_refusals,
             spooled_seq,
             acked_seq,
             meter_backlog,
@@ -256,6 +282,13 @@ impl GatewayMetrics {
             shipper_reconnects,
             sources: OnceLock::new(),
         }
+    }
+
+    /// Publishes the spool's disk cap; returns the refusal counter for the gate.
+    pub(crate) fn spool_cap(&self, max_bytes: u64) -> Counter {
+        self.spool_max_bytes
+            .set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        self.spool_full_refusals.clone()
     }
 
     /// Connects the scrape-time gauges to the running node.
@@ -385,6 +418,7 @@ impl GatewayMetrics {
                 u64::try_from(spool.pending_len()).unwrap_or(u64::MAX),
             );
             set(&self.spool_bytes, spool.disk_bytes());
+            set(&self.spool_unacked_bytes, spool.pending_bytes());
         }
         set(&self.spooled_seq, *s.status.spooled_usage_seq.borrow());
         set(&self.acked_seq, s.shipper.acked_seq());
