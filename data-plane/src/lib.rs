@@ -267,7 +267,12 @@ pub async fn run_with(
             Some(url) => cache::ResponseCache::redis(url).map_err(GatewayError::Config)?,
             None => cache::ResponseCache::memory(),
         }),
-        sticky: routing::sticky::StickyTable::default(),
+        sticky: match &config.redis_url {
+            Some(url) => {
+                routing::sticky::StickyTable::shared(url).map_err(GatewayError::Config)?
+            }
+            None => routing::sticky::StickyTable::default(),
+        },
         prompt_watch: cache::warning::PromptWatch::default(),
     });
     let limits = options.limits;

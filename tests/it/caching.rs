@@ -411,6 +411,34 @@ impl Redis {
     fn url(&self) -> String {
         format!("redis+unix://{}", self.socket.display())
     }
+
+    /// Polls (with `redis-cli`) until `key` exists.
+    async fn wait_for_key(&self, key: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let out = Command::new("redis-cli")
+                .arg("-s")
+                .arg(&self.socket)
+                .args(["EXISTS", key])
+                .output()
+                .expect("redis-cli runs");
+            if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{key} never appeared in Redis"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The Redis key of a conversation's sticky pin (see data-plane routing/sticky.rs).
+fn pin_key(org_id: &str, conversation: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{org_id}\n{conversation}").as_bytes());
+    format!("switchyard:sticky:v1:{}", hex::encode(digest))
 }
 
 async fn wait_for_socket(path: &Path) {
@@ -749,4 +777,57 @@ async fn hits_answer_faster_than_the_provider() {
         hit < miss,
         "a hit must be faster than a provider call: {hit:?} vs {miss:?}"
     );
+}
+
+#[tokio::test]
+async fn sticky_pins_are_shared_by_gateways_through_redis() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let one = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let two = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let system = System::start().await.unwrap();
+    add_provider(&system, "p-one", "openai_compatible", &one.base_url()).await;
+    add_provider(&system, "p-two", "openai_compatible", &two.base_url()).await;
+    add_model(
+        &system,
+        "c/duo",
+        &[("p-one", "up-one"), ("p-two", "up-two")],
+    )
+    .await;
+    let url = redis.url();
+    let a = system
+        .start_extra_gateway_with_redis(Some(&url))
+        .await
+        .unwrap();
+    let b = system
+        .start_extra_gateway_with_redis(Some(&url))
+        .await
+        .unwrap();
+    let base = |g: &switchyard_e2e::harness::Gateway| format!("http://{}/api/v1", g.addr);
+    let key = system.api_key().to_owned();
+    let served_by = |one: &MockOpenAi| chat_requests(one);
+    // Eight conversations: turn 1 through gateway A, turn 2 through gateway B. Without
+    // shared pins, B would choose between two equal endpoints on its own (1 in 256 chance
+    // of matching A every time).
+    for n in 0..8 {
+        let session = format!("shared-{n}");
+        let turn = |t: usize| json!({"model": "c/duo", "session_id": session, "messages": [{"role": "user", "content": format!("turn {t}")}]});
+        let before = served_by(&one);
+        let (status, _, text) = chat_at(&system, &base(&a), &key, &[], &turn(1)).await;
+        assert_eq!(status, 200, "{text}");
+        let first_on_one = served_by(&one) > before;
+        // The pin is written just after the answer; wait until it is in Redis.
+        redis
+            .wait_for_key(&pin_key(&system.secrets.org_id, &session))
+            .await;
+        let before = served_by(&one);
+        let (status, _, _) = chat_at(&system, &base(&b), &key, &[], &turn(2)).await;
+        assert_eq!(status, 200);
+        let second_on_one = served_by(&one) > before;
+        assert_eq!(
+            first_on_one, second_on_one,
+            "conversation {n} moved between gateways' endpoints"
+        );
+    }
 }

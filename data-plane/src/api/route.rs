@@ -151,6 +151,9 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         .extra
         .get("provider")
         .is_some_and(|p| p.get("order").is_some() || p.get("sort").is_some());
+    if let Some(c) = g.conversation.filter(|_| !client_ordered) {
+        state.sticky.sync_from_shared(&g.key.org_id, c).await;
+    }
     let sticky = g
         .conversation
         .filter(|_| !client_ordered)

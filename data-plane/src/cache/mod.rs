@@ -10,7 +10,7 @@
 //! the same time are coalesced: the first goes upstream, the others wait for its answer.
 
 pub mod key;
-mod redis_store;
+pub(crate) mod redis_store;
 pub mod warning;
 
 use std::collections::HashMap;

@@ -90,6 +90,38 @@ impl RedisStore {
         }
     }
 
+    /// A text value and its remaining lifetime, for small shared state (sticky pins).
+    pub async fn get_text(&self, key: &str) -> Option<(String, Duration)> {
+        let mut conn = self.connection().await?;
+        let read: redis::RedisResult<(Option<String>, i64)> = redis::pipe()
+            .get(key)
+            .pttl(key)
+            .query_async(&mut conn)
+            .await;
+        match read {
+            Ok((Some(value), ttl_ms)) if ttl_ms > 0 => Some((
+                value,
+                Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
+            )),
+            Ok(_) => None,
+            Err(err) => {
+                tracing::warn!(error = %err, "shared state: Redis read failed");
+                None
+            }
+        }
+    }
+
+    pub async fn set_text(&self, key: &str, value: &str, ttl: Duration) {
+        let Some(mut conn) = self.connection().await else {
+            return;
+        };
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let stored: redis::RedisResult<()> = conn.pset_ex(key, value, ttl_ms).await;
+        if let Err(err) = stored {
+            tracing::warn!(error = %err, "shared state: Redis write failed");
+        }
+    }
+
     pub async fn put(&self, key: &CacheKey, answer: &CachedAnswer) {
         let Some(mut conn) = self.connection().await else {
             return;

@@ -97,10 +97,13 @@ struct Pin {
     expires: Instant,
 }
 
-/// Where each live conversation's provider cache is, on this node.
+/// Where each live conversation's provider cache is: on this node, and — with Redis
+/// configured — shared by every gateway, so a conversation whose turns land on different
+/// gateways still reaches the one endpoint holding its cache.
 #[derive(Default)]
 pub struct StickyTable {
     pins: Mutex<HashMap<String, Pin>>,
+    shared: Option<std::sync::Arc<crate::cache::redis_store::RedisStore>>,
 }
 
 /// What sticky routing did to one request's plan.
@@ -143,7 +146,49 @@ fn scoped(org_id: &str, conversation: &str) -> String {
     format!("{org_id}\n{conversation}")
 }
 
+/// The Redis key of a conversation's pin (hashed: conversation ids are client text).
+fn shared_key(org_id: &str, conversation: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(scoped(org_id, conversation).as_bytes());
+    let mut key = String::from("switchyard:sticky:v1:");
+    for byte in hasher.finalize() {
+        let _ = write!(key, "{byte:02x}");
+    }
+    key
+}
+
 impl StickyTable {
+    /// Pins shared through the Redis at `url` (and kept locally too).
+    pub fn shared(url: &str) -> Result<Self, String> {
+        Ok(Self {
+            pins: Mutex::default(),
+            shared: Some(std::sync::Arc::new(
+                crate::cache::redis_store::RedisStore::new(url)?,
+            )),
+        })
+    }
+
+    /// With shared pins, adopts the cluster's pin for the conversation (another gateway may
+    /// have served its last turn). Without Redis, or when it is unreachable, a no-op.
+    pub async fn sync_from_shared(&self, org_id: &str, conversation: &Conversation) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let Some((endpoint_id, ttl)) = shared.get_text(&shared_key(org_id, &conversation.id)).await
+        else {
+            return;
+        };
+        if let Ok(mut pins) = self.pins.lock() {
+            pins.insert(
+                scoped(org_id, &conversation.id),
+                Pin {
+                    endpoint_id,
+                    expires: Instant::now() + ttl,
+                },
+            );
+        }
+    }
+
     /// Moves the conversation's pinned endpoint to the front of `attempts` when it is
     /// healthy and still eligible; otherwise says why not.
     pub fn apply(
@@ -208,6 +253,17 @@ impl StickyTable {
                 expires: now + conversation.cache_ttl,
             },
         );
+        drop(pins);
+        if let Some(shared) = &self.shared {
+            let (shared, key, endpoint, ttl) = (
+                shared.clone(),
+                shared_key(org_id, &conversation.id),
+                endpoint_id.to_owned(),
+                conversation.cache_ttl,
+            );
+            // Off the response path: a slow Redis must not delay the answer.
+            tokio::spawn(async move { shared.set_text(&key, &endpoint, ttl).await });
+        }
     }
 }
 
