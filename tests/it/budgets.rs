@@ -423,7 +423,56 @@ async fn alerts_reach_the_webhook_once_at_50_80_and_100_percent() {
 
 #[tokio::test]
 async fn four_gateways_and_2000_concurrent_requests_settle_within_a_one_dollar_limit() {
-    let (system, _mock) = priced_system().await;
+    let (system, mock) = priced_system().await;
+    four_gateways_against_one_dollar(system, mock).await;
+}
+
+/// The same on Postgres, where leases serialise on a row lock (`SWITCHYARD_TEST_DATABASE_URL`;
+/// required under `CI=true`).
+#[tokio::test]
+async fn four_gateways_and_2000_concurrent_requests_settle_within_a_one_dollar_limit_on_postgres() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+    let system = System::start_on(tempfile::tempdir().unwrap(), url).await.unwrap();
+    system
+        .add_openai_model(&mock.base_url(), "acme/metered", "gpt-4o-mini", "0.0001", "0.0005")
+        .await
+        .unwrap();
+    four_gateways_against_one_dollar(system, mock).await;
+}
+
+/// A new, empty database on the Postgres server named by `SWITCHYARD_TEST_DATABASE_URL`
+/// (left behind for inspection; the throwaway cluster goes with it).
+async fn fresh_postgres_database() -> Option<String> {
+    use sqlx::Connection as _;
+    const VAR: &str = "SWITCHYARD_TEST_DATABASE_URL";
+    let Some(admin) = std::env::var(VAR).ok().filter(|u| !u.trim().is_empty()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Postgres is required under CI=true: export {VAR}=$(bash tests/pg/start-postgres.sh)"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED (postgres): {VAR} is not set");
+        return None;
+    };
+    let name = format!("sy_budgets_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let prefix = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
+    Some(match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    })
+}
+
+async fn four_gateways_against_one_dollar(system: System, _mock: MockOpenAi) {
     // The org's bound on overspend: a $0.01 overdraft per gateway, used only when the control
     // plane is unreachable (it stays up here, so the ledger must stay within the limit).
     let overdraft_usd = 0.01;
@@ -484,9 +533,10 @@ async fn four_gateways_and_2000_concurrent_requests_settle_within_a_one_dollar_l
     .unwrap()[0];
     let bound = USD + (overdraft_usd * 4.0 * USD as f64) as i64;
     println!(
-        "4 gateways x 500 concurrent requests in {elapsed:?}: {ok} admitted, {refused} refused with 402; \
+        "{} backend, 4 gateways x 500 concurrent requests in {elapsed:?}: {ok} admitted, {refused} refused with 402; \
          settled ledger spend ${:.6} against the $1.000000 limit (bound: limit + 4 x ${overdraft_usd} overdraft = ${:.6}); \
          per request $0.002100, admission estimate $0.005500",
+        system.store.backend(),
         settled as f64 / USD as f64,
         bound as f64 / USD as f64,
     );
@@ -496,4 +546,86 @@ async fn four_gateways_and_2000_concurrent_requests_settle_within_a_one_dollar_l
     assert!(settled <= bound);
     // Leases are conservative, not starving: most of the dollar is used.
     assert!(settled >= USD / 2, "only ${} of $1 was admitted", settled as f64 / USD as f64);
+}
+
+/// Sends requests until one is refused; returns how many were admitted and the refusal.
+async fn admit_until_refused(system: &System, key: &str, cap: usize) -> (usize, Value) {
+    for n in 0..cap {
+        let (s, body) = json_of(system.post("/chat/completions", key, &chat("acme/metered", 10)).await.unwrap()).await;
+        match s {
+            200 => {}
+            402 => return (n, body),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    panic!("{cap} requests were all admitted");
+}
+
+#[tokio::test]
+async fn with_the_control_plane_down_a_spent_slice_fails_closed_or_overdraws_within_the_bound() {
+    let (mut system, _mock) = priced_system().await;
+    let (key, _) = create_key(&system, json!({ "name": "one dollar", "limit": 1 })).await;
+    wait_for_latest_config(&system).await;
+    // The first request leases a slice: a 32nd of the limit ($0.03125).
+    let (s, body) = json_of(system.post("/chat/completions", &key, &chat("acme/metered", 10)).await.unwrap()).await;
+    assert_eq!(s, 200, "{body}");
+
+    // fail_closed (the default): the gateway spends what it holds, then refuses.
+    system.stop_control_plane().await.unwrap();
+    let (admitted, refusal) = admit_until_refused(&system, &key, 100).await;
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(message.contains("control plane is unreachable"), "{message}");
+    // The slice is $0.03125; each request needs $0.0055 free and settles $0.0021: at most 12
+    // more fit (fewer if a settlement lands after the next request was admitted).
+    assert!((8..=12).contains(&admitted), "admitted {admitted} on the leased slice");
+    println!("fail_closed: {admitted} admitted on the slice with the control plane down, then 402: {message}");
+
+    // overdraft: up to $0.012 beyond the slice per budget and gateway, then refuses.
+    system.restart_control_plane().await.unwrap();
+    let put = system
+        .http
+        .put(format!("{}/budget-settings", system.base_url()))
+        .bearer_auth(system.management_key())
+        .json(&json!({ "unreachable_policy": "overdraft", "overdraft": 0.012 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    wait_for_latest_config(&system).await;
+    // Use up a fresh slice with the control plane up, so the next outage starts from a
+    // slice with little left.
+    let (s, body) = json_of(system.post("/chat/completions", &key, &chat("acme/metered", 10)).await.unwrap()).await;
+    assert_eq!(s, 200, "{body}");
+    system.stop_control_plane().await.unwrap();
+    let (on_slice_and_overdraft, refusal) = admit_until_refused(&system, &key, 100).await;
+    assert!(refusal["error"]["metadata"]["budget"]["control_plane_unreachable"] == json!(true), "{refusal}");
+
+    // Back up: everything ships, and the ledger stays within what this gateway was granted
+    // plus the overdraft.
+    system.restart_control_plane().await.unwrap();
+    let hash = switchyard_proto::ApiKeySecret::parse(&key).unwrap().hash().into_string();
+    let deadline = Instant::now() + PATIENCE;
+    let settled = loop {
+        system.wait_for_usage_shipped().await.unwrap();
+        let spent = system.store.key_spend_since(&system.secrets.org_id, &hash, &[0]).await.unwrap()[0];
+        if spent > 0 && system.gateway.status.acked_usage_seq.borrow().to_owned() >= system.gateway.status.spooled_usage_seq.borrow().to_owned() {
+            break spent;
+        }
+        assert!(Instant::now() < deadline, "usage did not ship");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let granted: i64 = system
+        .store
+        .list_leases(&system.secrets.org_id, &format!("key:{hash}"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.granted_nanos)
+        .sum();
+    println!(
+        "overdraft: {on_slice_and_overdraft} admitted with the control plane down; settled ${:.6}, granted ${:.6}, bound granted + $0.012",
+        settled as f64 / USD as f64,
+        granted as f64 / USD as f64
+    );
+    assert!(settled <= granted + 12_000_000, "settled {settled} beyond granted {granted} + overdraft");
 }

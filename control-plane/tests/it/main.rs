@@ -4,6 +4,7 @@ mod api_support;
 mod api_tenancy;
 mod audit_cli;
 mod billing_store;
+mod budget_store;
 mod cache_stats_store;
 mod chargeback_store;
 mod cli;

@@ -45,7 +45,17 @@ async fn serve(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
         .ok_or_else(|| ApiError::ModelNotFound {
             model: request.model.clone(),
         })?;
+    // Budget admission: the input's estimated cost at the dearest endpoint (no output);
+    // the usage record settles the real cost, and an unanswered request frees it.
+    let estimate = crate::budget::estimate_cost(
+        model.endpoints.iter().map(|e| &e.prices),
+        super::usage_json::estimate_tokens(request.input_chars()),
+        0,
+    );
+    let reservation =
+        crate::budget::admit_estimate(state, &key, &catalog.budgets, &tags.tags, estimate).await?;
     let generation = GenerationId::new();
+    let _budget_hold = crate::budget::HoldGuard::hold(&state.budgets, generation, reservation);
     let mut last_error = None;
     let endpoints = &model.endpoints;
     for (n, endpoint) in endpoints.iter().enumerate() {

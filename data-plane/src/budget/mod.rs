@@ -139,8 +139,7 @@ pub async fn admit(
     prompt_tokens: u64,
     attempts: &[crate::routing::Attempt],
 ) -> Result<Option<Reservation>, crate::error::ApiError> {
-    let needs = needs(key, Some(org), tags);
-    if needs.is_empty() {
+    if needs(key, Some(org), tags).is_empty() {
         return Ok(None);
     }
     let estimate = attempts
@@ -151,6 +150,21 @@ pub async fn admit(
         })
         .max()
         .unwrap_or(0);
+    admit_estimate(state, key, org, tags, estimate).await
+}
+
+/// Reserves an already computed estimate (nano-USD) against every budget that applies.
+pub async fn admit_estimate(
+    state: &crate::state::AppState,
+    key: &crate::snapshot::KeyEntry,
+    org: &OrgBudgets,
+    tags: &BTreeMap<String, String>,
+    estimate: i64,
+) -> Result<Option<Reservation>, crate::error::ApiError> {
+    let needs = needs(key, Some(org), tags);
+    if needs.is_empty() {
+        return Ok(None);
+    }
     state
         .budgets
         .reserve(&needs, estimate, &org.policy)
