@@ -157,6 +157,81 @@ mod tests {
         }
     }
 
+    /// The CI-bounded fuzz run (cargo-fuzz needs nightly): every entry point, fed from a
+    /// corpus that keeps growing with mutants of mutants, for `SWITCHYARD_FUZZ_SECONDS`
+    /// (default 10) from a seed in `SWITCHYARD_FUZZ_SEED` (default: the clock; printed, so a
+    /// failure is reproducible). Any panic fails the test with the input in the message.
+    #[test]
+    fn time_bounded_fuzz_smoke() {
+        let seconds = std::env::var("SWITCHYARD_FUZZ_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(10);
+        let seed = std::env::var("SWITCHYARD_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+            | 1;
+        println!("fuzz smoke: seed {seed}, {seconds} s");
+        let mut rng = Rng(seed);
+        let mut corpus: Vec<Vec<u8>> = [
+            CHAT,
+            OPENAI_RESPONSE,
+            ANTHROPIC_RESPONSE,
+            GEMINI_RESPONSE,
+            SSE,
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 6] = [
+            ("chat_request", chat_request),
+            ("messages_request", messages_request),
+            ("responses_request", responses_request),
+            ("provider_response", provider_response),
+            ("sse_stream", sse_stream),
+            ("snapshot", snapshot),
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        let mut runs = [0u64; 6];
+        while std::time::Instant::now() < deadline {
+            for _ in 0..64 {
+                let parent = &corpus[rng.below(corpus.len())];
+                let input = mutate(parent, &mut rng);
+                let which = rng.below(targets.len());
+                let (name, target) = targets[which];
+                if std::panic::catch_unwind(|| target(&input)).is_err() {
+                    panic!(
+                        "{name} panicked on {:?} (seed {seed})",
+                        String::from_utf8_lossy(&input)
+                    );
+                }
+                runs[which] += 1;
+                // Keep some mutants as parents, so mutations stack up over the run; the
+                // corpus stays bounded by replacing at random once it is full.
+                if rng.below(8) == 0 {
+                    if corpus.len() < 4096 {
+                        corpus.push(input);
+                    } else {
+                        let slot = 5 + rng.below(corpus.len() - 5);
+                        corpus[slot] = input;
+                    }
+                }
+            }
+        }
+        let total: u64 = runs.iter().sum();
+        for ((name, _), n) in targets.iter().zip(runs) {
+            println!("fuzz smoke: {name}: {n} inputs");
+        }
+        println!("fuzz smoke: {total} inputs in {seconds} s, no panics");
+        assert!(runs.iter().all(|n| *n > 0), "every target ran: {runs:?}");
+    }
+
     #[test]
     fn seeds_parse() {
         assert!(crate::chat_request::ChatRequest::parse(CHAT).is_ok());

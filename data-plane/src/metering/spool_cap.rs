@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::spool::Spool;
 use crate::error::ApiError;
 
-/// Default cap: 1 GiB, about four million usage records.
+/// Default cap: 1 GiB of unacknowledged usage records.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Fraction of the cap at which the warning is logged.
