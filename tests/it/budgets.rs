@@ -472,6 +472,10 @@ async fn fresh_postgres_database() -> Option<String> {
     })
 }
 
+#[expect(
+    clippy::print_stdout,
+    reason = "the proof prints its numbers; shared by the SQLite and Postgres tests"
+)]
 async fn four_gateways_against_one_dollar(system: System, _mock: MockOpenAi) {
     // The org's bound on overspend: a $0.01 overdraft per gateway, used only when the control
     // plane is unreachable (it stays up here, so the ledger must stay within the limit).
