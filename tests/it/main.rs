@@ -11,6 +11,7 @@ mod console;
 mod console_pages;
 mod deploy;
 mod errors;
+mod faults;
 mod guardrails;
 mod identity;
 mod input_limits;
