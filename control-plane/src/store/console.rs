@@ -376,10 +376,14 @@ macro_rules! impl_console_store {
                 }
 
                 async fn console_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals> {
-                    // Two index ranges around `usage` (ledger_entries_org_account_kind).
+                    // Two index ranges around `usage` (ledger_entries_org_account_kind), as two
+                    // queries: with `OR` SQLite scanned the usage entries between them too.
                     let mut rows: Vec<(String, Option<i64>)> = sqlx::query_as(
                         "SELECT kind, CAST(SUM(amount_nanos) AS BIGINT) FROM ledger_entries
-                         WHERE org_id = $1 AND account = $2 AND (kind < 'usage' OR kind > 'usage') GROUP BY kind",
+                         WHERE org_id = $1 AND account = $2 AND kind < 'usage' GROUP BY kind
+                         UNION ALL
+                         SELECT kind, CAST(SUM(amount_nanos) AS BIGINT) FROM ledger_entries
+                         WHERE org_id = $1 AND account = $2 AND kind > 'usage' GROUP BY kind",
                     )
                     .bind(org_id)
                     .bind(accounts::ORG_CREDITS)

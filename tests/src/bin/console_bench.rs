@@ -131,6 +131,51 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // The overview's aggregation, before (every generation in `usage_records`) and after
+    // (the daily rollup, migration 0009): the same buckets, timed in the store.
+    let since = now - 31 * DAY_MS;
+    let raw = store.usage_buckets(&org, since).await?;
+    let rolled = store.daily_buckets(&org, since).await?;
+    let sum = |b: &[switchyard_control_plane::store::console::UsageBucket]| {
+        b.iter()
+            .map(|x| (x.requests, x.cost_nanos))
+            .fold((0, 0), |a, x| (a.0 + x.0, a.1 + x.1))
+    };
+    anyhow::ensure!(
+        sum(&raw) == sum(&rolled),
+        "rollup and raw scan disagree: {:?} vs {:?}",
+        sum(&raw),
+        sum(&rolled)
+    );
+    println!(
+        "\noverview aggregation over {} rows ({} requests, {} buckets), p50 / max of {} runs:",
+        cli.rows,
+        sum(&rolled).0,
+        rolled.len(),
+        cli.samples.min(5)
+    );
+    for (name, rollup) in [
+        ("before: raw usage_records scan", false),
+        ("after: usage_daily rollup", true),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..cli.samples.min(5) {
+            let t = Instant::now();
+            if rollup {
+                store.daily_buckets(&org, since).await?;
+            } else {
+                store.usage_buckets(&org, since).await?;
+            }
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "{name:<40} {:>9.1?} {:>9.1?}",
+            times[times.len() / 2],
+            times.last().copied().unwrap_or(Duration::ZERO)
+        );
+    }
+
     // Sign in like the browser does and keep the session cookie.
     let login = http
         .post(format!("{api}/api/v1/auth/login"))
@@ -153,6 +198,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let pages = [
         "/",
+        "/usage",
+        "/usage?group1=model&group2=key",
+        "/usage?group1=day&model=bench%2Fmodel-3",
+        "/usage.csv?group1=day&group2=key&group3=model",
+        "/billing",
+        "/teams",
         "/requests",
         "/requests?model=bench%2Fmodel-3",
         "/requests?errors=1",
