@@ -553,5 +553,49 @@ async fn console_explorer_billing_prices_teams_providers_in_chromium() {
         "no credential is shown"
     );
 
+    // Budgets: bad limit and a team budget without its team are refused inline; an org
+    // budget is listed with a spend bar showing what the budgets API reports.
+    b.goto(&format!("{base}/budgets")).await.unwrap();
+    assert!(b.exists("#no-budgets").await.unwrap());
+    b.fill("#b-limit", "ten dollars").await.unwrap();
+    b.submit("#create-budget-button").await.unwrap();
+    assert!(
+        b.text("#budget-error")
+            .await
+            .unwrap()
+            .contains("dollar amount")
+    );
+    b.fill("#b-limit", "50").await.unwrap();
+    b.select("#b-scope", "team").await.unwrap();
+    b.submit("#create-budget-button").await.unwrap();
+    assert!(b.text("#budget-error").await.unwrap().contains("team"));
+    b.select("#b-scope", "org").await.unwrap();
+    b.select("#b-window", "lifetime").await.unwrap();
+    b.fill("#b-name", "Org cap").await.unwrap();
+    b.fill("#b-limit", "0.02").await.unwrap();
+    b.submit("#create-budget-button").await.unwrap();
+    assert!(b.text(".notice").await.unwrap().contains("Budget created"));
+    let (status, listed) = cp.api(reqwest::Method::GET, "/budgets", &Value::Null).await;
+    assert_eq!(status, 200, "{listed}");
+    let spent = listed["data"][0]["spent_nanos"].as_i64().unwrap();
+    assert!(
+        spent > 20_000_000,
+        "the usage so far is over $0.02: {listed}"
+    );
+    let row = b.text("#budgets tbody tr").await.unwrap();
+    assert!(
+        row.contains("Org cap") && row.contains(&usd(spent)) && row.contains("over"),
+        "{row}"
+    );
+    assert!(b.exists("#budgets svg.meter .bar.over").await.unwrap());
+    b.screenshot("budgets").await.unwrap();
+    // The overview shows spend against the org's budget.
+    b.goto(&base).await.unwrap();
+    let stats = b.text(".stats").await.unwrap();
+    assert!(
+        stats.contains("Org budget") && stats.contains(&usd(spent)),
+        "{stats}"
+    );
+
     b.close().await.unwrap();
 }
