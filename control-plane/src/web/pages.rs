@@ -15,7 +15,7 @@ use super::{Console, Layout, Peer, WebError, charts, dispatch, page, role_can};
 use crate::api::AppState;
 use crate::identity::Permission;
 use crate::store::console::{UsageBucket, UsageQuery};
-use crate::store::{AuditFilter, Role, UsageRow, accounts, now_ms};
+use crate::store::{AuditFilter, Role, UsageRow, now_ms};
 
 type WebResult = Result<Response, WebError>;
 const DAY_MS: i64 = 86_400_000;
