@@ -86,6 +86,8 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
             .map(|o| pb::Org {
                 rate_limits: limits("org", &o.id),
                 routing_policy: routing_policy(&o.id),
+                // Billing settings: `add_platform_fees`.
+                platform_fee_bps: 0,
                 id: o.id,
                 name: o.name,
             })
@@ -175,6 +177,21 @@ pub async fn add_access_policies(
     Ok(())
 }
 
+/// Fills in each org's platform fee, so the cost a gateway reports to the client includes
+/// it exactly as the ledger's `fee` posting does. One settings read per org: snapshots are
+/// rebuilt only when the version moves, and a self-hosted install has few orgs.
+pub async fn add_platform_fees(
+    snapshot: &mut pb::ConfigSnapshot,
+    store: &dyn Store,
+) -> StoreResult<()> {
+    for org in &mut snapshot.orgs {
+        let bps = store.billing_settings(&org.id).await?.platform_fee_bps;
+        org.platform_fee_bps =
+            u32::try_from(bps.clamp(0, crate::billing::fees::MAX_FEE_BPS)).unwrap_or(0);
+    }
+    Ok(())
+}
+
 fn millis(ms: i64) -> u32 {
     u32::try_from(ms.max(0)).unwrap_or(u32::MAX)
 }
@@ -203,6 +220,7 @@ impl SnapshotCache {
         }
         let mut snapshot = build(self.store.load_config().await?);
         add_access_policies(&mut snapshot, &*self.store).await?;
+        add_platform_fees(&mut snapshot, &*self.store).await?;
         crate::budgets::add_to_snapshot(&mut snapshot, &*self.store).await?;
         let built = Arc::new(snapshot);
         *latest = Some(built.clone());

@@ -125,6 +125,9 @@ pub struct ModelEntry {
     pub endpoints: Vec<Arc<EndpointEntry>>,
 }
 
+/// Highest platform fee (100 %), as the control plane caps it.
+pub const MAX_FEE_BPS: u32 = 10_000;
+
 #[derive(Debug, Default)]
 pub struct OrgCatalog {
     pub name: String,
@@ -136,6 +139,9 @@ pub struct OrgCatalog {
     pub routing_policy: Option<pb::RoutingPolicy>,
     /// The org's budgets and lease policy (empty when it has none).
     pub budgets: Arc<crate::budget::OrgBudgets>,
+    /// The org's platform fee in basis points of provider cost, added to the cost clients
+    /// see exactly as the control plane's ledger `fee` posting adds it.
+    pub platform_fee_bps: u32,
     /// Sorted by id, for stable listings.
     pub models: Vec<Arc<ModelEntry>>,
     by_id: HashMap<String, Arc<ModelEntry>>,
@@ -238,6 +244,7 @@ impl TryFrom<pb::ConfigSnapshot> for Snapshot {
                         .as_ref()
                         .map_or(1, |l| l.capacity_weight.max(1)),
                     routing_policy: org.routing_policy.clone(),
+                    platform_fee_bps: org.platform_fee_bps.min(MAX_FEE_BPS),
                     ..OrgCatalog::default()
                 },
             );

@@ -513,3 +513,134 @@ async fn catalog_lists_priced_models_and_operators_edit_and_import_them() {
         "{body}"
     );
 }
+
+/// What the ledger took from the org's credits for one generation: its usage and fee entries.
+async fn ledger_debit(system: &System, generation: &str) -> i64 {
+    let tx = json_of(
+        system
+            .get("/credits/transactions?limit=1000", system.management_key())
+            .await
+            .unwrap(),
+    )
+    .await;
+    let entries: Vec<&Value> = tx["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["generation_id"] == json!(generation))
+        .collect();
+    assert_eq!(
+        entries.len(),
+        2,
+        "a usage and a fee entry for {generation}: {tx}"
+    );
+    -entries
+        .iter()
+        .map(|e| e["amount_nanos"].as_i64().unwrap())
+        .sum::<i64>()
+}
+
+/// The `usage` object of a streamed response: the last data chunk that carries one.
+async fn streamed_usage(r: reqwest::Response) -> (String, Value) {
+    let text = r.text().await.unwrap();
+    let mut found = None;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        if chunk["usage"].is_object() {
+            found = Some((
+                chunk["id"].as_str().unwrap().to_owned(),
+                chunk["usage"].clone(),
+            ));
+        }
+    }
+    found.unwrap_or_else(|| panic!("no usage chunk in the stream: {text}"))
+}
+
+#[tokio::test]
+async fn client_cost_includes_the_platform_fee_and_equals_generation_and_ledger() {
+    // 1000 × 333 + 500 × 777 nano-USD = 721 500 provider cost; 5.5 % of it is 39 682.5,
+    // which the ledger rounds down to 39 682.
+    const PROVIDER: i64 = 721_500;
+    const FEE: i64 = 39_682;
+    let (system, mock) = system_with_model(&[]).await;
+    system
+        .add_openai_model(
+            &mock.base_url(),
+            "acme/odd",
+            "gpt-4o-mini",
+            "0.000000333",
+            "0.000000777",
+        )
+        .await
+        .unwrap();
+    let mgmt = system.management_key().to_owned();
+    let grant = system
+        .post(
+            "/credits/grants",
+            &mgmt,
+            &json!({"amount": 1, "reason": "e2e"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), 201);
+    let r = put(
+        &system,
+        "/billing/platform-fee",
+        &mgmt,
+        &json!({"bps": 550}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // The fee travels to the gateway in the config snapshot.
+    let version = system.store.config_version().await.unwrap();
+    system.gateway.wait_for_config(version).await.unwrap();
+
+    let msg = json!([{"role": "user", "content": "hi"}]);
+    let body =
+        json_of(chat(&system, None, json!({"model": "acme/odd", "messages": msg})).await).await;
+    let plain = (
+        body["id"].as_str().unwrap().to_owned(),
+        body["usage"].clone(),
+    );
+    let r = chat(
+        &system,
+        None,
+        json!({"model": "acme/odd", "messages": msg, "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let streamed = streamed_usage(r).await;
+    // The ledger's usage total counts fees too.
+    wait_for_usage(&system, 2 * (PROVIDER + FEE)).await;
+
+    for (id, usage) in [plain, streamed] {
+        let details = &usage["cost_details"];
+        assert_eq!(details["provider_cost_nanos"], json!(PROVIDER), "{usage}");
+        assert_eq!(details["platform_fee_nanos"], json!(FEE), "{usage}");
+        // `cost` is USD as f64; to the nano it is provider cost + fee.
+        let client_nanos = (usage["cost"].as_f64().unwrap() * 1e9).round() as i64;
+        assert_eq!(client_nanos, PROVIDER + FEE, "{usage}");
+
+        let g = json_of(
+            system
+                .get(&format!("/generation?id={id}"), &mgmt)
+                .await
+                .unwrap(),
+        )
+        .await;
+        let g = &g["data"];
+        assert_eq!(
+            g["cost_details"]["provider_cost_nanos"],
+            json!(PROVIDER),
+            "{g}"
+        );
+        assert_eq!(g["cost_details"]["platform_fee_nanos"], json!(FEE), "{g}");
+        assert_eq!(g["total_cost"], usage["cost"], "{g}");
+        assert_eq!(ledger_debit(&system, &id).await, PROVIDER + FEE);
+    }
+}

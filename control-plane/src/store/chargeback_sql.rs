@@ -59,6 +59,12 @@ macro_rules! impl_chargeback_store {
 
                 async fn set_billing_settings(&self, s: &BillingSettings) -> StoreResult<()> {
                     let mut tx = self.pool.begin().await?;
+                    // The platform fee travels in the gateway snapshot (the cost gateways
+                    // report includes it): a settings change is a config change.
+                    let (version,): (i64,) =
+                        sqlx::query_as("UPDATE config_state SET version = version + 1 WHERE id = 1 RETURNING version")
+                            .fetch_one(&mut *tx)
+                            .await?;
                     sqlx::query(&format!(
                         "INSERT INTO org_billing_settings ({SETTINGS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                          ON CONFLICT (org_id) DO UPDATE SET platform_fee_bps = excluded.platform_fee_bps,
@@ -84,6 +90,7 @@ macro_rules! impl_chargeback_store {
                         .execute(&mut *tx)
                         .await?;
                     tx.commit().await?;
+                    self.announce(u64::try_from(version).unwrap_or(0));
                     Ok(())
                 }
 

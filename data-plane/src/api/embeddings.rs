@@ -112,14 +112,20 @@ fn respond(mut value: Value, meter: &Metering) -> Response {
         });
     let estimated = reported.is_none();
     let dims = reported.unwrap_or_else(|| meter.estimate(0));
-    let cost = meter.cost(&dims);
+    let charge = meter.charge(&dims);
     value["id"] = json!(meter.generation.to_string());
     value["model"] = json!(meter.model.id);
     value["provider"] = json!(meter.endpoint.provider.name);
     value["usage"] = json!({
         "prompt_tokens": dims.input_tokens,
         "total_tokens": dims.input_tokens,
-        "cost": cost.as_usd_f64(),
+        "cost": charge.total().as_usd_f64(),
+        "cost_details": {
+            "provider_cost": charge.provider.as_usd_f64(),
+            "platform_fee": charge.fee.as_usd_f64(),
+            "provider_cost_nanos": charge.provider.nanos(),
+            "platform_fee_nanos": charge.fee.nanos(),
+        },
     });
     meter.record(Outcome {
         dims,

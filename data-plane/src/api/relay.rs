@@ -122,7 +122,7 @@ pub fn complete<S: Skin>(
         .map_or(0, str::len);
     let estimated = reported.is_none();
     let dims = reported.unwrap_or_else(|| meter.estimate(content_chars));
-    let cost = meter.cost(&dims);
+    let charge = meter.charge(&dims);
     let upstream_id = value
         .get("id")
         .and_then(Value::as_str)
@@ -132,7 +132,7 @@ pub fn complete<S: Skin>(
     value["id"] = json!(meter.generation.to_string());
     value["model"] = json!(meter.model.id);
     value["provider"] = json!(meter.endpoint.provider.name);
-    value["usage"] = client_usage(&dims, cost);
+    value["usage"] = client_usage(&dims, charge);
     let mut native = String::new();
     if let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) {
         for (i, choice) in choices.iter_mut().enumerate() {
@@ -287,12 +287,12 @@ async fn relay<E: StreamEncoder>(
 
     let estimated = reported.is_none();
     let dims = reported.unwrap_or_else(|| meter.estimate(output_chars));
-    let cost = meter.cost(&dims);
+    let charge = meter.charge(&dims);
     if !cancelled {
         if let Some(err) = &failure {
             encoder.error(err, &native_finish, &mut frames);
         }
-        encoder.usage(&client_usage(&dims, cost), &mut frames);
+        encoder.usage(&client_usage(&dims, charge), &mut frames);
         encoder.end(&mut frames);
         let _ = send_all(&tx, &mut frames).await;
     }

@@ -1,21 +1,31 @@
 //! The `usage` object clients receive, OpenRouter-shaped, with `cost` in USD.
 
 use serde_json::{Value, json};
-use switchyard_proto::{Money, UsageDims};
+use switchyard_proto::UsageDims;
 
-pub fn client_usage(dims: &UsageDims, cost: Money) -> Value {
+use super::usage_record::Charge;
+
+/// `cost` is what the ledger takes (provider cost plus the org's platform fee);
+/// `cost_details` shows the two parts, as `/api/v1/generation` does.
+pub fn client_usage(dims: &UsageDims, charge: Charge) -> Value {
     json!({
         "prompt_tokens": dims.input_tokens,
         "completion_tokens": dims.output_tokens,
         "total_tokens": dims.input_tokens + dims.output_tokens,
-        "cost": cost.as_usd_f64(),
+        "cost": charge.total().as_usd_f64(),
         "is_byok": false,
         "prompt_tokens_details": {
             "cached_tokens": dims.cache_read_tokens,
             "cache_write_tokens": dims.cache_write_5m_tokens + dims.cache_write_1h_tokens,
         },
         "completion_tokens_details": { "reasoning_tokens": dims.reasoning_tokens },
-        "cost_details": { "upstream_inference_cost": null },
+        "cost_details": {
+            "upstream_inference_cost": null,
+            "provider_cost": charge.provider.as_usd_f64(),
+            "platform_fee": charge.fee.as_usd_f64(),
+            "provider_cost_nanos": charge.provider.nanos(),
+            "platform_fee_nanos": charge.fee.nanos(),
+        },
     })
 }
 

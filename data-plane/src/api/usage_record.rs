@@ -52,7 +52,51 @@ pub struct Outcome {
     pub upstream_id: String,
 }
 
+/// What a generation costs the org: the provider cost (the usage record's `cost_nanos`) and
+/// the org's platform fee on it, which the control plane posts as its own ledger entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    pub provider: Money,
+    pub fee: Money,
+}
+
+impl Charge {
+    /// The control plane's rule (`billing::fees::fee_nanos`): `cost × bps / 10 000`,
+    /// rounded down, capped at 100 %, so client, `/generation` and ledger agree to the nano.
+    pub fn new(provider: Money, fee_bps: u32) -> Self {
+        let (cost, bps) = (provider.nanos(), fee_bps.min(crate::snapshot::MAX_FEE_BPS));
+        let fee = if cost <= 0 || bps == 0 {
+            0
+        } else {
+            i64::try_from(i128::from(cost) * i128::from(bps) / 10_000).unwrap_or(i64::MAX)
+        };
+        Self {
+            provider,
+            fee: Money::from_nanos(fee),
+        }
+    }
+
+    /// What the ledger takes in all: provider cost plus fee.
+    pub fn total(self) -> Money {
+        self.provider.saturating_add(self.fee)
+    }
+}
+
 impl Metering {
+    /// The provider cost and the org's platform fee of `dims`, as the client is shown them.
+    pub fn charge(&self, dims: &UsageDims) -> Charge {
+        // The snapshot current now: the control plane rates the fee with its setting at
+        // ingest, so only a fee change racing this very request could make them differ.
+        let bps = self
+            .state
+            .snapshot()
+            .ok()
+            .and_then(|s| s.org(&self.key.org_id).map(|o| o.platform_fee_bps))
+            .unwrap_or(0);
+        Charge::new(self.cost(dims), bps)
+    }
+
+    /// The provider cost alone: what the usage record, budgets and key limits count.
     pub fn cost(&self, dims: &UsageDims) -> Money {
         // A response-cache hit called no provider: it is free.
         if self.cache.response_cache_hit {
@@ -128,8 +172,12 @@ impl Metering {
                 .limiter
                 .settle(permit, tokens, std::time::Instant::now());
         }
-        // Settles the generation's budget reservation at its real cost.
-        self.state.budgets.settle(self.generation, record.cost_nanos);
+        // Settles the generation's budget reservation at its real provider cost: the control
+        // plane measures budget spend as the sum of usage records' `cost_nanos`, which does
+        // not include the platform fee, and lease accounting must match it.
+        self.state
+            .budgets
+            .settle(self.generation, record.cost_nanos);
         self.state.meter.record(record);
     }
 
@@ -168,4 +216,32 @@ fn outcome_tokens(record: &pb::UsageRecord) -> u64 {
         .usage
         .as_ref()
         .map_or(0, |u| u.input_tokens + u.output_tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charge_rounds_the_fee_down_like_the_ledger() {
+        let c = Charge::new(Money::from_nanos(721_500), 550);
+        assert_eq!(c.fee.nanos(), 39_682, "39 682.5 rounds down");
+        assert_eq!(c.total().nanos(), 761_182);
+        assert_eq!(
+            Charge::new(Money::from_nanos(1_000_000), 0).fee,
+            Money::ZERO
+        );
+        assert_eq!(Charge::new(Money::ZERO, 550).fee, Money::ZERO);
+        assert_eq!(
+            Charge::new(Money::from_nanos(100), 20_000).fee.nanos(),
+            100,
+            "capped at 100 %"
+        );
+        assert_eq!(
+            Charge::new(Money::from_nanos(i64::MAX), 10_000)
+                .total()
+                .nanos(),
+            i64::MAX
+        );
+    }
 }
