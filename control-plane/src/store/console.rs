@@ -198,6 +198,15 @@ pub trait ConsoleStore: Send + Sync {
     /// `BillingStore::credit_totals` without reading every usage posting: the credit
     /// account's other postings (indexed by kind) plus the rollup's posted usage cost.
     async fn console_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals>;
+    /// A key's spend from each of the UTC days `from_days` (days since the epoch) on, read
+    /// from the rollup: the key page's today / this month / all time without scanning the
+    /// key's generations (its rollup rows are a few per day; today's is kept current at ingestion).
+    async fn key_spend_from_days(
+        &self,
+        org_id: &str,
+        hash: &str,
+        from_days: &[i64],
+    ) -> StoreResult<Vec<i64>>;
 }
 
 macro_rules! impl_console_store {
@@ -409,6 +418,26 @@ macro_rules! impl_console_store {
                         t.balance_nanos = t.balance_nanos.saturating_add(sum);
                     }
                     Ok(t)
+                }
+
+                async fn key_spend_from_days(&self, org_id: &str, hash: &str, from_days: &[i64]) -> StoreResult<Vec<i64>> {
+                    // One grouped read, then a suffix sum per requested start day.
+                    let days: Vec<(i64, Option<i64>)> = sqlx::query_as(
+                        "SELECT day, CAST(SUM(cost_nanos) AS BIGINT) FROM usage_daily
+                         WHERE org_id = $1 AND key_hash = $2 GROUP BY day",
+                    )
+                    .bind(org_id)
+                    .bind(hash)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(from_days
+                        .iter()
+                        .map(|from| {
+                            days.iter()
+                                .filter(|(day, _)| day >= from)
+                                .fold(0i64, |acc, (_, sum)| acc.saturating_add(sum.unwrap_or(0)))
+                        })
+                        .collect())
                 }
 
                 async fn list_usage(&self, org_id: &str, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {

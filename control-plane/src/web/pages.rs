@@ -622,10 +622,10 @@ async fn key_page(
     let key = store.get_key(console.org_id(), hash).await?;
     let now = now_ms();
     let spend = store
-        .key_spend_since(
+        .key_spend_from_days(
             console.org_id(),
             hash,
-            &[day_start(now), month_start(now), 0],
+            &[day_start(now) / DAY_MS, month_start(now) / DAY_MS, i64::MIN],
         )
         .await?;
     let policy = store.get_key_policy(console.org_id(), hash).await?;
