@@ -1,6 +1,7 @@
 //! The web console in real headless Chromium: sign in, create a key, call the gateway with
 //! it, find the generation and its cost in the request log; invite a viewer, who then
-//! cannot create keys. Screenshots of every main page go to `target/console-screenshots/`.
+//! cannot create keys; an org budget set below the spend makes the gateway refuse the key
+//! (402) and the overview show the overspend. Screenshots of every main page go to `target/console-screenshots/`.
 
 use serde_json::{Value, json};
 use switchyard_e2e::browser::Browser;
@@ -149,6 +150,79 @@ async fn console_key_to_request_log_and_viewer_rbac_in_chromium() {
     b.client.set_window_size(390, 844).await.unwrap();
     b.screenshot("overview-phone").await.unwrap();
     b.client.set_window_size(1280, 900).await.unwrap();
+
+    // The key page's spend (today / this month / all time, read from the daily rollup)
+    // counts the generation in each figure.
+    let hash = system
+        .store
+        .list_keys(&org, 0, 100, true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "browser-key")
+        .unwrap()
+        .hash;
+    b.goto(&format!("{base}/keys/{hash}")).await.unwrap();
+    let key_page = b.text("main").await.unwrap();
+    assert!(
+        key_page.contains("Spend all time") && key_page.matches(&usd(row.cost_nanos)).count() >= 3,
+        "{key_page}"
+    );
+
+    // Over budget: an org budget below what was already spent, set in the console, makes the
+    // gateway refuse the key's next call with 402, and the overview shows spend over it.
+    assert!(
+        row.cost_nanos >= 2 && row.cost_nanos < 1_000_000_000,
+        "a limit below the spend must be expressible: {}",
+        row.cost_nanos
+    );
+    let limit_nanos = row.cost_nanos / 2;
+    b.goto(&format!("{base}/budgets")).await.unwrap();
+    b.select("#b-scope", "org").await.unwrap();
+    b.select("#b-window", "lifetime").await.unwrap();
+    b.fill("#b-name", "Tiny org cap").await.unwrap();
+    b.fill("#b-limit", &format!("0.{limit_nanos:09}"))
+        .await
+        .unwrap();
+    b.submit("#create-budget-button").await.unwrap();
+    assert!(b.text(".notice").await.unwrap().contains("Budget created"));
+    let version = system.store.config_version().await.unwrap();
+    system.gateway.wait_for_config(version).await.unwrap();
+    let refused = system
+        .post(
+            "/chat/completions",
+            &secret,
+            &json!({ "model": "switchyard/echo", "messages": [{ "role": "user", "content": "one more, please" }] }),
+        )
+        .await
+        .unwrap();
+    let status = refused.status();
+    let body = refused.text().await.unwrap();
+    assert_eq!(status, 402, "over-budget call refused: {body}");
+    let budgets: Value = system
+        .get("/budgets", system.management_key())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org_budget = &budgets["data"][0];
+    assert_eq!(org_budget["limit_nanos"], json!(limit_nanos), "{budgets}");
+    let percent = org_budget["percent_used"].as_f64().unwrap();
+    assert!(percent > 100.0, "spend is over the budget: {budgets}");
+    b.goto(&base).await.unwrap();
+    let stats = b.text(".stats").await.unwrap();
+    assert!(
+        stats.contains("Org budget")
+            && stats.contains(&format!("{percent:.1}%"))
+            && stats.contains(&format!(
+                "{} of {}",
+                usd(org_budget["spent_nanos"].as_i64().unwrap()),
+                usd(limit_nanos)
+            )),
+        "{stats}"
+    );
+    b.screenshot("overview-over-budget").await.unwrap();
 
     for (page, name) in [
         ("/providers", "providers"),
