@@ -468,3 +468,171 @@ pub fn init_tracing() {
             .try_init();
     });
 }
+
+impl ControlPlane {
+    /// Ends the control plane like `kill -9`: the task is aborted without a drain, so open
+    /// connections break and in-flight RPCs get no answer.
+    pub async fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        // Connection tasks spawned by the servers watch this token; a dead process has none.
+        self.shutdown.cancel();
+    }
+}
+
+impl System {
+    /// Kills the control plane (see [`ControlPlane::kill`]) and starts a new one on the same
+    /// addresses and store, as a supervisor restarting a crashed process would.
+    pub async fn kill_and_restart_control_plane(&mut self) -> anyhow::Result<()> {
+        self.control_plane.kill().await;
+        self.restart_control_plane().await
+    }
+}
+
+/// A private, throwaway Postgres cluster (tests/pg/start-postgres.sh) for a test that must
+/// restart the server, which would break other tests on the shared cluster. Stopped on drop.
+pub struct PrivatePostgres {
+    /// Connection URL of the cluster's `postgres` database.
+    pub url: String,
+    pub datadir: PathBuf,
+    state: TempDir,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> anyhow::Result<PrivatePostgres> {
+        let state = tempfile::tempdir()?;
+        let state_file = state.path().join("pg.state");
+        let output = tokio::process::Command::new("bash")
+            .arg(pg_script("start-postgres.sh"))
+            .arg(&state_file)
+            .output()
+            .await
+            .context("running start-postgres.sh")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "start-postgres.sh failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout)?;
+        let url = stdout
+            .lines()
+            .last()
+            .context("start-postgres.sh printed no URL")?
+            .to_owned();
+        let datadir = PathBuf::from(std::fs::read_to_string(&state_file)?.trim());
+        Ok(PrivatePostgres {
+            url,
+            datadir,
+            state,
+        })
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is cut, the server comes back with the same
+    /// options (pg_ctl reuses postmaster.opts) on the same socket.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        let opts = std::fs::read_to_string(self.datadir.join("postmaster.opts"))?;
+        let postgres_bin = opts
+            .split_whitespace()
+            .next()
+            .context("empty postmaster.opts")?;
+        let pg_ctl = std::path::Path::new(postgres_bin.trim_matches('"')).with_file_name("pg_ctl");
+        let base = self.datadir.parent().context("data dir has no parent")?;
+        // The cluster belongs to the postgres user when the tests run as root.
+        let mut command = if is_root() {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            c
+        } else {
+            tokio::process::Command::new(&pg_ctl)
+        };
+        // The restarted server must log to the cluster's file: one inheriting pg_ctl's stdio
+        // would hold those pipes open for its whole life.
+        let log = base.join("postgres.log");
+        let status = command
+            .current_dir(base)
+            .arg("--pgdata")
+            .arg(&self.datadir)
+            .arg("--log")
+            .arg(&log)
+            .args([
+                "--wait",
+                "--timeout=30",
+                "--silent",
+                "-m",
+                "fast",
+                "restart",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .context("running pg_ctl restart")?;
+        anyhow::ensure!(
+            status.success(),
+            "pg_ctl restart failed ({status}); see {}",
+            log.display()
+        );
+        Ok(())
+    }
+
+    /// A new, empty database on this cluster; returns its URL.
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let (base, query) = self
+            .url
+            .split_once('?')
+            .context("the cluster URL names its socket dir in the query")?;
+        let prefix = base
+            .rsplit_once('/')
+            .map(|(p, _)| p)
+            .context("malformed cluster URL")?;
+        Ok(format!("{prefix}/{name}?{query}"))
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(pg_script("stop-postgres.sh"))
+            .arg(self.state.path().join("pg.state"))
+            .output();
+    }
+}
+
+fn pg_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("pg")
+        .join(name)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// Resident set size of this process in KiB (`VmRSS` in /proc/self/status); the in-process
+/// gateway's memory is part of it.
+pub fn rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS line")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS line")?
+        .parse()?)
+}
