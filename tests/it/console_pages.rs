@@ -536,6 +536,49 @@ async fn console_explorer_billing_prices_teams_providers_in_chromium() {
     assert!(b.text("main").await.unwrap().contains("CSRF"));
     assert_eq!(cp.store.list_teams(&org).await.unwrap().len(), 1);
 
+    // Explorer owner filters: alpha owned by the owner (user), beta by the team "search".
+    let team_id = cp.store.list_teams(&org).await.unwrap()[0].id.clone();
+    for (hash, field, owner) in [
+        (&keys[0], "owner_user_id", &owner_id),
+        (&keys[1], "owner_team_id", &team_id),
+    ] {
+        let (status, body) = cp
+            .api(
+                reqwest::Method::PATCH,
+                &format!("/keys/{hash}"),
+                &json!({ field: owner }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Costs were re-rated by the price edit above: expect each key's spend from the rollup.
+    let mut spent = Vec::new();
+    for hash in &keys {
+        spent.push(
+            cp.store
+                .key_spend_from_days(&org, hash, &[i64::MIN])
+                .await
+                .unwrap()[0],
+        );
+    }
+    b.goto(&format!("{base}/usage")).await.unwrap();
+    b.select("#u-user", &owner_id).await.unwrap();
+    b.submit("#explore-button").await.unwrap();
+    let total = b.text("#explorer-total").await.unwrap();
+    assert!(
+        total.contains('6') && total.contains(&usd(spent[0])) && !total.contains("13"),
+        "alpha's usage only: {total}"
+    );
+    b.select("#u-user", "").await.unwrap();
+    b.select("#u-team", &team_id).await.unwrap();
+    b.submit("#explore-button").await.unwrap();
+    let total = b.text("#explorer-total").await.unwrap();
+    assert!(
+        total.contains('7') && total.contains(&usd(spent[1])),
+        "beta's usage only: {total}"
+    );
+    b.screenshot("usage-by-team").await.unwrap();
+
     // Providers: test connection with the right and a wrong credential.
     b.goto(&format!("{base}/providers")).await.unwrap();
     b.submit("#test-mock-good").await.unwrap();

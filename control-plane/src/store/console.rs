@@ -87,6 +87,10 @@ pub struct ExploreQuery {
     pub key_hash: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
+    /// Only keys owned by this user (`api_keys.owner_user_id`).
+    pub owner_user: Option<String>,
+    /// Only keys owned by this team (`api_keys.owner_team_id`).
+    pub owner_team: Option<String>,
     pub group_by: Vec<Dimension>,
     pub limit: i64,
 }
@@ -269,10 +273,14 @@ macro_rules! impl_console_store {
             fn filters(first: usize) -> String {
                 format!(
                     "org_id = $1 AND day >= $2 AND day < $3
-                     AND (${a} = '' OR key_hash = ${a}) AND (${b} = '' OR model = ${b}) AND (${c} = '' OR provider_slug = ${c})",
+                     AND (${a} = '' OR key_hash = ${a}) AND (${b} = '' OR model = ${b}) AND (${c} = '' OR provider_slug = ${c})
+                     AND (${d} = '' OR key_hash IN (SELECT hash FROM api_keys WHERE org_id = $1 AND owner_user_id = ${d}))
+                     AND (${e} = '' OR key_hash IN (SELECT hash FROM api_keys WHERE org_id = $1 AND owner_team_id = ${e}))",
                     a = first,
                     b = first + 1,
-                    c = first + 2
+                    c = first + 2,
+                    d = first + 3,
+                    e = first + 4
                 )
             }
 
@@ -335,6 +343,8 @@ macro_rules! impl_console_store {
                         .bind(q.key_hash.clone().unwrap_or_default())
                         .bind(q.model.clone().unwrap_or_default())
                         .bind(q.provider.clone().unwrap_or_default())
+                        .bind(q.owner_user.clone().unwrap_or_default())
+                        .bind(q.owner_team.clone().unwrap_or_default())
                         .fetch_all(&self.pool)
                         .await?;
                     let n = cols.len();

@@ -31,6 +31,12 @@ pub struct ExploreForm {
     pub model: String,
     #[serde(default)]
     pub provider: String,
+    /// Owner of the keys (user id).
+    #[serde(default)]
+    pub user: String,
+    /// Owner of the keys (team id).
+    #[serde(default)]
+    pub team: String,
     #[serde(default)]
     pub group1: String,
     #[serde(default)]
@@ -114,6 +120,8 @@ fn plan(mut f: ExploreForm) -> (ExploreForm, Result<ExploreQuery, String>) {
             key_hash: opt(&f.key),
             model: opt(&f.model),
             provider: opt(&f.provider),
+            owner_user: opt(&f.user),
+            owner_team: opt(&f.team),
             group_by,
             limit: ROW_LIMIT,
         })
@@ -128,6 +136,8 @@ fn query_string(f: &ExploreForm) -> String {
         ("key", &f.key),
         ("model", &f.model),
         ("provider", &f.provider),
+        ("user", &f.user),
+        ("team", &f.team),
         ("group1", &f.group1),
         ("group2", &f.group2),
         ("group3", &f.group3),
@@ -158,6 +168,9 @@ struct UsagePage {
     keys: Vec<(String, String)>,
     models: Vec<String>,
     providers: Vec<String>,
+    /// (user id, name) and (team id, name) choices for the owner filters.
+    users: Vec<(String, String)>,
+    teams: Vec<(String, String)>,
     group_options: Vec<(usize, Vec<(&'static str, bool)>)>,
     headers: Vec<&'static str>,
     rows: Vec<ExploreView>,
@@ -302,6 +315,19 @@ pub async fn usage(
         keys,
         models: choices.models,
         providers: choices.providers,
+        // Owners to filter by: the org's members and teams (key ownership is by id).
+        users: store
+            .list_members(console.org_id())
+            .await?
+            .into_iter()
+            .map(|m| (m.user_id, if m.name.is_empty() { m.email } else { m.name }))
+            .collect(),
+        teams: store
+            .list_teams(console.org_id())
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t.name))
+            .collect(),
         chart,
         f,
         error: error.clone(),

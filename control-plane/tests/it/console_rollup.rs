@@ -256,6 +256,7 @@ async fn explorer_filters_and_groups(store: &dyn Store, _url: &str) {
         provider: provider.map(str::to_owned),
         group_by,
         limit: 100,
+        ..ExploreQuery::default()
     };
     let in_range = |r: &&UsageRow| r.started_at / DAY_MS < DAY0 + 2;
 
