@@ -418,6 +418,50 @@ async fn console_explorer_billing_prices_teams_providers_in_chromium() {
     assert_eq!(b.text("#credit-balance").await.unwrap(), usd(balance));
     assert!(b.text("#transactions").await.unwrap().contains("topup"));
     b.screenshot("billing").await.unwrap();
+    // Statements: the newest month's link opens it server-rendered, with the API's figures.
+    let link = b.find("#statements li:first-child a").await.unwrap();
+    let month = link.text().await.unwrap();
+    b.submit("#statements li:first-child a").await.unwrap();
+    assert_eq!(
+        b.path().await.unwrap(),
+        format!("/billing/statements/{month}")
+    );
+    let (status, statement) = cp
+        .api(
+            reqwest::Method::GET,
+            &format!("/statements/{month}"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{statement}");
+    let figures = b.text("#statement").await.unwrap();
+    let nanos = |field: &str| statement["data"][field]["nanos"].as_i64().unwrap();
+    assert!(
+        figures.contains(&usd(nanos("closing_balance")))
+            && figures.contains(&usd(nanos("topups")))
+            && figures.contains(&usd(statement["data"]["usage"]["total"]["nanos"]
+                .as_i64()
+                .unwrap())),
+        "{figures} vs {statement}"
+    );
+    assert_eq!(statement["data"]["reconciled"], json!(true));
+    assert!(
+        b.text("#statement-reconciled")
+            .await
+            .unwrap()
+            .starts_with("Reconciled")
+    );
+    assert!(
+        b.text("#statement-usage")
+            .await
+            .unwrap()
+            .contains("acme/chat")
+    );
+    b.screenshot("statement").await.unwrap();
+    b.goto(&format!("{base}/billing/statements/2026-13"))
+        .await
+        .unwrap();
+    assert!(b.text("main").await.unwrap().contains("2026-13"));
 
     // Price editing: bad input inline; then a new price from three days ago re-rates usage.
     b.goto(&format!("{base}/models")).await.unwrap();

@@ -41,6 +41,8 @@ struct BillingPage {
     stripe: bool,
     amount: String,
     error: String,
+    /// `yyyy-mm` of the months with a statement link, newest first.
+    statements: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -78,6 +80,7 @@ async fn billing_page(
     };
     Ok(BillingPage {
         l: console.layout("Credits & billing", "billing").await?,
+        statements: super::statements::recent_months(),
         balance: usd(totals.balance_nanos),
         credits: usd(totals.credits_nanos),
         usage: usd(totals.usage_nanos),

@@ -8,6 +8,7 @@
 //! validation, RBAC, audit and config versioning stay in one place.
 
 mod billing;
+mod statements;
 mod budgets;
 mod charts;
 mod connections;
@@ -93,6 +94,7 @@ pub fn routes() -> Router<AppState> {
             get(budgets::budgets).post(budgets::create_budget),
         )
         .route("/billing/checkout", post(billing::checkout))
+        .route("/billing/statements/{month}", get(statements::statement))
         .route("/gateways", get(pages::gateways))
         .route("/audit", get(pages::audit))
         .route("/playground", get(pages::playground))
