@@ -116,9 +116,8 @@ pub async fn run(
     let mut grpc = tonic::transport::Server::builder();
     let mut acceptor = None;
     if let Some(files) = &options.tls {
-        let tls_error = |e: switchyard_gateway::tls::TlsError| {
-            ControlPlaneError::Tls(e.to_string())
-        };
+        let tls_error =
+            |e: switchyard_gateway::tls::TlsError| ControlPlaneError::Tls(e.to_string());
         // HTTPS for people and SDKs: a client certificate is never asked for there.
         let http_files = switchyard_gateway::tls::ServerTlsFiles {
             client_ca: None,

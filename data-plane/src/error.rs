@@ -36,7 +36,9 @@ pub enum ApiError {
     #[error("{0}")]
     BudgetExceeded(crate::budget::Shortfall),
     /// The usage spool is at its disk cap (control plane unreachable for long).
-    #[error("this gateway cannot record usage right now (usage spool at {bytes} of {max_bytes} bytes); retry shortly or use another gateway")]
+    #[error(
+        "this gateway cannot record usage right now (usage spool at {bytes} of {max_bytes} bytes); retry shortly or use another gateway"
+    )]
     SpoolFull { bytes: u64, max_bytes: u64 },
     #[error("internal error")]
     Internal(String),

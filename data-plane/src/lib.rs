@@ -268,9 +268,7 @@ pub async fn run_with(
             None => cache::ResponseCache::memory(),
         }),
         sticky: match &config.redis_url {
-            Some(url) => {
-                routing::sticky::StickyTable::shared(url).map_err(GatewayError::Config)?
-            }
+            Some(url) => routing::sticky::StickyTable::shared(url).map_err(GatewayError::Config)?,
             None => routing::sticky::StickyTable::default(),
         },
         prompt_watch: cache::warning::PromptWatch::default(),

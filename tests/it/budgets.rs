@@ -24,7 +24,10 @@ fn chat(model: &str, max_tokens: u32) -> Value {
 async fn json_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text })))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text })),
+    )
 }
 
 /// A system with one priced model on the mock: $0.0001 per prompt token and $0.0005 per
@@ -40,7 +43,13 @@ async fn priced_system_with(fixed_usage: Option<(u64, u64)>) -> (System, MockOpe
     .unwrap();
     let system = System::start().await.unwrap();
     system
-        .add_openai_model(&mock.base_url(), "acme/metered", "gpt-4o-mini", "0.0001", "0.0005")
+        .add_openai_model(
+            &mock.base_url(),
+            "acme/metered",
+            "gpt-4o-mini",
+            "0.0001",
+            "0.0005",
+        )
         .await
         .unwrap();
     (system, mock)
@@ -51,8 +60,13 @@ async fn priced_system() -> (System, MockOpenAi) {
 }
 
 async fn create_key(system: &System, body: Value) -> (String, Value) {
-    let (status, created) =
-        json_of(system.post("/keys", system.management_key(), &body).await.unwrap()).await;
+    let (status, created) = json_of(
+        system
+            .post("/keys", system.management_key(), &body)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     (
         created["key"].as_str().unwrap().to_owned(),
@@ -73,7 +87,11 @@ async fn budgets_crud_is_rbac_checked_validated_and_audited() {
     // An org budget, a team budget and a tag budget.
     let (s, org_budget) = json_of(
         system
-            .post("/budgets", &mgmt, &json!({ "scope": "org", "limit": 25, "window": "monthly", "name": "org cap" }))
+            .post(
+                "/budgets",
+                &mgmt,
+                &json!({ "scope": "org", "limit": 25, "window": "monthly", "name": "org cap" }),
+            )
             .await
             .unwrap(),
     )
@@ -83,11 +101,20 @@ async fn budgets_crud_is_rbac_checked_validated_and_audited() {
     assert_eq!(org_budget["scope_id"], json!(system.secrets.org_id));
     assert_eq!(org_budget["limit"], json!(25.0));
     assert_eq!(org_budget["spent"], json!(0.0));
-    assert!(org_budget["window_start"].as_str().unwrap().ends_with("-01T00:00:00Z"));
+    assert!(
+        org_budget["window_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("-01T00:00:00Z")
+    );
 
     let (s, team) = json_of(
         system
-            .post(&format!("/orgs/{}/teams", system.secrets.org_id), &mgmt, &json!({ "name": "research" }))
+            .post(
+                &format!("/orgs/{}/teams", system.secrets.org_id),
+                &mgmt,
+                &json!({ "name": "research" }),
+            )
             .await
             .unwrap(),
     )
@@ -96,7 +123,11 @@ async fn budgets_crud_is_rbac_checked_validated_and_audited() {
     let team_id = team["data"]["id"].as_str().unwrap().to_owned();
     let (s, b) = json_of(
         system
-            .post("/budgets", &mgmt, &json!({ "scope": "team", "scope_id": team_id, "limit": 5, "window": "weekly" }))
+            .post(
+                "/budgets",
+                &mgmt,
+                &json!({ "scope": "team", "scope_id": team_id, "limit": 5, "window": "weekly" }),
+            )
             .await
             .unwrap(),
     )
@@ -114,21 +145,46 @@ async fn budgets_crud_is_rbac_checked_validated_and_audited() {
 
     // Bad input names the field.
     for (body, needle) in [
-        (json!({ "scope": "org", "limit": 1, "window": "yearly" }), "`window`"),
-        (json!({ "scope": "planet", "limit": 1, "window": "daily" }), "`scope`"),
-        (json!({ "scope": "tag", "scope_id": "no-equals", "limit": 1, "window": "daily" }), "`scope_id`"),
-        (json!({ "scope": "team", "scope_id": "missing", "limit": 1, "window": "daily" }), "no team"),
-        (json!({ "scope": "org", "limit": -1, "window": "daily" }), "`limit`"),
-        (json!({ "scope": "user", "limit": 1, "window": "daily" }), "`scope_id` is required"),
+        (
+            json!({ "scope": "org", "limit": 1, "window": "yearly" }),
+            "`window`",
+        ),
+        (
+            json!({ "scope": "planet", "limit": 1, "window": "daily" }),
+            "`scope`",
+        ),
+        (
+            json!({ "scope": "tag", "scope_id": "no-equals", "limit": 1, "window": "daily" }),
+            "`scope_id`",
+        ),
+        (
+            json!({ "scope": "team", "scope_id": "missing", "limit": 1, "window": "daily" }),
+            "no team",
+        ),
+        (
+            json!({ "scope": "org", "limit": -1, "window": "daily" }),
+            "`limit`",
+        ),
+        (
+            json!({ "scope": "user", "limit": 1, "window": "daily" }),
+            "`scope_id` is required",
+        ),
     ] {
         let (s, e) = json_of(system.post("/budgets", &mgmt, &body).await.unwrap()).await;
         assert_eq!(s, 400, "{body} -> {e}");
-        assert!(e["error"]["message"].as_str().unwrap().contains(needle), "{body} -> {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(needle),
+            "{body} -> {e}"
+        );
     }
     // One budget per scope and window.
     let (s, _) = json_of(
         system
-            .post("/budgets", &mgmt, &json!({ "scope": "org", "limit": 3, "window": "monthly" }))
+            .post(
+                "/budgets",
+                &mgmt,
+                &json!({ "scope": "org", "limit": 3, "window": "monthly" }),
+            )
             .await
             .unwrap(),
     )
@@ -158,14 +214,24 @@ async fn budgets_crud_is_rbac_checked_validated_and_audited() {
     assert_eq!(s, 403);
     let (s, _) = json_of(
         system
-            .post("/budgets", system.api_key(), &json!({ "scope": "org", "limit": 1, "window": "daily" }))
+            .post(
+                "/budgets",
+                system.api_key(),
+                &json!({ "scope": "org", "limit": 1, "window": "daily" }),
+            )
             .await
             .unwrap(),
     )
     .await;
     assert_eq!(s, 403);
     let (_, other_mgmt, _) = system.add_org("other").await.unwrap();
-    let (s, _) = json_of(system.get(&format!("/budgets/{id}"), &other_mgmt).await.unwrap()).await;
+    let (s, _) = json_of(
+        system
+            .get(&format!("/budgets/{id}"), &other_mgmt)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 404);
     let (s, other_list) = json_of(system.get("/budgets", &other_mgmt).await.unwrap()).await;
     assert_eq!((s, other_list["data"].as_array().unwrap().len()), (200, 0));
@@ -192,7 +258,10 @@ async fn budgets_crud_is_rbac_checked_validated_and_audited() {
         .filter_map(|e| e["action"].as_str())
         .collect();
     for action in ["budget.create", "budget.update", "budget.delete"] {
-        assert!(actions.contains(&action), "{action} missing from {actions:?}");
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
     }
 
     // Settings: the webhook is SSRF-checked; the default daily cap applies to new keys.
@@ -204,39 +273,84 @@ async fn budgets_crud_is_rbac_checked_validated_and_audited() {
             .json(&body)
             .send()
     };
-    let (s, e) = json_of(put(json!({ "alert_webhook_url": "http://169.254.169.254/latest" })).await.unwrap()).await;
+    let (s, e) = json_of(
+        put(json!({ "alert_webhook_url": "http://169.254.169.254/latest" }))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("alert_webhook_url"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alert_webhook_url")
+    );
     let (s, e) = json_of(put(json!({ "unreachable_policy": "maybe" })).await.unwrap()).await;
     assert_eq!(s, 400, "{e}");
     let (s, settings) = json_of(put(json!({ "default_key_daily_cap": 2.5, "unreachable_policy": "overdraft", "overdraft": 0.1 })).await.unwrap()).await;
     assert_eq!(s, 200, "{settings}");
     assert_eq!(settings["data"]["default_key_daily_cap"], json!(2.5));
     let (_, capped) = create_key(&system, json!({ "name": "no limit given" })).await;
-    assert_eq!((capped["limit"].clone(), capped["limit_reset"].clone()), (json!(2.5), json!("daily")));
-    let (_, explicit) = create_key(&system, json!({ "name": "own limit", "limit": 7, "limit_reset": "monthly" })).await;
-    assert_eq!((explicit["limit"].clone(), explicit["limit_reset"].clone()), (json!(7.0), json!("monthly")));
+    assert_eq!(
+        (capped["limit"].clone(), capped["limit_reset"].clone()),
+        (json!(2.5), json!("daily"))
+    );
+    let (_, explicit) = create_key(
+        &system,
+        json!({ "name": "own limit", "limit": 7, "limit_reset": "monthly" }),
+    )
+    .await;
+    assert_eq!(
+        (explicit["limit"].clone(), explicit["limit_reset"].clone()),
+        (json!(7.0), json!("monthly"))
+    );
 }
 
 #[tokio::test]
 async fn a_request_the_limit_cannot_cover_gets_402_with_the_numbers_in_each_skin() {
     let (system, _mock) = priced_system().await;
     // $0.006 covers two requests with max_tokens 4 (estimate $0.0025, real cost $0.0021).
-    let (key, _) = create_key(&system, json!({ "name": "tiny", "limit": 0.006, "limit_reset": "daily" })).await;
+    let (key, _) = create_key(
+        &system,
+        json!({ "name": "tiny", "limit": 0.006, "limit_reset": "daily" }),
+    )
+    .await;
     wait_for_latest_config(&system).await;
 
     // max_tokens 1000 → estimate 5 × $0.0001 + 1000 × $0.0005 = $0.5005 > $0.006.
-    let (s, e) = json_of(system.post("/chat/completions", &key, &chat("acme/metered", 1_000)).await.unwrap()).await;
+    let (s, e) = json_of(
+        system
+            .post("/chat/completions", &key, &chat("acme/metered", 1_000))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 402, "{e}");
     assert_eq!(e["error"]["code"], json!(402));
-    assert_eq!(e["error"]["metadata"]["error_type"], json!("payment_required"));
+    assert_eq!(
+        e["error"]["metadata"]["error_type"],
+        json!("payment_required")
+    );
     let message = e["error"]["message"].as_str().unwrap();
     println!("402 message: {message}");
-    for needle in ["key limit (daily)", "is $0.006000", "$0.000000 is spent", "$0.000000 is reserved", "needs up to $0.500500"] {
+    for needle in [
+        "key limit (daily)",
+        "is $0.006000",
+        "$0.000000 is spent",
+        "$0.000000 is reserved",
+        "needs up to $0.500500",
+    ] {
         assert!(message.contains(needle), "`{needle}` not in: {message}");
     }
-    assert_eq!(e["error"]["metadata"]["budget"]["requested_nanos"], json!(500_500_000));
-    assert_eq!(e["error"]["metadata"]["budget"]["limit_nanos"], json!(6_000_000));
+    assert_eq!(
+        e["error"]["metadata"]["budget"]["requested_nanos"],
+        json!(500_500_000)
+    );
+    assert_eq!(
+        e["error"]["metadata"]["budget"]["limit_nanos"],
+        json!(6_000_000)
+    );
 
     // Anthropic's skin: its own error shape, type billing_error.
     let r = system
@@ -252,7 +366,13 @@ async fn a_request_the_limit_cannot_cover_gets_402_with_the_numbers_in_each_skin
     assert_eq!(s, 402, "{e}");
     assert_eq!(e["type"], json!("error"));
     assert_eq!(e["error"]["type"], json!("billing_error"));
-    assert!(e["error"]["message"].as_str().unwrap().contains("$0.006000"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("$0.006000"),
+        "{e}"
+    );
 
     // Without max_tokens the org's default output estimate (1024 tokens, not the model's
     // maximum) is reserved: lowering it to 4 tokens admits the request.
@@ -264,7 +384,13 @@ async fn a_request_the_limit_cannot_cover_gets_402_with_the_numbers_in_each_skin
     )
     .await;
     assert_eq!(s, 402, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("$0.512500"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("$0.512500"),
+        "{e}"
+    );
     let put = system
         .http
         .put(format!("{}/budget-settings", system.base_url()))
@@ -285,7 +411,13 @@ async fn a_request_the_limit_cannot_cover_gets_402_with_the_numbers_in_each_skin
     assert_eq!(s, 200, "{ok}");
 
     // A request within the limit passes, and `GET /key` keeps OpenRouter's shape.
-    let (s, ok) = json_of(system.post("/chat/completions", &key, &chat("acme/metered", 4)).await.unwrap()).await;
+    let (s, ok) = json_of(
+        system
+            .post("/chat/completions", &key, &chat("acme/metered", 4))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200, "{ok}");
     // Usage reaches the ledger moments after the response: poll until both requests are in.
     let deadline = Instant::now() + PATIENCE;
@@ -295,17 +427,38 @@ async fn a_request_the_limit_cannot_cover_gets_402_with_the_numbers_in_each_skin
         if me["data"]["usage_daily"] == json!(0.0042) {
             break me;
         }
-        assert!(Instant::now() < deadline, "usage never reached $0.0042: {me}");
+        assert!(
+            Instant::now() < deadline,
+            "usage never reached $0.0042: {me}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let d = &me["data"];
-    for field in ["limit", "limit_remaining", "limit_reset", "usage", "usage_daily", "usage_weekly", "usage_monthly", "include_byok_in_limit"] {
+    for field in [
+        "limit",
+        "limit_remaining",
+        "limit_reset",
+        "usage",
+        "usage_daily",
+        "usage_weekly",
+        "usage_monthly",
+        "include_byok_in_limit",
+    ] {
         assert!(d.get(field).is_some(), "`{field}` missing from {d}");
     }
     assert_eq!(d["usage_daily"], json!(0.0042));
-    assert!((d["limit_remaining"].as_f64().unwrap() - 0.0018).abs() < 1e-12, "{d}");
+    assert!(
+        (d["limit_remaining"].as_f64().unwrap() - 0.0018).abs() < 1e-12,
+        "{d}"
+    );
     // The third request's estimate ($0.0025) no longer fits the $0.0018 left.
-    let (s, e) = json_of(system.post("/chat/completions", &key, &chat("acme/metered", 4)).await.unwrap()).await;
+    let (s, e) = json_of(
+        system
+            .post("/chat/completions", &key, &chat("acme/metered", 4))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 402, "{e}");
 }
 
@@ -343,7 +496,11 @@ fn thresholds(seen: &Arc<Mutex<Vec<Value>>>) -> Vec<i64> {
 async fn wait_for_thresholds(seen: &Arc<Mutex<Vec<Value>>>, want: &[i64]) {
     let deadline = Instant::now() + PATIENCE;
     while thresholds(seen) != want {
-        assert!(Instant::now() < deadline, "alerts {:?}, expected {want:?}", thresholds(seen));
+        assert!(
+            Instant::now() < deadline,
+            "alerts {:?}, expected {want:?}",
+            thresholds(seen)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -367,7 +524,11 @@ async fn alerts_reach_the_webhook_once_at_50_80_and_100_percent() {
     // $1.30: 1 request is 27 %, 2 are 54 %, 3 are 81 %, 4 are 108 %.
     let (s, b) = json_of(
         system
-            .post("/budgets", &mgmt, &json!({ "scope": "org", "limit": 1.3, "window": "daily", "name": "alerts" }))
+            .post(
+                "/budgets",
+                &mgmt,
+                &json!({ "scope": "org", "limit": 1.3, "window": "daily", "name": "alerts" }),
+            )
             .await
             .unwrap(),
     )
@@ -380,7 +541,17 @@ async fn alerts_reach_the_webhook_once_at_50_80_and_100_percent() {
         let system = &system;
         async move {
             for _ in 0..n {
-                let (s, body) = json_of(system.post("/chat/completions", system.api_key(), &chat("acme/metered", 4)).await.unwrap()).await;
+                let (s, body) = json_of(
+                    system
+                        .post(
+                            "/chat/completions",
+                            system.api_key(),
+                            &chat("acme/metered", 4),
+                        )
+                        .await
+                        .unwrap(),
+                )
+                .await;
                 assert_eq!(s, 200, "{body}");
             }
             system.wait_for_usage_shipped().await.unwrap();
@@ -407,7 +578,13 @@ async fn alerts_reach_the_webhook_once_at_50_80_and_100_percent() {
     system.restart_control_plane().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(thresholds(&seen), vec![50, 80, 100]);
-    let (_, detail) = json_of(system.get(&format!("/budgets/{budget_id}"), &mgmt).await.unwrap()).await;
+    let (_, detail) = json_of(
+        system
+            .get(&format!("/budgets/{budget_id}"), &mgmt)
+            .await
+            .unwrap(),
+    )
+    .await;
     let statuses: Vec<&str> = detail["data"]["alerts"]
         .as_array()
         .unwrap()
@@ -416,9 +593,25 @@ async fn alerts_reach_the_webhook_once_at_50_80_and_100_percent() {
         .collect();
     assert_eq!(statuses, ["delivered", "delivered", "delivered"]);
     // Spent: the budget now refuses with 402.
-    let (s, e) = json_of(system.post("/chat/completions", system.api_key(), &chat("acme/metered", 4)).await.unwrap()).await;
+    let (s, e) = json_of(
+        system
+            .post(
+                "/chat/completions",
+                system.api_key(),
+                &chat("acme/metered", 4),
+            )
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 402, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("org budget"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("org budget"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -435,9 +628,17 @@ async fn four_gateways_and_2000_concurrent_requests_settle_within_a_one_dollar_l
         return;
     };
     let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
-    let system = System::start_on(tempfile::tempdir().unwrap(), url).await.unwrap();
+    let system = System::start_on(tempfile::tempdir().unwrap(), url)
+        .await
+        .unwrap();
     system
-        .add_openai_model(&mock.base_url(), "acme/metered", "gpt-4o-mini", "0.0001", "0.0005")
+        .add_openai_model(
+            &mock.base_url(),
+            "acme/metered",
+            "gpt-4o-mini",
+            "0.0001",
+            "0.0005",
+        )
         .await
         .unwrap();
     four_gateways_against_one_dollar(system, mock).await;
@@ -463,9 +664,13 @@ async fn fresh_postgres_database() -> Option<String> {
         .execute(&mut conn)
         .await
         .unwrap();
-    let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
     let authority = base.find("://").map_or(0, |i| i + 3);
-    let prefix = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
+    let prefix = base[authority..]
+        .find('/')
+        .map_or(base, |slash| &base[..authority + slash]);
     Some(match query {
         Some(q) => format!("{prefix}/{name}?{q}"),
         None => format!("{prefix}/{name}"),
@@ -489,7 +694,11 @@ async fn four_gateways_against_one_dollar(system: System, _mock: MockOpenAi) {
         .await
         .unwrap();
     assert_eq!(put.status(), 200);
-    let (key, _) = create_key(&system, json!({ "name": "one dollar", "limit": 1, "limit_reset": "monthly" })).await;
+    let (key, _) = create_key(
+        &system,
+        json!({ "name": "one dollar", "limit": 1, "limit_reset": "monthly" }),
+    )
+    .await;
     let mut gateways = Vec::new();
     for _ in 0..3 {
         gateways.push(system.start_extra_gateway().await.unwrap());
@@ -499,7 +708,10 @@ async fn four_gateways_against_one_dollar(system: System, _mock: MockOpenAi) {
     let mut addrs = vec![system.gateway.addr];
     addrs.extend(gateways.iter().map(|g| g.addr));
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(600).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(600)
+        .build()
+        .unwrap();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for addr in &addrs {
@@ -508,7 +720,13 @@ async fn four_gateways_against_one_dollar(system: System, _mock: MockOpenAi) {
             let url = format!("http://{addr}/api/v1/chat/completions");
             let key = key.clone();
             tasks.push(tokio::spawn(async move {
-                let r = client.post(url).bearer_auth(key).json(&chat("acme/metered", 10)).send().await.unwrap();
+                let r = client
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&chat("acme/metered", 10))
+                    .send()
+                    .await
+                    .unwrap();
                 r.status().as_u16()
             }));
         }
@@ -530,7 +748,10 @@ async fn four_gateways_against_one_dollar(system: System, _mock: MockOpenAi) {
     let settled: i64 = switchyard_control_plane::store::Store::key_spend_since(
         &*system.store,
         &system.secrets.org_id,
-        &switchyard_proto::ApiKeySecret::parse(&key).unwrap().hash().into_string(),
+        &switchyard_proto::ApiKeySecret::parse(&key)
+            .unwrap()
+            .hash()
+            .into_string(),
         &[0],
     )
     .await
@@ -545,17 +766,34 @@ async fn four_gateways_against_one_dollar(system: System, _mock: MockOpenAi) {
         bound as f64 / USD as f64,
     );
     assert_eq!(ok + refused, 2_000);
-    assert_eq!(settled, i64::from(ok) * 2_100_000, "every admitted request settled exactly once");
-    assert!(settled <= USD, "the control plane stayed up, so not even the overdraft may be used");
+    assert_eq!(
+        settled,
+        i64::from(ok) * 2_100_000,
+        "every admitted request settled exactly once"
+    );
+    assert!(
+        settled <= USD,
+        "the control plane stayed up, so not even the overdraft may be used"
+    );
     assert!(settled <= bound);
     // Leases are conservative, not starving: most of the dollar is used.
-    assert!(settled >= USD / 2, "only ${} of $1 was admitted", settled as f64 / USD as f64);
+    assert!(
+        settled >= USD / 2,
+        "only ${} of $1 was admitted",
+        settled as f64 / USD as f64
+    );
 }
 
 /// Sends requests until one is refused; returns how many were admitted and the refusal.
 async fn admit_until_refused(system: &System, key: &str, cap: usize) -> (usize, Value) {
     for n in 0..cap {
-        let (s, body) = json_of(system.post("/chat/completions", key, &chat("acme/metered", 10)).await.unwrap()).await;
+        let (s, body) = json_of(
+            system
+                .post("/chat/completions", key, &chat("acme/metered", 10))
+                .await
+                .unwrap(),
+        )
+        .await;
         match s {
             200 => {}
             402 => return (n, body),
@@ -571,18 +809,32 @@ async fn with_the_control_plane_down_a_spent_slice_fails_closed_or_overdraws_wit
     let (key, _) = create_key(&system, json!({ "name": "one dollar", "limit": 1 })).await;
     wait_for_latest_config(&system).await;
     // The first request leases a slice: a 32nd of the limit ($0.03125).
-    let (s, body) = json_of(system.post("/chat/completions", &key, &chat("acme/metered", 10)).await.unwrap()).await;
+    let (s, body) = json_of(
+        system
+            .post("/chat/completions", &key, &chat("acme/metered", 10))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
 
     // fail_closed (the default): the gateway spends what it holds, then refuses.
     system.stop_control_plane().await.unwrap();
     let (admitted, refusal) = admit_until_refused(&system, &key, 100).await;
     let message = refusal["error"]["message"].as_str().unwrap();
-    assert!(message.contains("control plane is unreachable"), "{message}");
+    assert!(
+        message.contains("control plane is unreachable"),
+        "{message}"
+    );
     // The slice is $0.03125; each request needs $0.0055 free and settles $0.0021: at most 12
     // more fit (fewer if a settlement lands after the next request was admitted).
-    assert!((8..=12).contains(&admitted), "admitted {admitted} on the leased slice");
-    println!("fail_closed: {admitted} admitted on the slice with the control plane down, then 402: {message}");
+    assert!(
+        (8..=12).contains(&admitted),
+        "admitted {admitted} on the leased slice"
+    );
+    println!(
+        "fail_closed: {admitted} admitted on the slice with the control plane down, then 402: {message}"
+    );
 
     // overdraft: up to $0.012 beyond the slice per budget and gateway, then refuses.
     system.restart_control_plane().await.unwrap();
@@ -598,21 +850,40 @@ async fn with_the_control_plane_down_a_spent_slice_fails_closed_or_overdraws_wit
     wait_for_latest_config(&system).await;
     // Use up a fresh slice with the control plane up, so the next outage starts from a
     // slice with little left.
-    let (s, body) = json_of(system.post("/chat/completions", &key, &chat("acme/metered", 10)).await.unwrap()).await;
+    let (s, body) = json_of(
+        system
+            .post("/chat/completions", &key, &chat("acme/metered", 10))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     system.stop_control_plane().await.unwrap();
     let (on_slice_and_overdraft, refusal) = admit_until_refused(&system, &key, 100).await;
-    assert!(refusal["error"]["metadata"]["budget"]["control_plane_unreachable"] == json!(true), "{refusal}");
+    assert!(
+        refusal["error"]["metadata"]["budget"]["control_plane_unreachable"] == json!(true),
+        "{refusal}"
+    );
 
     // Back up: everything ships, and the ledger stays within what this gateway was granted
     // plus the overdraft.
     system.restart_control_plane().await.unwrap();
-    let hash = switchyard_proto::ApiKeySecret::parse(&key).unwrap().hash().into_string();
+    let hash = switchyard_proto::ApiKeySecret::parse(&key)
+        .unwrap()
+        .hash()
+        .into_string();
     let deadline = Instant::now() + PATIENCE;
     let settled = loop {
         system.wait_for_usage_shipped().await.unwrap();
-        let spent = system.store.key_spend_since(&system.secrets.org_id, &hash, &[0]).await.unwrap()[0];
-        if spent > 0 && system.gateway.status.acked_usage_seq.borrow().to_owned() >= system.gateway.status.spooled_usage_seq.borrow().to_owned() {
+        let spent = system
+            .store
+            .key_spend_since(&system.secrets.org_id, &hash, &[0])
+            .await
+            .unwrap()[0];
+        if spent > 0
+            && system.gateway.status.acked_usage_seq.borrow().to_owned()
+                >= system.gateway.status.spooled_usage_seq.borrow().to_owned()
+        {
             break spent;
         }
         assert!(Instant::now() < deadline, "usage did not ship");
@@ -631,5 +902,8 @@ async fn with_the_control_plane_down_a_spent_slice_fails_closed_or_overdraws_wit
         settled as f64 / USD as f64,
         granted as f64 / USD as f64
     );
-    assert!(settled <= granted + 12_000_000, "settled {settled} beyond granted {granted} + overdraft");
+    assert!(
+        settled <= granted + 12_000_000,
+        "settled {settled} beyond granted {granted} + overdraft"
+    );
 }

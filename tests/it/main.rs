@@ -4,8 +4,8 @@
 
 mod billing;
 mod budgets;
-mod chargeback;
 mod caching;
+mod chargeback;
 mod conformance;
 mod console;
 mod console_pages;

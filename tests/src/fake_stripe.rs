@@ -389,7 +389,11 @@ impl FakeStripe {
     }
 
     /// The `payment_intent.succeeded` event of an intent, as Stripe sends it.
-    pub fn intent_succeeded_event(&self, event_id: &str, intent_id: &str) -> anyhow::Result<String> {
+    pub fn intent_succeeded_event(
+        &self,
+        event_id: &str,
+        intent_id: &str,
+    ) -> anyhow::Result<String> {
         let object = self
             .payment_intents()
             .into_iter()

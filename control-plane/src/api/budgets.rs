@@ -73,8 +73,7 @@ fn usd_nanos(field: &str, usd: f64) -> Result<i64, ApiError> {
 fn valid_tag_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_TAG_PART
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:@/".contains(&b))
 }
 
@@ -185,21 +184,29 @@ pub async fn create(
             ));
         }
         ("team", Some(team)) => {
-            state.store.get_team(&org_id, &team).await.map_err(|e| match e {
-                StoreError::NotFound => {
-                    ApiError::BadRequest(format!("`scope_id`: no team {team} in this org"))
-                }
-                other => other.into(),
-            })?;
+            state
+                .store
+                .get_team(&org_id, &team)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => {
+                        ApiError::BadRequest(format!("`scope_id`: no team {team} in this org"))
+                    }
+                    other => other.into(),
+                })?;
             team
         }
         ("user", Some(user)) => {
-            state.store.get_member(&org_id, &user).await.map_err(|e| match e {
-                StoreError::NotFound => {
-                    ApiError::BadRequest(format!("`scope_id`: no member {user} in this org"))
-                }
-                other => other.into(),
-            })?;
+            state
+                .store
+                .get_member(&org_id, &user)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => {
+                        ApiError::BadRequest(format!("`scope_id`: no member {user} in this org"))
+                    }
+                    other => other.into(),
+                })?;
             user
         }
         ("tag", Some(tag)) => {
@@ -280,7 +287,9 @@ pub async fn update(
         .map(|l| usd_nanos("limit", l))
         .transpose()?
         .unwrap_or(current.limit_nanos);
-    let name = body.name.map_or(current.name.clone(), |n| n.trim().to_owned());
+    let name = body
+        .name
+        .map_or(current.name.clone(), |n| n.trim().to_owned());
     if name.len() > MAX_NAME {
         return Err(ApiError::BadRequest(format!(
             "`name` is longer than {MAX_NAME} characters"
@@ -395,7 +404,9 @@ pub async fn put_settings(
         next.alert_webhook_url = url;
     }
     if let Some(cap) = body.default_key_daily_cap {
-        next.default_key_daily_cap = cap.map(|c| usd_nanos("default_key_daily_cap", c)).transpose()?;
+        next.default_key_daily_cap = cap
+            .map(|c| usd_nanos("default_key_daily_cap", c))
+            .transpose()?;
     }
     if let Some(v) = body.lease_max_per_gateway {
         next.lease_max_per_gateway = usd_nanos("lease_max_per_gateway", v)?;
@@ -428,7 +439,10 @@ pub async fn put_settings(
                 "`model_output_tokens` has more than {MAX_MODEL_ESTIMATES} entries"
             )));
         }
-        if let Some((m, _)) = models.iter().find(|(m, t)| m.is_empty() || m.len() > 200 || **t == 0 || **t > MAX_OUTPUT_ESTIMATE) {
+        if let Some((m, _)) = models
+            .iter()
+            .find(|(m, t)| m.is_empty() || m.len() > 200 || **t == 0 || **t > MAX_OUTPUT_ESTIMATE)
+        {
             return Err(ApiError::BadRequest(format!(
                 "`model_output_tokens`: `{m}` needs a model id of 1-200 characters and 1 to {MAX_OUTPUT_ESTIMATE} tokens"
             )));

@@ -56,11 +56,19 @@ fn payload(budget: &BudgetRow, alert: &AlertRow) -> Value {
     })
 }
 
-async fn deliver(http: &reqwest::Client, policy: UrlPolicy, url: &str, body: &Value) -> Result<(), String> {
+async fn deliver(
+    http: &reqwest::Client,
+    policy: UrlPolicy,
+    url: &str,
+    body: &Value,
+) -> Result<(), String> {
     check_url(url, policy).map_err(|why| format!("webhook URL {why}"))?;
     let response = http
         .post(url)
-        .header("user-agent", concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "user-agent",
+            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        )
         .json(body)
         .send()
         .await
@@ -72,21 +80,46 @@ async fn deliver(http: &reqwest::Client, policy: UrlPolicy, url: &str, body: &Va
     }
 }
 
-async fn send(store: &dyn Store, http: &reqwest::Client, policy: UrlPolicy, url: &str, budget: &BudgetRow, alert: &AlertRow) -> StoreResult<bool> {
+async fn send(
+    store: &dyn Store,
+    http: &reqwest::Client,
+    policy: UrlPolicy,
+    url: &str,
+    budget: &BudgetRow,
+    alert: &AlertRow,
+) -> StoreResult<bool> {
     let now = now_ms();
     match deliver(http, policy, url, &payload(budget, alert)).await {
         Ok(()) => {
             store
-                .finish_alert(&alert.budget_id, alert.window_start, alert.threshold, "delivered", "", now)
+                .finish_alert(
+                    &alert.budget_id,
+                    alert.window_start,
+                    alert.threshold,
+                    "delivered",
+                    "",
+                    now,
+                )
                 .await?;
             tracing::info!(org_id = %budget.org_id, budget_id = %budget.id, threshold = alert.threshold, "budget alert delivered");
             Ok(true)
         }
         Err(err) => {
-            let status = if alert.attempts + 1 >= MAX_ATTEMPTS { "failed" } else { "pending" };
+            let status = if alert.attempts + 1 >= MAX_ATTEMPTS {
+                "failed"
+            } else {
+                "pending"
+            };
             tracing::warn!(org_id = %budget.org_id, budget_id = %budget.id, threshold = alert.threshold, error = %err, status, "budget alert not delivered");
             store
-                .finish_alert(&alert.budget_id, alert.window_start, alert.threshold, status, &err, now)
+                .finish_alert(
+                    &alert.budget_id,
+                    alert.window_start,
+                    alert.threshold,
+                    status,
+                    &err,
+                    now,
+                )
                 .await?;
             Ok(false)
         }
@@ -95,23 +128,42 @@ async fn send(store: &dyn Store, http: &reqwest::Client, policy: UrlPolicy, url:
 
 /// One pass: retries undelivered alerts, then claims and sends newly reached thresholds.
 /// Returns how many alerts were delivered.
-pub async fn evaluate_once(store: &dyn Store, http: &reqwest::Client, policy: UrlPolicy, now: i64) -> StoreResult<usize> {
+pub async fn evaluate_once(
+    store: &dyn Store,
+    http: &reqwest::Client,
+    policy: UrlPolicy,
+    now: i64,
+) -> StoreResult<usize> {
     let mut delivered = 0;
     for alert in store.pending_alerts(100).await? {
         let settings = store.get_budget_settings(&alert.org_id).await?;
-        let (Some(url), Ok(budget)) = (settings.alert_webhook_url, store.get_budget(&alert.org_id, &alert.budget_id).await) else {
+        let (Some(url), Ok(budget)) = (
+            settings.alert_webhook_url,
+            store.get_budget(&alert.org_id, &alert.budget_id).await,
+        ) else {
             // Webhook removed or budget deleted: nothing left to notify.
             store
-                .finish_alert(&alert.budget_id, alert.window_start, alert.threshold, "failed", "no webhook or budget any more", now)
+                .finish_alert(
+                    &alert.budget_id,
+                    alert.window_start,
+                    alert.threshold,
+                    "failed",
+                    "no webhook or budget any more",
+                    now,
+                )
                 .await?;
             continue;
         };
         delivered += usize::from(send(store, http, policy, &url, &budget, &alert).await?);
     }
     for settings in store.all_budget_settings().await? {
-        let Some(url) = settings.alert_webhook_url else { continue };
+        let Some(url) = settings.alert_webhook_url else {
+            continue;
+        };
         for budget in store.list_budgets(&settings.org_id).await? {
-            let Some(resolved): Option<Resolved> = resolved_row(&budget) else { continue };
+            let Some(resolved): Option<Resolved> = resolved_row(&budget) else {
+                continue;
+            };
             let spent = window_spend(store, &budget.org_id, &resolved, now).await?;
             let (window_start, _) = resolved.window.bounds(now);
             for threshold in reached(spent, budget.limit_nanos) {
@@ -129,7 +181,8 @@ pub async fn evaluate_once(store: &dyn Store, http: &reqwest::Client, policy: Ur
                     delivered_at: None,
                 };
                 if store.claim_alert(&alert).await? {
-                    delivered += usize::from(send(store, http, policy, &url, &budget, &alert).await?);
+                    delivered +=
+                        usize::from(send(store, http, policy, &url, &budget, &alert).await?);
                 }
             }
         }
@@ -139,7 +192,12 @@ pub async fn evaluate_once(store: &dyn Store, http: &reqwest::Client, policy: Ur
 
 /// Re-evaluates budgets after each ingested usage batch and every `interval`, until
 /// `shutdown` fires.
-pub async fn run(store: Arc<dyn Store>, wake: Arc<tokio::sync::Notify>, config: AlertConfig, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+    config: AlertConfig,
+    shutdown: CancellationToken,
+) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())

@@ -128,7 +128,10 @@ mod tests {
     fn reported_but_unshipped_consumption_still_counts() {
         // A node consumed all of its 300 but the ledger has none of it yet.
         let terms = ask(1_000, 0, 10_000, Caps::default());
-        assert_eq!(grant(&terms, &live(0, 0, 0), &[live(300, 300, 0)]), (700, 300));
+        assert_eq!(
+            grant(&terms, &live(0, 0, 0), &[live(300, 300, 0)]),
+            (700, 300)
+        );
     }
 
     #[test]
@@ -159,7 +162,18 @@ mod tests {
 
     #[test]
     fn overspent_budgets_grant_nothing_and_never_negative() {
-        assert_eq!(grant(&ask(1_000, 1_500, 100, Caps::default()), &live(0, 0, 0), &[]).0, 0);
-        assert_eq!(grant(&ask(1_000, 0, -5, Caps::default()), &live(0, 0, 0), &[]).0, 0);
+        assert_eq!(
+            grant(
+                &ask(1_000, 1_500, 100, Caps::default()),
+                &live(0, 0, 0),
+                &[]
+            )
+            .0,
+            0
+        );
+        assert_eq!(
+            grant(&ask(1_000, 0, -5, Caps::default()), &live(0, 0, 0), &[]).0,
+            0
+        );
     }
 }

@@ -87,7 +87,10 @@ pub fn policy_pb(s: &BudgetSettingsRow) -> pb::LeasePolicy {
 /// Adds every org's budgets and lease policy to a snapshot. Read after `load_config` like
 /// the access policies; every budget change bumps the version, so a matching snapshot
 /// follows at once.
-pub async fn add_to_snapshot(snapshot: &mut pb::ConfigSnapshot, store: &dyn Store) -> StoreResult<()> {
+pub async fn add_to_snapshot(
+    snapshot: &mut pb::ConfigSnapshot,
+    store: &dyn Store,
+) -> StoreResult<()> {
     let mut by_org: HashMap<String, pb::OrgBudgets> = HashMap::new();
     for s in store.all_budget_settings().await? {
         by_org.insert(
@@ -100,11 +103,13 @@ pub async fn add_to_snapshot(snapshot: &mut pb::ConfigSnapshot, store: &dyn Stor
         );
     }
     for b in store.all_budgets().await? {
-        let entry = by_org.entry(b.org_id.clone()).or_insert_with(|| pb::OrgBudgets {
-            org_id: b.org_id.clone(),
-            budgets: Vec::new(),
-            policy: Some(policy_pb(&BudgetSettingsRow::defaults(&b.org_id))),
-        });
+        let entry = by_org
+            .entry(b.org_id.clone())
+            .or_insert_with(|| pb::OrgBudgets {
+                org_id: b.org_id.clone(),
+                budgets: Vec::new(),
+                policy: Some(policy_pb(&BudgetSettingsRow::defaults(&b.org_id))),
+            });
         entry.budgets.push(pb::Budget {
             id: b.id,
             scope_kind: b.scope_kind,

@@ -49,8 +49,8 @@ impl Window {
             Window::Lifetime => return (0, 0),
             Window::Daily => (day, day + time::Duration::days(1)),
             Window::Weekly => {
-                let monday = day
-                    - time::Duration::days(i64::from(day.weekday().number_days_from_monday()));
+                let monday =
+                    day - time::Duration::days(i64::from(day.weekday().number_days_from_monday()));
                 (monday, monday + time::Duration::weeks(1))
             }
             Window::Monthly => {
@@ -141,7 +141,12 @@ mod tests {
     #[test]
     fn lifetime_never_rolls_and_names_parse() {
         assert_eq!(Window::Lifetime.bounds(at("2026-12-06T10:00:00Z")), (0, 0));
-        for w in [Window::Daily, Window::Weekly, Window::Monthly, Window::Lifetime] {
+        for w in [
+            Window::Daily,
+            Window::Weekly,
+            Window::Monthly,
+            Window::Lifetime,
+        ] {
             assert_eq!(Window::parse(w.as_str()), Some(w));
         }
         assert_eq!(Window::parse("yearly"), None);

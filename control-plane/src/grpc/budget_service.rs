@@ -19,7 +19,11 @@ pub struct BudgetServiceImpl {
 }
 
 impl BudgetServiceImpl {
-    async fn slice(&self, node_id: &str, s: &pb::SliceRequest) -> Result<pb::SliceGrant, tonic::Status> {
+    async fn slice(
+        &self,
+        node_id: &str,
+        s: &pb::SliceRequest,
+    ) -> Result<pb::SliceGrant, tonic::Status> {
         let refused = |error: String| pb::SliceGrant {
             budget_id: s.budget_id.clone(),
             error,
@@ -28,7 +32,10 @@ impl BudgetServiceImpl {
         let resolved = match budgets::resolve(&*self.store, &s.org_id, &s.budget_id).await {
             Ok(r) => r,
             Err(StoreError::NotFound) => {
-                return Ok(refused(format!("budget `{}` does not exist in org `{}`", s.budget_id, s.org_id)));
+                return Ok(refused(format!(
+                    "budget `{}` does not exist in org `{}`",
+                    s.budget_id, s.org_id
+                )));
             }
             Err(other) => return Err(other.into()),
         };
@@ -79,7 +86,9 @@ impl BudgetService for BudgetServiceImpl {
         self.auth.check(&request).await?;
         let request = request.into_inner();
         if request.node_id.is_empty() || request.node_id.len() > 200 {
-            return Err(tonic::Status::invalid_argument("node_id must be 1 to 200 characters"));
+            return Err(tonic::Status::invalid_argument(
+                "node_id must be 1 to 200 characters",
+            ));
         }
         if request.slices.len() > MAX_SLICES {
             return Err(tonic::Status::invalid_argument(format!(

@@ -5,12 +5,12 @@
 mod audit;
 mod billing;
 mod billing_sql;
-mod chargeback;
-mod chargeback_sql;
 mod budgets;
 mod budgets_sql;
 mod cache_stats;
 mod cache_stats_sql;
+mod chargeback;
+mod chargeback_sql;
 pub mod console;
 mod identity;
 mod identity_sql;
@@ -24,9 +24,9 @@ use tokio::sync::watch;
 
 pub use audit::*;
 pub use billing::*;
-pub use chargeback::*;
 pub use budgets::*;
 pub use cache_stats::*;
+pub use chargeback::*;
 pub use console::ConsoleStore;
 pub use identity::*;
 pub use models::*;
@@ -63,7 +63,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    IdentityStore + AuditStore + ConsoleStore + BillingStore + BudgetStore + ChargebackStore + CacheStatsStore + Send + Sync + 'static
+    IdentityStore
+    + AuditStore
+    + ConsoleStore
+    + BillingStore
+    + BudgetStore
+    + ChargebackStore
+    + CacheStatsStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> &'static str;
 

@@ -8,13 +8,13 @@
 //! validation, RBAC, audit and config versioning stay in one place.
 
 mod billing;
-mod statements;
 mod budgets;
 mod charts;
 mod connections;
 mod explorer;
 mod format;
 mod pages;
+mod statements;
 mod teams;
 
 use std::net::SocketAddr;

@@ -54,13 +54,27 @@ async fn story(store: Arc<dyn Store>) {
     };
     store.create_budget(&budget).await.unwrap();
     assert!(matches!(
-        store.create_budget(&BudgetRow { id: "dup".into(), ..budget.clone() }).await,
+        store
+            .create_budget(&BudgetRow {
+                id: "dup".into(),
+                ..budget.clone()
+            })
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(store.config_version().await.unwrap() > v0);
-    assert_eq!(store.list_budgets(&org).await.unwrap(), vec![budget.clone()]);
-    assert!(matches!(store.get_budget("other-org", "b-org").await, Err(StoreError::NotFound)));
-    let updated = store.update_budget(&org, "b-org", "renamed", 1_000).await.unwrap();
+    assert_eq!(
+        store.list_budgets(&org).await.unwrap(),
+        vec![budget.clone()]
+    );
+    assert!(matches!(
+        store.get_budget("other-org", "b-org").await,
+        Err(StoreError::NotFound)
+    ));
+    let updated = store
+        .update_budget(&org, "b-org", "renamed", 1_000)
+        .await
+        .unwrap();
     assert_eq!(updated.name, "renamed");
 
     let defaults = store.get_budget_settings(&org).await.unwrap();
@@ -91,7 +105,14 @@ async fn story(store: Arc<dyn Store>) {
         total += g.granted_now;
     }
     assert_eq!(total, 1_000, "grants must add up to the limit, never more");
-    assert!(store.lease(&ask(&org, "node-late", 1, now)).await.unwrap().granted_now == 0);
+    assert!(
+        store
+            .lease(&ask(&org, "node-late", 1, now))
+            .await
+            .unwrap()
+            .granted_now
+            == 0
+    );
 
     // A node that consumed 40 of its 100 hands back what it does not need: at most its
     // unused 60 is released, and another node can then be granted it.
@@ -112,7 +133,10 @@ async fn story(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((released.granted_total, released.consumed), (40, 40));
-    let regranted = store.lease(&ask(&org, "node-late", 100, now)).await.unwrap();
+    let regranted = store
+        .lease(&ask(&org, "node-late", 100, now))
+        .await
+        .unwrap();
     assert_eq!(regranted.granted_now, 60);
 
     // Alerts are claimed once per (budget, window, threshold).
@@ -138,14 +162,30 @@ async fn story(store: Arc<dyn Store>) {
         .unwrap();
     assert!(store.pending_alerts(10).await.unwrap().is_empty());
     let listed = store.list_alerts(&org, "b-org").await.unwrap();
-    assert_eq!((listed[0].status.as_str(), listed[0].attempts, listed[0].delivered_at), ("delivered", 1, Some(now + 1)));
+    assert_eq!(
+        (
+            listed[0].status.as_str(),
+            listed[0].attempts,
+            listed[0].delivered_at
+        ),
+        ("delivered", 1, Some(now + 1))
+    );
 
     // Spend is the ledger's: nothing was ingested here.
-    assert!(store.scope_spend_by_node(&org, &SpendScope::Org, 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .scope_spend_by_node(&org, &SpendScope::Org, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     store.delete_budget(&org, "b-org").await.unwrap();
     assert!(store.list_leases(&org, "b-org").await.unwrap().is_empty());
-    assert!(matches!(store.delete_budget(&org, "b-org").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_budget(&org, "b-org").await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,10 @@ mod tests {
             ..PriceSheet::default()
         };
         // 1000 prompt tokens at $3/M + 100 output tokens at $15/M + 7 nano per request.
-        assert_eq!(estimate_cost([&cheap, &dear], 1_000, 100), 3_000_000 + 1_500_000 + 7);
+        assert_eq!(
+            estimate_cost([&cheap, &dear], 1_000, 100),
+            3_000_000 + 1_500_000 + 7
+        );
         assert_eq!(estimate_cost([], 1_000, 100), 0);
     }
 }

@@ -60,7 +60,10 @@ pub fn from_snapshot(
                 return Err(format!("budget {} has a negative limit", b.id));
             }
             if !matches!(b.scope_kind.as_str(), "org" | "team" | "user" | "tag") {
-                return Err(format!("budget {} has unknown scope `{}`", b.id, b.scope_kind));
+                return Err(format!(
+                    "budget {} has unknown scope `{}`",
+                    b.id, b.scope_kind
+                ));
             }
         }
         out.insert(

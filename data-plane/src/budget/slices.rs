@@ -12,8 +12,9 @@ use switchyard_proto::{GenerationId, Money, pb};
 use super::Need;
 
 /// One `BudgetService.Lease` call; a closure so tests can stand in for the control plane.
-pub type LeaseFn =
-    Arc<dyn Fn(pb::LeaseRequest) -> BoxFuture<'static, Result<pb::LeaseResponse, String>> + Send + Sync>;
+pub type LeaseFn = Arc<
+    dyn Fn(pb::LeaseRequest) -> BoxFuture<'static, Result<pb::LeaseResponse, String>> + Send + Sync,
+>;
 type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// How long the admission path waits for a lease before applying the org's policy.
@@ -86,7 +87,9 @@ struct Slice {
 impl Slice {
     fn state(&self) -> MutexGuard<'_, SliceState> {
         // A panic while holding this lock leaves plain numbers behind; keep using them.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -170,7 +173,14 @@ impl Reservation {
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reservation")
-            .field("budgets", &self.parts.iter().map(|(s, a)| (&s.budget_id, *a)).collect::<Vec<_>>())
+            .field(
+                "budgets",
+                &self
+                    .parts
+                    .iter()
+                    .map(|(s, a)| (&s.budget_id, *a))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -221,7 +231,8 @@ impl Budgets {
         auth: crate::auth_interceptor::NodeAuth,
         node_id: Arc<str>,
     ) -> Self {
-        let client = pb::budget_service_client::BudgetServiceClient::with_interceptor(channel, auth);
+        let client =
+            pb::budget_service_client::BudgetServiceClient::with_interceptor(channel, auth);
         let lease: LeaseFn = Arc::new(move |request| {
             let mut client = client.clone();
             Box::pin(async move {
@@ -369,14 +380,20 @@ impl Budgets {
             // asking again at once would only repeat that.
             if st.last_grant == 0
                 && st.usable(now, 0)
-                && st.last_fetch.is_some_and(|t| t.elapsed() < EMPTY_GRANT_REUSE)
+                && st
+                    .last_fetch
+                    .is_some_and(|t| t.elapsed() < EMPTY_GRANT_REUSE)
             {
                 return Err(self.shortfall(&st, need, estimate, false));
             }
             // Real costs above their estimates can leave the slice overdrawn: that deficit
             // must be covered too. Credit in an expired slice or an ended window is not usable.
             let available = st.available();
-            let credit = if st.usable(now, 0) { available.max(0) } else { 0 };
+            let credit = if st.usable(now, 0) {
+                available.max(0)
+            } else {
+                0
+            };
             let deficit = available.min(0).saturating_neg();
             let waiting = i64::try_from(slice.waiting.load(Ordering::Acquire)).unwrap_or(1);
             quantum(need.limit_nanos, estimate)
@@ -409,7 +426,8 @@ impl Budgets {
             st.reserved = st.reserved.saturating_add(estimate);
             return Ok(());
         }
-        if policy.overdraft && st.overdraft_used.saturating_add(estimate) <= policy.overdraft_nanos {
+        if policy.overdraft && st.overdraft_used.saturating_add(estimate) <= policy.overdraft_nanos
+        {
             // Admitted beyond the slice: the slice goes negative, so nothing else is
             // admitted from it, and the consumption is reported at the next lease.
             st.overdraft_used = st.overdraft_used.saturating_add(estimate);
@@ -419,7 +437,13 @@ impl Budgets {
         Err(self.shortfall(&st, need, estimate, true))
     }
 
-    fn shortfall(&self, st: &SliceState, need: &Need, estimate: i64, unreachable: bool) -> Shortfall {
+    fn shortfall(
+        &self,
+        st: &SliceState,
+        need: &Need,
+        estimate: i64,
+        unreachable: bool,
+    ) -> Shortfall {
         Shortfall {
             budget: need.label.clone(),
             limit_nanos: need.limit_nanos,

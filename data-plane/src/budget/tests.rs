@@ -98,30 +98,49 @@ async fn reserves_settles_and_refuses_with_the_numbers_when_the_budget_is_spent(
     assert_eq!(granted, 1_000);
     assert_eq!(reserved, 0);
     assert!(consumed <= 1_000, "consumed {consumed}");
-    assert_eq!(admitted, 16, "1000 / 60 rounded down, with 100 reserved for the last");
+    assert_eq!(
+        admitted, 16,
+        "1000 / 60 rounded down, with 100 reserved for the last"
+    );
     assert_eq!(refusal.limit_nanos, 1_000);
     assert_eq!(refusal.requested_nanos, 100);
     assert!(!refusal.unreachable);
     let text = refusal.to_string();
-    assert!(text.contains("$0.000001") && text.contains("needs up to $0.000000"), "{text}");
+    assert!(
+        text.contains("$0.000001") && text.contains("needs up to $0.000000"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn a_dropped_reservation_is_released_without_charge() {
     let (budgets, _cp, _) = setup(1_000);
-    let r = budgets.reserve(&[need(1_000)], 400, &pb::LeasePolicy::default()).await.unwrap();
+    let r = budgets
+        .reserve(&[need(1_000)], 400, &pb::LeasePolicy::default())
+        .await
+        .unwrap();
     assert_eq!(budgets.slice_numbers("b1").unwrap().2, 400);
     drop(r);
-    assert_eq!(budgets.slice_numbers("b1").unwrap(), (budgets.slice_numbers("b1").unwrap().0, 0, 0));
+    assert_eq!(
+        budgets.slice_numbers("b1").unwrap(),
+        (budgets.slice_numbers("b1").unwrap().0, 0, 0)
+    );
 }
 
 #[tokio::test]
 async fn unreachable_control_plane_fails_closed_or_admits_a_bounded_overdraft() {
     let (budgets, cp, _) = setup(100);
     let closed = pb::LeasePolicy::default();
-    budgets.reserve(&[need(1_000)], 100, &closed).await.unwrap().settle(100);
+    budgets
+        .reserve(&[need(1_000)], 100, &closed)
+        .await
+        .unwrap()
+        .settle(100);
     cp.down.store(true, Ordering::SeqCst);
-    let refusal = budgets.reserve(&[need(1_000)], 50, &closed).await.unwrap_err();
+    let refusal = budgets
+        .reserve(&[need(1_000)], 50, &closed)
+        .await
+        .unwrap_err();
     assert!(refusal.unreachable, "{refusal}");
     assert!(refusal.to_string().contains("unreachable"));
 
@@ -130,22 +149,44 @@ async fn unreachable_control_plane_fails_closed_or_admits_a_bounded_overdraft() 
         overdraft_nanos: 120,
         ..pb::LeasePolicy::default()
     };
-    budgets.reserve(&[need(1_000)], 50, &open).await.unwrap().settle(50);
-    budgets.reserve(&[need(1_000)], 50, &open).await.unwrap().settle(50);
+    budgets
+        .reserve(&[need(1_000)], 50, &open)
+        .await
+        .unwrap()
+        .settle(50);
+    budgets
+        .reserve(&[need(1_000)], 50, &open)
+        .await
+        .unwrap()
+        .settle(50);
     // 100 of the 120 overdraft used: another 50 would exceed it.
-    assert!(budgets.reserve(&[need(1_000)], 50, &open).await.unwrap_err().unreachable);
+    assert!(
+        budgets
+            .reserve(&[need(1_000)], 50, &open)
+            .await
+            .unwrap_err()
+            .unreachable
+    );
 }
 
 #[tokio::test]
 async fn a_new_window_starts_from_zero_consumption_and_reports_the_old_one() {
     let (budgets, cp, clock) = setup(300);
     let policy = pb::LeasePolicy::default();
-    budgets.reserve(&[need(1_000)], 100, &policy).await.unwrap().settle(100);
+    budgets
+        .reserve(&[need(1_000)], 100, &policy)
+        .await
+        .unwrap()
+        .settle(100);
     // The day rolls over: the control plane answers with a new window and fresh money.
     clock.fetch_add(86_400_000, Ordering::SeqCst);
     cp.window_start.store(86_400_000, Ordering::SeqCst);
     *cp.remaining.lock().unwrap() = 500;
-    budgets.reserve(&[need(1_000)], 100, &policy).await.unwrap().settle(70);
+    budgets
+        .reserve(&[need(1_000)], 100, &policy)
+        .await
+        .unwrap()
+        .settle(70);
     let (granted, consumed, _) = budgets.slice_numbers("b1").unwrap();
     assert_eq!(consumed, 70);
     assert!(granted <= 500);
@@ -189,7 +230,10 @@ fn needs_follow_key_owner_and_tags() {
         policy: pb::LeasePolicy::default(),
     };
     let ids = |tags: &BTreeMap<String, String>| -> Vec<String> {
-        needs(&key, Some(&org), tags).into_iter().map(|n| n.budget_id).collect()
+        needs(&key, Some(&org), tags)
+            .into_iter()
+            .map(|n| n.budget_id)
+            .collect()
     };
     assert_eq!(ids(&BTreeMap::new()), ["key:h", "o", "t1"]);
     let tags = BTreeMap::from([("project".to_owned(), "apollo".to_owned())]);

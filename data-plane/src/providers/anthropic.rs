@@ -682,15 +682,26 @@ mod tests {
         assert_eq!(body["system"][0]["cache_control"], eph);
         assert_eq!(body["messages"][2]["content"][0]["cache_control"], eph);
         assert_eq!(body["messages"][0]["content"][0]["cache_control"], eph);
-        assert!(body["messages"][1]["content"][0].get("cache_control").is_none());
+        assert!(
+            body["messages"][1]["content"][0]
+                .get("cache_control")
+                .is_none()
+        );
         let mut own = ChatRequest::parse(
             br#"{"model":"a/c","messages":[{"role":"user","content":[{"type":"text","text":"q","cache_control":{"type":"ephemeral","ttl":"1h"}}]},{"role":"assistant","content":"a"},{"role":"user","content":"q2"}]}"#,
         )
         .unwrap();
         own.auto_cache_breakpoints = true;
         let body = build_body(&own, "claude", 0).unwrap();
-        assert_eq!(body["messages"][0]["content"][0]["cache_control"]["ttl"], "1h");
-        assert!(body["messages"][2]["content"][0].get("cache_control").is_none());
+        assert_eq!(
+            body["messages"][0]["content"][0]["cache_control"]["ttl"],
+            "1h"
+        );
+        assert!(
+            body["messages"][2]["content"][0]
+                .get("cache_control")
+                .is_none()
+        );
     }
 
     #[test]
