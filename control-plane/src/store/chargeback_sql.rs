@@ -247,6 +247,13 @@ macro_rules! impl_chargeback_store {
 
                 async fn begin_auto_topup(&self, org_id: &str, amount_nanos: i64, balance_nanos: i64, now: i64) -> StoreResult<Option<AutoTopupRow>> {
                     let mut tx = self.pool.begin().await?;
+                    // Write first (a no-op on the org row): SQLite then holds its write lock for the
+                    // whole read-then-insert instead of failing the upgrade with SQLITE_BUSY, and
+                    // Postgres serialises concurrent checks of one org on the row lock.
+                    sqlx::query("UPDATE orgs SET name = name WHERE id = $1")
+                        .bind(org_id)
+                        .execute(&mut *tx)
+                        .await?;
                     let (blocking, crossings): (i64, i64) = sqlx::query_as(
                         "SELECT CAST(COALESCE(SUM(CASE WHEN status IN ('pending', 'failed') THEN 1 ELSE 0 END), 0) AS BIGINT), COUNT(*)
                          FROM auto_topups WHERE org_id = $1",
@@ -292,10 +299,7 @@ macro_rules! impl_chargeback_store {
 
                 async fn finish_auto_topup(&self, id: &str, payment_intent_id: Option<&str>, succeeded: bool, error: &str, now: i64) -> StoreResult<()> {
                     let mut tx = self.pool.begin().await?;
-                    let row = sqlx::query_as::<_, AutoTopupRow>(&format!("SELECT {TOPUP_COLUMNS} FROM auto_topups WHERE id = $1"))
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    // Update before reading: a write first keeps SQLite's lock upgrade from failing.
                     sqlx::query("UPDATE auto_topups SET status = $2, payment_intent_id = $3, error = $4, completed_at = $5 WHERE id = $1 AND status = 'pending'")
                         .bind(id)
                         .bind(if succeeded { "succeeded" } else { "failed" })
@@ -303,6 +307,10 @@ macro_rules! impl_chargeback_store {
                         .bind(error)
                         .bind(now)
                         .execute(&mut *tx)
+                        .await?;
+                    let row = sqlx::query_as::<_, AutoTopupRow>(&format!("SELECT {TOPUP_COLUMNS} FROM auto_topups WHERE id = $1"))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
                         .await?;
                     if let (true, Some(pi)) = (succeeded, payment_intent_id) {
                         insert_once(&mut tx, &auto_topup_posting(&row.org_id, pi, row.amount_nanos, now)).await?;
