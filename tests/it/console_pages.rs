@@ -623,6 +623,33 @@ async fn console_explorer_billing_prices_teams_providers_in_chromium() {
     );
     b.screenshot("usage-by-team").await.unwrap();
 
+    // Explorer tag filter: the three acme/other generations carry project=apollo.
+    let tags: Vec<_> = rows[10..]
+        .iter()
+        .map(|r| {
+            let tag = vec![("project".to_owned(), "apollo".to_owned())];
+            (r.request_id.clone(), org.clone(), tag)
+        })
+        .collect();
+    cp.store.add_usage_tags(&tags).await.unwrap();
+    b.select("#u-team", "").await.unwrap();
+    b.set_value("#u-tag", "project=apollo").await.unwrap();
+    b.submit("#explore-button").await.unwrap();
+    let total = b.text("#explorer-total").await.unwrap();
+    assert!(
+        total.contains('3') && total.contains(&usd(3 * 500_000)) && !total.contains("13"),
+        "the tagged generations only: {total}"
+    );
+    b.set_value("#u-tag", "apollo").await.unwrap();
+    b.submit("#explore-button").await.unwrap();
+    assert!(
+        b.text("#explorer-error")
+            .await
+            .unwrap()
+            .contains("not key=value")
+    );
+    b.set_value("#u-tag", "").await.unwrap();
+
     // Providers: test connection with the right and a wrong credential.
     b.goto(&format!("{base}/providers")).await.unwrap();
     b.submit("#test-mock-good").await.unwrap();

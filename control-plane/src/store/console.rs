@@ -91,6 +91,9 @@ pub struct ExploreQuery {
     pub owner_user: Option<String>,
     /// Only keys owned by this team (`api_keys.owner_team_id`).
     pub owner_team: Option<String>,
+    /// Only generations carrying this tag (`usage_tags`): read from the raw usage rows, as
+    /// the rollup has no tag dimension; the date range bounds the scan.
+    pub tag: Option<(String, String)>,
     pub group_by: Vec<Dimension>,
     pub limit: i64,
 }
@@ -270,6 +273,18 @@ macro_rules! impl_console_store {
                 Ok(())
             }
 
+            /// The tagged generations in the rollup's shape (one row each, day of start), so
+            /// `filters` and the sums apply unchanged; `$9`/`$10` are the tag key and value.
+            /// Costs are the generations' rated costs (re-rating adjustments are not per tag).
+            const TAGGED_DAYS: &str = "(SELECT u.org_id, CAST(u.started_at / 86400000 AS BIGINT) AS day, u.key_hash, u.model,
+                    u.provider_slug, 1 AS requests, CASE WHEN (u.http_status >= 400 OR u.error_type <> '') THEN 1 ELSE 0 END AS errors,
+                    u.input_tokens, u.output_tokens, u.cache_read_tokens,
+                    u.cache_write_5m_tokens + u.cache_write_1h_tokens AS cache_write_tokens, u.reasoning_tokens, u.cost_nanos
+                FROM usage_records u
+                JOIN usage_tags t ON t.request_id = u.request_id
+                WHERE u.org_id = $1 AND u.started_at >= $2 * 86400000 AND u.started_at < $3 * 86400000
+                  AND t.org_id = $1 AND t.tag_key = $9 AND t.tag_value = $10) AS tagged";
+
             fn filters(first: usize) -> String {
                 format!(
                     "org_id = $1 AND day >= $2 AND day < $3
@@ -332,11 +347,12 @@ macro_rules! impl_console_store {
                         format!(" ORDER BY {} DESC, 1", cols.len() + 8)
                     };
                     let sql = format!(
-                        "SELECT {select_keys}{SUMS} FROM usage_daily WHERE {}{group}{order} LIMIT {}",
+                        "SELECT {select_keys}{SUMS} FROM {} WHERE {}{group}{order} LIMIT {}",
+                        if q.tag.is_some() { TAGGED_DAYS } else { "usage_daily" },
                         filters(4),
                         q.limit.clamp(1, 10_000)
                     );
-                    let rows = sqlx::query(&sql)
+                    let mut query = sqlx::query(&sql)
                         .bind(org_id)
                         .bind(q.from_day)
                         .bind(q.to_day)
@@ -344,9 +360,11 @@ macro_rules! impl_console_store {
                         .bind(q.model.clone().unwrap_or_default())
                         .bind(q.provider.clone().unwrap_or_default())
                         .bind(q.owner_user.clone().unwrap_or_default())
-                        .bind(q.owner_team.clone().unwrap_or_default())
-                        .fetch_all(&self.pool)
-                        .await?;
+                        .bind(q.owner_team.clone().unwrap_or_default());
+                    if let Some((key, value)) = &q.tag {
+                        query = query.bind(key.clone()).bind(value.clone());
+                    }
+                    let rows = query.fetch_all(&self.pool).await?;
                     let n = cols.len();
                     let mut out = Vec::with_capacity(rows.len());
                     for row in rows {

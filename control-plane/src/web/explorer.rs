@@ -37,6 +37,9 @@ pub struct ExploreForm {
     /// Owner of the keys (team id).
     #[serde(default)]
     pub team: String,
+    /// One tag as `key=value` (request metadata, `X-Switchyard-Tags`, user, session).
+    #[serde(default)]
+    pub tag: String,
     #[serde(default)]
     pub group1: String,
     #[serde(default)]
@@ -114,6 +117,19 @@ fn plan(mut f: ExploreForm) -> (ExploreForm, Result<ExploreQuery, String>) {
             group_by.push(d);
         }
         let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        let tag = match f.tag.trim() {
+            "" => None,
+            text => match text.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Some((k.trim().to_owned(), v.trim().to_owned()))
+                }
+                _ => {
+                    return Err(format!(
+                        "Tag “{text}” is not key=value (for example team=search)."
+                    ));
+                }
+            },
+        };
         Ok(ExploreQuery {
             from_day: from,
             to_day: to + 1,
@@ -122,6 +138,7 @@ fn plan(mut f: ExploreForm) -> (ExploreForm, Result<ExploreQuery, String>) {
             provider: opt(&f.provider),
             owner_user: opt(&f.user),
             owner_team: opt(&f.team),
+            tag,
             group_by,
             limit: ROW_LIMIT,
         })
@@ -138,6 +155,7 @@ fn query_string(f: &ExploreForm) -> String {
         ("provider", &f.provider),
         ("user", &f.user),
         ("team", &f.team),
+        ("tag", &f.tag),
         ("group1", &f.group1),
         ("group2", &f.group2),
         ("group3", &f.group3),

@@ -317,6 +317,59 @@ async fn explorer_filters_and_groups(store: &dyn Store, _url: &str) {
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
 
+    // Filtered by a tag: only the tagged generations in range, from the raw rows.
+    let tagged: Vec<&UsageRow> = rows
+        .iter()
+        .filter(|r| r.request_id.ends_with('3'))
+        .collect();
+    let tags: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let team = if tagged.iter().any(|t| t.request_id == r.request_id) {
+                "search"
+            } else {
+                "ads"
+            };
+            (
+                r.request_id.clone(),
+                ORG.to_owned(),
+                vec![("team".to_owned(), team.to_owned())],
+            )
+        })
+        .collect();
+    store.add_usage_tags(&tags).await.expect("tags");
+    let by_tag = store
+        .explore_usage(
+            ORG,
+            &ExploreQuery {
+                tag: Some(("team".into(), "search".into())),
+                ..q(None, None, vec![Dimension::Day, Dimension::Model])
+            },
+        )
+        .await
+        .unwrap();
+    let want: Vec<&UsageRow> = tagged.iter().copied().filter(in_range).collect();
+    assert!(!want.is_empty());
+    assert_eq!(
+        by_tag.iter().map(|r| r.requests).sum::<i64>(),
+        want.len() as i64
+    );
+    assert_eq!(
+        by_tag.iter().map(|r| r.cost_nanos).sum::<i64>(),
+        want.iter().map(|r| r.cost_nanos).sum::<i64>()
+    );
+    let no_tag = store
+        .explore_usage(
+            ORG,
+            &ExploreQuery {
+                tag: Some(("team".into(), "nobody".into())),
+                ..q(None, None, vec![])
+            },
+        )
+        .await
+        .unwrap();
+    assert!(no_tag.is_empty(), "{no_tag:?}");
+
     let choices = store.explore_choices(ORG, DAY0, DAY0 + 3).await.unwrap();
     assert_eq!(choices.keys, vec!["key-0", "key-1", "key-2"]);
     assert_eq!(choices.models, vec!["acme/model-0", "acme/model-1"]);
