@@ -17,33 +17,6 @@ const ORG: &str = "org-rollup";
 const BACKFILL_SQLITE: &str = include_str!("../../../migrations/sqlite/0009_usage_daily.sql");
 const BACKFILL_PG: &str = include_str!("../../../migrations/postgres/0009_usage_daily.sql");
 
-macro_rules! both_backends {
-    ($($story:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $story() {
-                    let (store, dir) = crate::common::sqlite_store().await;
-                    let url = crate::common::sqlite_url(dir.path());
-                    super::$story(&*store, &url).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $story() {
-                    let Some((store, db)) = crate::common::postgres_store().await else {
-                        return;
-                    };
-                    super::$story(&*store, db.url()).await;
-                }
-            )*
-        }
-    };
-}
-
 both_backends!(
     rollup_is_exactly_once_and_matches_raw_rows,
     explorer_filters_and_groups,

@@ -10,34 +10,7 @@ use switchyard_control_plane::store::{
     Role, SessionRecord, Store, StoreError, TeamRecord, now_ms,
 };
 
-macro_rules! conformance {
-    ($($story:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $story() {
-                    let (store, dir) = crate::common::sqlite_store().await;
-                    let url = crate::common::sqlite_url(dir.path());
-                    super::$story(&*store, &url).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $story() {
-                    let Some((store, db)) = crate::common::postgres_store().await else {
-                        return;
-                    };
-                    super::$story(&*store, db.url()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+both_backends!(
     story_orgs_members_and_last_owner,
     story_teams,
     story_sessions,

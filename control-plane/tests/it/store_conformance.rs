@@ -22,34 +22,8 @@ use switchyard_proto::PriceSheet;
 use crate::common;
 
 /// Generates `sqlite::<story>` and `postgres::<story>` tests for each story.
-macro_rules! conformance {
-    ($($story:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $story() {
-                    let (store, dir) = crate::common::sqlite_store().await;
-                    let url = crate::common::sqlite_url(dir.path());
-                    super::$story(&*store, &url).await;
-                }
-            )*
-        }
 
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $story() {
-                    let Some((store, db)) = crate::common::postgres_store().await else {
-                        return;
-                    };
-                    super::$story(&*store, db.url()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+both_backends!(
     story_bootstrap,
     story_keys,
     story_providers_and_models,
