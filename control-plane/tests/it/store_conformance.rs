@@ -21,8 +21,6 @@ use switchyard_proto::PriceSheet;
 
 use crate::common;
 
-/// Generates `sqlite::<story>` and `postgres::<story>` tests for each story.
-
 both_backends!(
     story_bootstrap,
     story_keys,
