@@ -10,19 +10,23 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use switchyard_proto::{GenerationId, UsageDims};
+use tracing::Instrument as _;
 
 use super::auth;
 use super::usage_record::{Metering, Outcome};
 use crate::error::ApiError;
 use crate::providers::{EmbeddingsRequest, is_retryable};
 use crate::state::AppState;
+use crate::telemetry::otel;
 
 pub async fn embeddings(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match serve(&state, &headers, &body).await {
+    // One GenAI span per generation, as chat has; the meter records the usage on it.
+    let span = otel::generation_span("embeddings");
+    match serve(&state, &headers, &body).instrument(span).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -35,6 +39,7 @@ async fn serve(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
     // Nothing is served that could not be billed: refused while the spool is at its cap.
     state.meter.admit()?;
     let request = EmbeddingsRequest::parse(body)?;
+    otel::record_request("embeddings", &request.model, false);
     let tags = std::sync::Arc::new(super::usage_tags::collect(headers, &request.extra)?);
     let catalog = snapshot
         .org(&key.org_id)
