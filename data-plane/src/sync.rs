@@ -10,9 +10,11 @@ use switchyard_proto::pb;
 use switchyard_proto::pb::config_service_client::ConfigServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::auth_interceptor::NodeAuth;
 use crate::snapshot::Snapshot;
+use crate::telemetry::otel;
 
 pub struct SyncConfig {
     pub node_id: String,
@@ -63,7 +65,10 @@ async fn follow(
     config: &SyncConfig,
     backoff: &mut Backoff,
 ) -> Result<(), tonic::Status> {
-    let mut stream = client.watch(request).await?.into_inner();
+    let span = otel::grpc_client_span("ConfigService", "Watch");
+    let mut request = tonic::Request::new(request);
+    otel::inject_grpc(&span, request.metadata_mut());
+    let mut stream = client.watch(request).instrument(span).await?.into_inner();
     while let Some(message) = stream.message().await? {
         backoff.reset();
         let version = message.version;
@@ -97,7 +102,10 @@ async fn follow(
                 }
             }
         };
-        if let Err(status) = client.ack_config(ack).await {
+        let span = otel::grpc_client_span("ConfigService", "AckConfig");
+        let mut ack = tonic::Request::new(ack);
+        otel::inject_grpc(&span, ack.metadata_mut());
+        if let Err(status) = client.ack_config(ack).instrument(span).await {
             tracing::warn!(
                 version,
                 message = status.message(),

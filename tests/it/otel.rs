@@ -325,6 +325,107 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
             assert_eq!(hex::encode(&request.span.trace_id), trace_id);
         }
 
+        // Embeddings get a GenAI span like chat, in the client's trace.
+        let embeddings_trace = "5b8aa5a2d2c872e8321cf37308d69df2";
+        let response = system
+            .http
+            .post(format!("{}/embeddings", system.base_url()))
+            .bearer_auth(system.api_key())
+            .header(
+                "traceparent",
+                format!("00-{embeddings_trace}-051581bf3cb55c13-01"),
+            )
+            .json(&json!({"model": "acme/traced", "input": ["one two three", "four"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        let prompt_tokens = body["usage"]["prompt_tokens"].as_i64().unwrap();
+        assert!(prompt_tokens > 0, "{body}");
+        let embeddings = collector
+            .wait_for("gen_ai embeddings", |s| {
+                hex::encode(&s.span.trace_id) == embeddings_trace
+                    && s.str_attr("gen_ai.operation.name").as_deref() == Some("embeddings")
+                    && s.int_attr("gen_ai.usage.input_tokens").is_some()
+            })
+            .await;
+        assert_eq!(embeddings.span.name, "embeddings acme/traced");
+        assert_eq!(
+            embeddings.str_attr("gen_ai.request.model").as_deref(),
+            Some("acme/traced")
+        );
+        assert_eq!(
+            embeddings.str_attr("gen_ai.response.model").as_deref(),
+            Some("acme/traced")
+        );
+        assert!(embeddings.str_attr("gen_ai.provider.name").is_some());
+        assert_eq!(
+            embeddings.int_attr("gen_ai.usage.input_tokens"),
+            Some(prompt_tokens)
+        );
+
+        // With an org budget the request's admission leases a slice from the control plane:
+        // the gateway's Lease call carries the request's trace context, so the control
+        // plane's server span for it is in the client's trace, a child of the gateway's
+        // client span.
+        let created = system
+            .post(
+                "/budgets",
+                system.management_key(),
+                &json!({ "scope": "org", "limit": 25, "window": "monthly", "name": "traced" }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let version = system.store.config_version().await.unwrap();
+        system.gateway.wait_for_config(version).await.unwrap();
+        let lease_trace = "8f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let response = system
+            .http
+            .post(format!("{}/chat/completions", system.base_url()))
+            .bearer_auth(system.api_key())
+            .header(
+                "traceparent",
+                format!("00-{lease_trace}-1122334455667788-01"),
+            )
+            .json(&json!({"model": "acme/traced", "max_tokens": 5,
+                          "messages": [{"role": "user", "content": "lease me"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.unwrap();
+        let is_lease = |s: &Received| s.str_attr("rpc.method").as_deref() == Some("Lease");
+        let server = collector
+            .wait_for("control-plane Lease span in the client's trace", |s| {
+                is_lease(s) && s.span.kind == 2 && hex::encode(&s.span.trace_id) == lease_trace
+            })
+            .await;
+        let client = collector
+            .wait_for("the gateway's Lease client span", |s| {
+                is_lease(s) && s.span.kind == 3 && s.span.span_id == server.span.parent_span_id
+            })
+            .await;
+        assert_eq!(hex::encode(&client.span.trace_id), lease_trace);
+        assert_ne!(
+            hex::encode(&client.span.parent_span_id),
+            "1122334455667788",
+            "the lease is made within the gateway's own request spans"
+        );
+        // The background config calls are traced to the control plane too.
+        let ack = collector
+            .wait_for("control-plane AckConfig span", |s| {
+                s.str_attr("rpc.method").as_deref() == Some("AckConfig") && s.span.kind == 2
+            })
+            .await;
+        assert!(
+            collector.all().iter().any(|s| s.span.kind == 3
+                && s.span.span_id == ack.span.parent_span_id
+                && s.span.trace_id == ack.span.trace_id),
+            "the AckConfig server span is not parented on the gateway's client span"
+        );
+
         // The control plane's gRPC calls from the gateway are traced too.
         let grpc = collector
             .wait_for("control-plane gRPC span", |s| {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use switchyard_proto::{GenerationId, Money, pb};
+use tracing::Instrument as _;
 
 use super::Need;
 
@@ -235,9 +236,15 @@ impl Budgets {
             pb::budget_service_client::BudgetServiceClient::with_interceptor(channel, auth);
         let lease: LeaseFn = Arc::new(move |request| {
             let mut client = client.clone();
+            // Created here, while the admitting request's span is current, so the lease
+            // (and the control plane's work for it) joins that request's trace.
+            let span = crate::telemetry::otel::grpc_client_span("BudgetService", "Lease");
+            let mut request = tonic::Request::new(request);
+            crate::telemetry::otel::inject_grpc(&span, request.metadata_mut());
             Box::pin(async move {
                 client
                     .lease(request)
+                    .instrument(span)
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(|status| format!("{}: {}", status.code(), status.message()))

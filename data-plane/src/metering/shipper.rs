@@ -263,6 +263,7 @@ impl<'a> Session<'a> {
         request
             .metadata_mut()
             .insert("authorization", shipper.auth.clone());
+        crate::telemetry::otel::inject_grpc(&tracing::Span::current(), request.metadata_mut());
         let mut client = UsageServiceClient::new(shipper.channel.clone());
         let acks = client.report(request).await?.into_inner();
         tracing::debug!(

@@ -318,6 +318,39 @@ pub fn inject(span: &tracing::Span) -> HeaderMap {
     headers
 }
 
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::AsciiMetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::AsciiMetadataValue::try_from(value),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Adds `span`'s W3C trace context to the metadata of a gRPC call to the control plane, whose
+/// server spans adopt it, so a lease or config ack shows in the trace that caused it.
+pub fn inject_grpc(span: &tracing::Span, metadata: &mut tonic::metadata::MetadataMap) {
+    let cx = span.context();
+    TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(metadata));
+}
+
+/// A client span for one gRPC call from the gateway to the control plane; a child of the
+/// current span (the request that needed a lease), or a root for background calls.
+pub fn grpc_client_span(service: &'static str, method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "grpc.client",
+        otel.name = %format_args!("switchyard.v1.{service}/{method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = %format_args!("switchyard.v1.{service}"),
+        rpc.method = method,
+    )
+}
+
 /// The span of one generation (one inference request through the pipeline). Its GenAI
 /// attributes are filled in as they become known; it ends when the response (or stream)
 /// is finished and metered.
