@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
 use switchyard_e2e::harness::System;
 use switchyard_e2e::mock_openai::{MockConfig, MockOpenAi};
-use switchyard_gateway::telemetry::otel::{OtelConfig, SamplerChoice};
+use switchyard_gateway::telemetry::otel::{OtelConfig, OtlpProtocol, SamplerChoice};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -67,8 +67,17 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    fn push(&self, request: ExportTraceServiceRequest) {
         let mut spans = self.spans.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service = resource_spans
                 .resource
                 .iter()
@@ -92,13 +101,44 @@ impl TraceService for Collector {
         }
         drop(spans);
         self.changed.notify_waiters();
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
     }
-}
 
-impl Collector {
+    /// Starts an OTLP/HTTP receiver (`POST /v1/traces`, binary protobuf) on a loopback
+    /// port; returns its base URL.
+    async fn start_http(&self) -> String {
+        use axum::http::{StatusCode, header};
+        use prost::Message as _;
+        let collector = self.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    let content_type = headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if content_type != "application/x-protobuf" {
+                        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Vec::new());
+                    }
+                    match ExportTraceServiceRequest::decode(body) {
+                        Ok(request) => {
+                            collector.push(request);
+                            let response = ExportTraceServiceResponse {
+                                partial_success: None,
+                            };
+                            (StatusCode::OK, response.encode_to_vec())
+                        }
+                        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
     /// Starts the collector on a loopback port; returns its `http://` endpoint.
     async fn start(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -162,6 +202,35 @@ fn otel_config_follows_the_standard_variables() {
     assert_eq!(config.endpoint, "http://traces:4317");
     assert_eq!(config.service_name, "svc");
     assert_eq!(config.sampler, SamplerChoice::ParentBasedTraceIdRatio(0.25));
+    assert_eq!(config.protocol, OtlpProtocol::Grpc);
+    // HTTP: the general endpoint gets the signal path, the traces one is used as is, and the
+    // traces protocol variable wins over the general one.
+    let http = OtelConfig::from_lookup(
+        "svc",
+        env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(http.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(http.endpoint, "http://collector:4318/v1/traces");
+    let http = OtelConfig::from_lookup(
+        "svc",
+        env(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://traces:4318/custom",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(http.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(http.endpoint, "http://traces:4318/custom");
     let off = OtelConfig::from_lookup(
         "svc",
         env(&[
@@ -184,7 +253,12 @@ fn otel_config_follows_the_standard_variables() {
         vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")],
         vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
         ],
     ] {
         let err = OtelConfig::from_lookup("svc", env(&bad)).unwrap_err();
@@ -440,6 +514,79 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
         );
         assert!(collector.all().len() >= 6);
         // Flushing on drop needs the runtime to keep running the exporter's connection.
+        tokio::task::spawn_blocking(move || drop(guard))
+            .await
+            .unwrap();
+    });
+}
+
+/// OTLP over HTTP/protobuf (`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`): spans of both planes
+/// reach an in-test `POST /v1/traces` receiver that decodes the protobuf request.
+#[test]
+fn otlp_over_http_protobuf_exports_both_planes() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let collector = Collector::default();
+        let base = collector.start_http().await;
+        let vars: HashMap<&str, String> = HashMap::from([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", base),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+            ("OTEL_SERVICE_NAME", "http-exporter-under-test".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+        ]);
+        let config = OtelConfig::from_lookup("switchyard", |k| vars.get(k).cloned())
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.protocol, OtlpProtocol::HttpProtobuf);
+        let (layer, guard) = switchyard_gateway::telemetry::otel::layer(&config).unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let system = System::start().await.unwrap();
+        let mock = MockOpenAi::start(MockConfig::default()).await.unwrap();
+        system
+            .add_openai_model(&mock.base_url(), "acme/http-traced", "gpt-4o", "1", "2")
+            .await
+            .unwrap();
+        let trace_id = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+        let response = system
+            .http
+            .post(format!("{}/chat/completions", system.base_url()))
+            .bearer_auth(system.api_key())
+            .header("traceparent", format!("00-{trace_id}-0102030405060708-01"))
+            .json(&json!({"model": "acme/http-traced",
+                          "messages": [{"role": "user", "content": "over http"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.unwrap();
+
+        // The gateway's generation span...
+        let generation = collector
+            .wait_for("gen_ai over OTLP/HTTP", |s| {
+                hex::encode(&s.span.trace_id) == trace_id
+                    && s.str_attr("gen_ai.operation.name").as_deref() == Some("chat")
+                    && s.int_attr("gen_ai.usage.input_tokens").is_some()
+            })
+            .await;
+        assert_eq!(generation.service, "http-exporter-under-test");
+        assert_eq!(generation.span.name, "chat acme/http-traced");
+        // ...and the control plane's server span for a gateway's gRPC call.
+        let grpc = collector
+            .wait_for("control-plane gRPC server span over OTLP/HTTP", |s| {
+                s.str_attr("rpc.system").as_deref() == Some("grpc") && s.span.kind == 2
+            })
+            .await;
+        assert!(
+            grpc.str_attr("rpc.service")
+                .is_some_and(|s| s.starts_with("switchyard.v1.")),
+            "{:?}",
+            grpc.span.attributes
+        );
         tokio::task::spawn_blocking(move || drop(guard))
             .await
             .unwrap();

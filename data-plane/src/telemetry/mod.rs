@@ -4,6 +4,7 @@
 pub mod logging;
 pub mod metrics;
 pub mod otel;
+mod otlp_http;
 
 pub use logging::{LogFormat, http_trace_layer, init_logging};
 pub use metrics::{ErrorType, GatewayMetrics, add_upstream_time, metrics_handler, track_request};

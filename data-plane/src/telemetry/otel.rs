@@ -1,4 +1,5 @@
-//! OpenTelemetry tracing, shared by both planes: OTLP/gRPC export configured by the standard
+//! OpenTelemetry tracing, shared by both planes: OTLP export (gRPC or HTTP/protobuf)
+//! configured by the standard
 //! `OTEL_*` environment variables (off when no endpoint is set), W3C `traceparent`
 //! extraction from callers and injection into provider requests, and the GenAI
 //! semantic-convention attributes of a generation.
@@ -14,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
@@ -35,7 +36,9 @@ pub enum OtelError {
 /// Tracing settings, from the standard OpenTelemetry environment variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtelConfig {
-    /// The OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
+    pub protocol: OtlpProtocol,
+    /// Where spans are sent: the collector itself for gRPC (`http://otel-collector:4317`),
+    /// the full traces URL for HTTP (`http://otel-collector:4318/v1/traces`).
     pub endpoint: String,
     pub service_name: String,
     pub sampler: SamplerChoice,
@@ -43,6 +46,16 @@ pub struct OtelConfig {
     pub schedule_delay: Duration,
     /// Bound on one export call (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` / `_TIMEOUT`, ms).
     pub export_timeout: Duration,
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `grpc`, the default here (the spec's default is `http/protobuf`, but gRPC is what
+    /// Switchyard shipped with, and changing it would silently break deployments).
+    Grpc,
+    /// `http/protobuf`.
+    HttpProtobuf,
 }
 
 /// `OTEL_TRACES_SAMPLER` (+ `OTEL_TRACES_SAMPLER_ARG`).
@@ -105,22 +118,35 @@ impl OtelConfig {
                 }
             }
         }
-        if let Some(protocol) =
-            get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
-            && protocol != "grpc"
-        {
-            return Err(OtelError::Invalid {
-                var: "OTEL_EXPORTER_OTLP_PROTOCOL",
-                message: format!(
-                    "`{protocol}` is not supported; Switchyard exports OTLP over gRPC (`grpc`)"
-                ),
-            });
-        }
-        // For gRPC both variables name the collector itself (no `/v1/traces` suffix).
-        let Some(endpoint) = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        else {
-            return Ok(None);
+        let (protocol_var, protocol) = match get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                get("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            ),
+        };
+        let protocol = match protocol.as_deref() {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some(other) => {
+                return Err(OtelError::Invalid {
+                    var: protocol_var,
+                    message: format!("`{other}` is not supported; use `grpc` or `http/protobuf`"),
+                });
+            }
+        };
+        // The signal-specific variable is used as is; the general one names the collector,
+        // to which HTTP appends the signal's path (gRPC needs none).
+        let endpoint = match (
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(traces), _) => traces,
+            (None, Some(base)) if protocol == OtlpProtocol::HttpProtobuf => {
+                format!("{}/v1/traces", base.trim_end_matches('/'))
+            }
+            (None, Some(base)) => base,
+            (None, None) => return Ok(None),
         };
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(OtelError::Invalid {
@@ -176,6 +202,7 @@ impl OtelConfig {
             None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?,
         };
         Ok(Some(OtelConfig {
+            protocol,
             endpoint,
             service_name: get("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service.to_owned()),
             sampler,
@@ -185,14 +212,26 @@ impl OtelConfig {
     }
 
     /// Builds the tracer provider. Must run inside a Tokio runtime: the gRPC channel's
-    /// connection task lives there.
+    /// connection task, or each HTTP export, runs there.
     pub fn build_provider(&self) -> Result<SdkTracerProvider, OtelError> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(self.endpoint.clone())
-            .with_timeout(self.export_timeout)
-            .build()
-            .map_err(|e| OtelError::Exporter(e.to_string()))?;
+        let exporter = match self.protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(self.endpoint.clone())
+                .with_timeout(self.export_timeout)
+                .build(),
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(
+                    super::otlp_http::RuntimeReqwest::current(self.export_timeout)
+                        .map_err(OtelError::Exporter)?,
+                )
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(self.endpoint.clone())
+                .with_timeout(self.export_timeout)
+                .build(),
+        }
+        .map_err(|e| OtelError::Exporter(e.to_string()))?;
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()
