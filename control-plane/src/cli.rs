@@ -90,6 +90,11 @@ struct CommonArgs {
         default_value = "http://localhost:8080/console/billing?topup=cancelled"
     )]
     stripe_cancel_url: String,
+    /// Seconds a stream's provisional usage record waits for its final one before it is
+    /// billed as estimated (the gateway died mid-stream). Must outlast the longest stream
+    /// plus any delay in gateways shipping usage.
+    #[arg(long, env = "SWITCHYARD_PROVISIONAL_GRACE_SECONDS", default_value_t = switchyard_control_plane::billing::provisional::DEFAULT_GRACE.as_secs())]
+    provisional_grace_seconds: u64,
 }
 
 impl CommonArgs {
@@ -226,6 +231,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // TLS, when set, is on the embedded gateway (the public endpoint); the control
         // plane's listeners serve it and the console on this host.
         http_limits: args.common.listener.limits()?,
+        provisional_grace: Some(Duration::from_secs(args.common.provisional_grace_seconds)),
         ..RunOptions::default()
     };
     let cp_shutdown = CancellationToken::new();
@@ -298,6 +304,7 @@ async fn control_plane(args: CommonArgs) -> anyhow::Result<()> {
             stripe: args.stripe(),
             http_limits: args.listener.limits()?,
             tls: args.listener.server_tls()?,
+            provisional_grace: Some(Duration::from_secs(args.provisional_grace_seconds)),
             ..RunOptions::default()
         },
         shutdown.clone(),

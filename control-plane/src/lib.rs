@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// TLS for the HTTP and gRPC listeners; its `client_ca` requires gateways to present a
     /// client certificate on gRPC (mutual TLS).
     pub tls: Option<switchyard_gateway::tls::ServerTlsFiles>,
+    /// How long a stream's provisional usage record waits for its final one before it is
+    /// settled as estimated; `None` is `billing::provisional::DEFAULT_GRACE`.
+    pub provisional_grace: Option<std::time::Duration>,
 }
 
 /// Serves the REST API and the gateway-facing gRPC services until `shutdown` fires.
@@ -93,6 +96,15 @@ pub async fn run(
             interval: std::time::Duration::from_secs(2),
             policy: options.upstream_policy,
         },
+        shutdown.clone(),
+    ));
+    // Streams whose gateway died before their final usage record are billed as estimated.
+    tokio::spawn(billing::provisional::run(
+        store.clone(),
+        options
+            .provisional_grace
+            .unwrap_or(billing::provisional::DEFAULT_GRACE),
+        ingested.clone(),
         shutdown.clone(),
     ));
     let usage_service = grpc::UsageServiceImpl {

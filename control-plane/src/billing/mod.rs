@@ -4,5 +4,6 @@
 pub mod auto_topup;
 pub mod fees;
 pub mod pricebook;
+pub mod provisional;
 pub mod stripe;
 pub mod tags;

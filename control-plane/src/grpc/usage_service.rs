@@ -61,19 +61,32 @@ impl UsageService for UsageServiceImpl {
                 let Some(acked_seq) = batch.records.iter().map(|r| r.seq).max() else {
                     continue;
                 };
-                let rows = rater.rate_batch(&batch.node_id, &batch.records).await;
+                // Provisional (write-ahead) records of streams stay off the ledger until
+                // their final record supersedes them or the sweeper settles them.
+                let (provisional, finals): (Vec<pb::UsageRecord>, Vec<pb::UsageRecord>) =
+                    batch.records.into_iter().partition(|r| r.provisional);
+                let rows = rater.rate_batch(&batch.node_id, &finals).await;
+                let held = rater.rate_batch(&batch.node_id, &provisional).await;
                 // Tags first: a failure leaves the batch unacked, and both writes are
-                // idempotent, so the redelivery completes whichever half was missing.
-                let tags = crate::billing::tags::tag_rows(&batch.records, &rows);
+                // idempotent, so the redelivery completes whichever half was missing. A
+                // provisional record's tags are written too, for when it is settled.
+                let mut tags = crate::billing::tags::tag_rows(&finals, &rows);
+                tags.extend(crate::billing::tags::tag_rows(&provisional, &held));
                 if let Err(err) = store.add_usage_tags(&tags).await {
                     tracing::warn!(error = %err, "writing usage tags failed; the batch will be redelivered");
                     let _ = tx.send(Err(tonic::Status::from(err))).await;
                     return;
                 }
                 // Caching diagnostics, idempotent like the tags.
-                let facts = crate::api::cache_stats::facts_of(&batch.records);
+                let facts = crate::api::cache_stats::facts_of(&finals);
                 if let Err(err) = store.record_cache_facts(&facts).await {
                     tracing::warn!(error = %err, "writing cache facts failed; the batch will be redelivered");
+                    let _ = tx.send(Err(tonic::Status::from(err))).await;
+                    return;
+                }
+                // Held before the finals, so a final in the same batch deletes its own.
+                if let Err(err) = store.hold_provisional_usage(&held).await {
+                    tracing::warn!(error = %err, "holding provisional usage failed; the batch will be redelivered");
                     let _ = tx.send(Err(tonic::Status::from(err))).await;
                     return;
                 }

@@ -143,6 +143,19 @@ pub trait Store:
     /// Inserts usage rows and posts their ledger entries in one transaction; rows whose
     /// request id is already present are skipped (redelivery never bills twice).
     async fn ingest_usage(&self, rows: &[UsageRow]) -> StoreResult<IngestOutcome>;
+    /// Keeps provisional (write-ahead) usage rows of streams off the ledger until their
+    /// final record arrives (`ingest_usage` deletes them) or they are settled. A row whose
+    /// final record is already ingested is ignored. Returns how many were newly held.
+    async fn hold_provisional_usage(&self, rows: &[UsageRow]) -> StoreResult<u32>;
+    /// Posts provisional rows received before `received_before_ms` that never got a final
+    /// record, as estimated usage (at most `limit`); returns the rows newly posted.
+    async fn settle_provisional_usage(
+        &self,
+        received_before_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<UsageRow>>;
+    /// Provisional rows waiting for their final record or settlement.
+    async fn count_provisional_usage(&self) -> StoreResult<i64>;
     async fn get_usage(&self, org_id: &str, request_id: &str) -> StoreResult<Option<UsageRow>>;
     async fn count_usage(&self, org_id: &str) -> StoreResult<i64>;
     /// Sum of ledger entries of one account of an org, in nano-USD.

@@ -27,6 +27,75 @@ macro_rules! impl_store {
             Ok(u64::try_from(v).unwrap_or(0))
         }
 
+        /// `INSERT INTO <table> (<usage columns>) VALUES ($1 … $32)`; bind with `bind_usage`.
+        fn usage_insert(table: &str) -> String {
+            let params: Vec<String> = (1..=32).map(|n| format!("${n}")).collect();
+            format!("INSERT INTO {table} ({USAGE_COLUMNS}) VALUES ({})", params.join(", "))
+        }
+
+        type UsageQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
+
+        /// Binds a usage row in `USAGE_COLUMNS` order.
+        fn bind_usage<'q>(q: UsageQuery<'q>, r: &'q UsageRow) -> UsageQuery<'q> {
+            q.bind(&r.request_id)
+                .bind(&r.org_id)
+                .bind(&r.key_hash)
+                .bind(&r.model)
+                .bind(&r.endpoint_id)
+                .bind(&r.provider_id)
+                .bind(&r.provider_slug)
+                .bind(&r.upstream_model)
+                .bind(&r.node_id)
+                .bind(r.config_version)
+                .bind(&r.api)
+                .bind(r.started_at)
+                .bind(r.finished_at)
+                .bind(r.ttft_ms)
+                .bind(r.streamed)
+                .bind(r.cancelled)
+                .bind(r.estimated)
+                .bind(&r.finish_reason)
+                .bind(&r.native_finish_reason)
+                .bind(r.http_status)
+                .bind(&r.error_type)
+                .bind(r.input_tokens)
+                .bind(r.output_tokens)
+                .bind(r.cache_read_tokens)
+                .bind(r.cache_write_5m_tokens)
+                .bind(r.cache_write_1h_tokens)
+                .bind(r.reasoning_tokens)
+                .bind(r.cost_nanos)
+                .bind(r.gateway_cost_nanos)
+                .bind(&r.upstream_id)
+                .bind(r.ingested_at)
+                .bind(&r.provider_responses)
+        }
+
+        /// Inserts one usage row and, if it is new, its ledger postings; false for a
+        /// request id already present (redelivery never bills twice).
+        async fn insert_usage_row(tx: &mut Tx<'_>, r: &UsageRow) -> StoreResult<bool> {
+            let sql = format!("{} ON CONFLICT (request_id) DO NOTHING", usage_insert("usage_records"));
+            let inserted = bind_usage(sqlx::query(&sql), r).execute(&mut **tx).await?.rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
+            for (account, amount) in [(accounts::ORG_CREDITS, -r.cost_nanos), (accounts::PLATFORM_REVENUE, r.cost_nanos)] {
+                sqlx::query(
+                    "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)
+                     VALUES ($1, $2, $3, 'usage', $4, $5, $6)",
+                )
+                .bind(&r.org_id)
+                .bind(account)
+                .bind(amount)
+                .bind(&r.request_id)
+                .bind(&r.model)
+                .bind(r.ingested_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(true)
+        }
+
         async fn insert_key(tx: &mut Tx<'_>, key: &NewKey, now: i64) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO api_keys (hash, org_id, name, label, kind, disabled, limit_nanos, limit_reset, include_byok_in_limit, expires_at, created_at, updated_at)
@@ -494,70 +563,89 @@ macro_rules! impl_store {
                 // Daily rollup of the rows actually inserted, applied at the end (console.rs).
                 let mut daily = console::DailyDeltas::default();
                 for r in ordered {
-                    let inserted = sqlx::query(&format!(
-                        "INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                            $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
-                         ON CONFLICT (request_id) DO NOTHING"
-                    ))
-                    .bind(&r.request_id)
-                    .bind(&r.org_id)
-                    .bind(&r.key_hash)
-                    .bind(&r.model)
-                    .bind(&r.endpoint_id)
-                    .bind(&r.provider_id)
-                    .bind(&r.provider_slug)
-                    .bind(&r.upstream_model)
-                    .bind(&r.node_id)
-                    .bind(r.config_version)
-                    .bind(&r.api)
-                    .bind(r.started_at)
-                    .bind(r.finished_at)
-                    .bind(r.ttft_ms)
-                    .bind(r.streamed)
-                    .bind(r.cancelled)
-                    .bind(r.estimated)
-                    .bind(&r.finish_reason)
-                    .bind(&r.native_finish_reason)
-                    .bind(r.http_status)
-                    .bind(&r.error_type)
-                    .bind(r.input_tokens)
-                    .bind(r.output_tokens)
-                    .bind(r.cache_read_tokens)
-                    .bind(r.cache_write_5m_tokens)
-                    .bind(r.cache_write_1h_tokens)
-                    .bind(r.reasoning_tokens)
-                    .bind(r.cost_nanos)
-                    .bind(r.gateway_cost_nanos)
-                    .bind(&r.upstream_id)
-                    .bind(r.ingested_at)
-                    .bind(&r.provider_responses)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 0 {
+                    // A final record supersedes the stream's provisional one (deleted first:
+                    // the sweeper locks the two tables in the same order).
+                    sqlx::query("DELETE FROM provisional_usage WHERE request_id = $1")
+                        .bind(&r.request_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    if !insert_usage_row(&mut tx, r).await? {
                         outcome.duplicates += 1;
                         continue;
                     }
                     outcome.inserted += 1;
                     daily.add_row(r);
-                    for (account, amount) in [(accounts::ORG_CREDITS, -r.cost_nanos), (accounts::PLATFORM_REVENUE, r.cost_nanos)] {
-                        sqlx::query(
-                            "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)
-                             VALUES ($1, $2, $3, 'usage', $4, $5, $6)",
-                        )
-                        .bind(&r.org_id)
-                        .bind(account)
-                        .bind(amount)
-                        .bind(&r.request_id)
-                        .bind(&r.model)
-                        .bind(r.ingested_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
                 }
                 console_impl::apply_daily(&mut tx, &daily).await?;
                 tx.commit().await?;
                 Ok(outcome)
+            }
+
+            async fn hold_provisional_usage(&self, rows: &[UsageRow]) -> StoreResult<u32> {
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let mut ordered: Vec<&UsageRow> = rows.iter().collect();
+                ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+                // Held only while no final record exists: a provisional record arriving after
+                // its final (reordered or redelivered) is a no-op. A final committed
+                // concurrently can still leave one behind; settling it is then a no-op too.
+                let params: Vec<String> = (1..=32).map(|n| format!("${n}")).collect();
+                let sql = format!(
+                    "INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT {}
+                     WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = $1)
+                     ON CONFLICT (request_id) DO NOTHING",
+                    params.join(", ")
+                );
+                let mut tx = self.pool.begin().await?;
+                let mut held = 0u32;
+                for r in ordered {
+                    let n = bind_usage(sqlx::query(&sql), r).execute(&mut *tx).await?.rows_affected();
+                    held += u32::try_from(n).unwrap_or(0);
+                }
+                tx.commit().await?;
+                Ok(held)
+            }
+
+            async fn settle_provisional_usage(&self, received_before_ms: i64, limit: i64) -> StoreResult<Vec<UsageRow>> {
+                let due: Vec<(String,)> = sqlx::query_as(
+                    "SELECT request_id FROM provisional_usage WHERE ingested_at < $1 ORDER BY ingested_at LIMIT $2",
+                )
+                .bind(received_before_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut settled = Vec::new();
+                // One transaction per generation, taking the provisional row first like
+                // `ingest_usage` does, so a final arriving now can never deadlock with this.
+                for (request_id,) in due {
+                    let mut tx = self.pool.begin().await?;
+                    let row: Option<UsageRow> = sqlx::query_as(&format!(
+                        "DELETE FROM provisional_usage WHERE request_id = $1 AND ingested_at < $2 RETURNING {USAGE_COLUMNS}"
+                    ))
+                    .bind(&request_id)
+                    .bind(received_before_ms)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(mut row) = row else { continue };
+                    row.estimated = true;
+                    row.ingested_at = now_ms();
+                    if insert_usage_row(&mut tx, &row).await? {
+                        let mut daily = console::DailyDeltas::default();
+                        daily.add_row(&row);
+                        console_impl::apply_daily(&mut tx, &daily).await?;
+                        settled.push(row);
+                    }
+                    tx.commit().await?;
+                }
+                Ok(settled)
+            }
+
+            async fn count_provisional_usage(&self) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM provisional_usage")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
             }
 
             async fn get_usage(&self, org_id: &str, request_id: &str) -> StoreResult<Option<UsageRow>> {

@@ -42,4 +42,5 @@ mod common;
 mod console_rollup;
 mod identity_store;
 mod oidc;
+mod provisional_store;
 mod store_conformance;

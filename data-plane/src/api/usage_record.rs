@@ -105,9 +105,75 @@ impl Metering {
         self.endpoint.prices.cost(dims)
     }
 
+    /// Write-ahead for streams: spools a provisional record of this generation (marked
+    /// `provisional`, estimated usage) as soon as its upstream stream starts, so a gateway
+    /// killed mid-stream still leaves a billable trace. The final record (`record`)
+    /// supersedes it at the control plane, which settles a provisional record that never
+    /// gets one as estimated after a grace period.
+    ///
+    /// Only streams call this: a JSON answer is produced in one piece and recorded right
+    /// after the provider returns it, so its window of loss is the same as a spool append
+    /// and a write-ahead record would only double its metering cost.
+    pub fn begin(&self) {
+        let dims = self.provisional_estimate();
+        let mut record = self.usage_record(Outcome {
+            dims,
+            estimated: true,
+            cancelled: false,
+            // Shown only if the gateway died before the stream ended.
+            finish_reason: "interrupted".into(),
+            native_finish_reason: String::new(),
+            http_status: 200,
+            error_type: String::new(),
+            ttft: None,
+            upstream_id: String::new(),
+        });
+        record.provisional = true;
+        // No metrics, trace attributes, rate-limit or budget settlement: those follow the
+        // final record, and doing them twice would double-count the generation.
+        self.state.meter.record_provisional(record);
+    }
+
+    /// What a stream that never finished is assumed to have used: the prompt estimate and
+    /// the output tokens the budget reservation assumes for this model (the org's policy,
+    /// else the default), i.e. an upper estimate rather than zero.
+    fn provisional_estimate(&self) -> UsageDims {
+        let output = self
+            .state
+            .snapshot()
+            .ok()
+            .and_then(|s| {
+                s.org(&self.key.org_id)
+                    .map(|o| o.budgets.output_estimate(&self.model.id))
+            })
+            .unwrap_or(crate::budget::DEFAULT_OUTPUT_TOKENS);
+        UsageDims {
+            input_tokens: estimate_tokens(self.prompt_chars),
+            output_tokens: u64::from(output),
+            ..UsageDims::default()
+        }
+    }
+
     pub fn record(&self, outcome: Outcome) {
+        let record = self.usage_record(outcome);
+        if let Some(permit) = &self.permit {
+            let tokens = outcome_tokens(&record);
+            self.state
+                .limiter
+                .settle(permit, tokens, std::time::Instant::now());
+        }
+        // Settles the generation's budget reservation at its real provider cost: the control
+        // plane measures budget spend as the sum of usage records' `cost_nanos`, which does
+        // not include the platform fee, and lease accounting must match it.
+        self.state
+            .budgets
+            .settle(self.generation, record.cost_nanos);
+        self.state.meter.record(record);
+    }
+
+    fn usage_record(&self, outcome: Outcome) -> pb::UsageRecord {
         let cost = self.cost(&outcome.dims);
-        let record = pb::UsageRecord {
+        pb::UsageRecord {
             seq: 0,
             request_id: self.generation.uuid().to_string(),
             org_id: self.key.org_id.to_string(),
@@ -165,20 +231,8 @@ impl Metering {
             response_cache_hit: self.cache.response_cache_hit,
             conversation_id: self.cache.conversation_id.clone(),
             sticky_fallback_reason: self.cache.sticky_fallback_reason.clone(),
-        };
-        if let Some(permit) = &self.permit {
-            let tokens = outcome_tokens(&record);
-            self.state
-                .limiter
-                .settle(permit, tokens, std::time::Instant::now());
+            provisional: false,
         }
-        // Settles the generation's budget reservation at its real provider cost: the control
-        // plane measures budget spend as the sum of usage records' `cost_nanos`, which does
-        // not include the platform fee, and lease accounting must match it.
-        self.state
-            .budgets
-            .settle(self.generation, record.cost_nanos);
-        self.state.meter.record(record);
     }
 
     /// A request that reached a provider and failed before any output: recorded at zero

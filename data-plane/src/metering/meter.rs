@@ -54,6 +54,19 @@ impl Meter {
         }
     }
 
+    /// Spools a provisional (write-ahead) record. Unlike `record` it is not observed in
+    /// metrics or traces: the final record of the generation is, once.
+    pub fn record_provisional(&self, record: pb::UsageRecord) {
+        debug_assert!(record.provisional);
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(record).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!(
+                "usage appender has stopped; a provisional usage record could not be spooled"
+            );
+        }
+    }
+
     /// Records handed off but not yet durable in the spool.
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
