@@ -252,8 +252,12 @@ pub async fn run_with(
         node_id: Arc::from(config.node_id.as_str()),
         control_plane_http: config
             .control_plane_http
-            .clone()
-            .map(|u| u.trim_end_matches('/').to_owned()),
+            .as_deref()
+            .map(|base| {
+                api::forward::ControlPlaneHttp::new(base, options.control_plane_tls.as_ref())
+            })
+            .transpose()
+            .map_err(|e| GatewayError::Config(e.to_string()))?,
         tracker: tracker.clone(),
         health: routing::HealthTable::default(),
         limiter: limits::RateLimiter::default(),

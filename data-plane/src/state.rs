@@ -22,7 +22,7 @@ pub struct Inner {
     pub meter: Meter,
     pub node_id: Arc<str>,
     /// Where management routes are forwarded; `None` answers them with 404.
-    pub control_plane_http: Option<String>,
+    pub control_plane_http: Option<crate::api::forward::ControlPlaneHttp>,
     /// Streaming relays outlive their handler; tracked so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// What this node has learned about each endpoint from live traffic.

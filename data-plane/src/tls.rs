@@ -147,6 +147,45 @@ impl ClientTlsFiles {
     }
 }
 
+impl ClientTlsFiles {
+    /// The same trust (and client certificate) for the HTTP client that forwards management
+    /// routes to an `https://` control plane, as for the gRPC channel.
+    pub fn reqwest_builder(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, TlsError> {
+        if let Some(ca) = &self.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&read_file(ca)?).map_err(|e| {
+                TlsError::Read {
+                    path: ca.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(TlsError::NoCertificate { path: ca.clone() });
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let mut pem = read_file(cert)?;
+            pem.push(b'\n');
+            pem.extend_from_slice(&read_file(key)?);
+            // The key's bytes are never part of the error.
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                TlsError::Config(format!(
+                    "{} and {} are not a PEM certificate and private key",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        Ok(builder)
+    }
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::Read {
         path: path.to_owned(),

@@ -1,7 +1,8 @@
 //! TLS: certificates made at test time (rcgen) → the control plane serves HTTPS and gRPC
 //! over TLS, a gateway with a client certificate gets its config over mutual TLS and
 //! serves HTTPS itself, and a gateway without a certificate (or with one from another CA)
-//! is refused during the handshake.
+//! is refused during the handshake. Management routes forwarded by the gateway reach the
+//! HTTPS control plane through a client that trusts the control plane's CA.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -254,6 +255,18 @@ async fn https_and_mutual_tls_between_gateway_and_control_plane() {
         .await
         .unwrap();
     assert_eq!(models.status(), 200, "{}", models.text().await.unwrap());
+    // A management route forwarded to the HTTPS control plane: the forwarding client trusts
+    // `--control-plane-ca` (a private CA no public root store knows).
+    let me = https
+        .get(format!("https://{gateway_addr}/api/v1/key"))
+        .bearer_auth(secrets.api_key.expose())
+        .send()
+        .await
+        .unwrap();
+    let status = me.status();
+    let body: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"].is_object(), "{body}");
 
     gw_shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), gateway)

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tls::{ClientTlsFiles, TlsError};
 
 const MAX_FORWARD_BODY: usize = 4 * 1024 * 1024;
 /// Hop-by-hop headers are never forwarded (RFC 9110 §7.6.1).
@@ -20,11 +21,41 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::HOST,
 ];
 
+/// The control plane's HTTP API as the gateway reaches it: its base URL and a client of its
+/// own, which trusts `--control-plane-ca` (and presents the node's certificate) like the gRPC
+/// channel does. The providers' client trusts only public roots and must not learn a
+/// private CA.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneHttp {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl ControlPlaneHttp {
+    pub fn new(base: &str, tls: Option<&ClientTlsFiles>) -> Result<Self, TlsError> {
+        let builder = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            // Redirects are the client's to follow, not the proxy's.
+            .redirect(reqwest::redirect::Policy::none());
+        let builder = match tls {
+            Some(files) => files.reqwest_builder(builder)?,
+            None => builder,
+        };
+        let client = builder
+            .build()
+            .map_err(|e| TlsError::Config(format!("control plane HTTP client: {e}")))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            client,
+        })
+    }
+}
+
 pub async fn forward(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Some(base) = &state.control_plane_http else {
+    let Some(control_plane) = &state.control_plane_http else {
         return Err(ApiError::NotFound(format!(
             "no route for {}",
             request.uri().path()
@@ -54,10 +85,9 @@ pub async fn forward(
         .map_err(|_| ApiError::PayloadTooLarge {
             limit: MAX_FORWARD_BODY,
         })?;
-    let upstream = state
-        .upstream
-        .http()
-        .request(method, format!("{base}{path_and_query}"))
+    let upstream = control_plane
+        .client
+        .request(method, format!("{}{path_and_query}", control_plane.base))
         .headers(headers)
         .body(body)
         .send()

@@ -6,7 +6,7 @@ mod chat;
 mod completions;
 mod embeddings;
 mod endpoints;
-mod forward;
+pub(crate) mod forward;
 mod healing;
 mod messages;
 pub(crate) mod messages_request;
