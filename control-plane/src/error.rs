@@ -21,6 +21,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// A request the framework refused before a handler ran (body too large, wrong method,
+    /// unreadable body): its status is kept, its message put in the API's envelope.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("internal error")]
@@ -38,6 +42,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Rejected { status, .. } => *status,
             ApiError::Internal(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -50,6 +55,11 @@ impl ApiError {
             StatusCode::BAD_REQUEST => "invalid_request",
             StatusCode::CONFLICT => "precondition_failed",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_exceeded",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
+                "invalid_request"
+            }
             _ => "server",
         }
     }

@@ -18,6 +18,7 @@ mod orgs;
 pub mod principal;
 mod rate_limits;
 mod reference_catalog;
+mod rejections;
 mod routing_policy;
 mod sso;
 mod statements;
@@ -240,6 +241,7 @@ pub fn router(state: AppState) -> Router {
             ))
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn(rejections::render_as_api_errors))
         .layer(switchyard_gateway::telemetry::http_trace_layer())
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(
@@ -257,7 +259,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+            .map_err(|e| match e.status() {
+                // The body limit: 413, not a generic 400.
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::Rejected {
+                    status: e.status(),
+                    message: "the request body is larger than this server accepts".into(),
+                },
+                _ => ApiError::BadRequest(format!("could not read the request body: {e}")),
+            })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("request body is not valid: {e}")))

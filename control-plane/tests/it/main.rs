@@ -29,6 +29,7 @@ macro_rules! both_backends {
 }
 
 mod api_billing;
+mod api_errors;
 mod api_identity;
 mod api_support;
 mod api_tenancy;
