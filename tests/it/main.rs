@@ -7,6 +7,7 @@ mod budgets;
 mod caching;
 mod chargeback;
 mod conformance;
+mod crash;
 mod console;
 mod console_pages;
 mod deploy;

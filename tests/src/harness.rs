@@ -636,3 +636,207 @@ pub fn rss_kib() -> anyhow::Result<u64> {
         .context("malformed VmRSS line")?
         .parse()?)
 }
+
+/// A Switchyard part running as its own OS process (one of the tests' thin bins), for fault
+/// tests that kill it for real. Dropping it kills it with SIGKILL.
+pub struct ChildProcess {
+    child: tokio::process::Child,
+    /// Where its stderr (its logs) goes, for a failing test to show.
+    pub log: PathBuf,
+}
+
+impl ChildProcess {
+    /// Spawns `command` with stdout piped and stderr to `log`, and returns the first line it
+    /// prints (the bins announce their bound addresses there).
+    pub async fn spawn(
+        mut command: tokio::process::Command,
+        log: PathBuf,
+    ) -> anyhow::Result<(ChildProcess, String)> {
+        use tokio::io::AsyncBufReadExt as _;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning a child process")?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .context("the child did not announce itself in time")??;
+        let process = ChildProcess { child, log };
+        let Some(first) = first else {
+            anyhow::bail!(
+                "the child exited before announcing itself; log:\n{}",
+                process.log_tail()
+            );
+        };
+        // Keep draining, so a chatty child can never block on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok((process, first))
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// `kill -9`: no signal handler, no drain, no flush. Waits until the process is gone and
+    /// checks that SIGKILL is what ended it.
+    pub async fn sigkill(&mut self) -> anyhow::Result<()> {
+        use std::os::unix::process::ExitStatusExt as _;
+        // tokio's `start_kill` is `kill(pid, SIGKILL)` on Unix.
+        self.child.start_kill()?;
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .context("the killed process did not exit")??;
+        anyhow::ensure!(
+            status.signal() == Some(9),
+            "the process ended with {status}, not SIGKILL"
+        );
+        Ok(())
+    }
+
+    /// The last lines of the process's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// A control plane process (`switchyard-e2e-control-plane`) on an existing database.
+pub struct ControlPlaneProcess {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub process: ChildProcess,
+}
+
+impl ControlPlaneProcess {
+    /// Starts `exe` on `database_url`, listening on the given addresses (port 0: any free
+    /// one; the same addresses again to restart it where gateways look for it).
+    pub async fn start(
+        exe: &std::path::Path,
+        database_url: &str,
+        http: SocketAddr,
+        grpc: SocketAddr,
+        provisional_grace: Option<Duration>,
+        log: PathBuf,
+    ) -> anyhow::Result<ControlPlaneProcess> {
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .env("SWITCHYARD_DATABASE_URL", database_url)
+            .arg("--http-listen")
+            .arg(http.to_string())
+            .arg("--grpc-listen")
+            .arg(grpc.to_string());
+        if let Some(grace) = provisional_grace {
+            command
+                .arg("--provisional-grace-ms")
+                .arg(grace.as_millis().to_string());
+        }
+        let (process, line) = ChildProcess::spawn(command, log).await?;
+        let mut words = line.split_whitespace().skip(1);
+        let mut addr = || -> anyhow::Result<SocketAddr> {
+            Ok(words
+                .next()
+                .with_context(|| format!("unexpected announcement {line:?}"))?
+                .parse()?)
+        };
+        Ok(ControlPlaneProcess {
+            http_addr: addr()?,
+            grpc_addr: addr()?,
+            process,
+        })
+    }
+}
+
+/// A gateway process (`switchyard-e2e-gateway`) with its spool in `spool_dir`.
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    pub spool_dir: PathBuf,
+    pub process: ChildProcess,
+}
+
+impl GatewayProcess {
+    /// Starts `exe` against the control plane at `cp_http` / `cp_grpc` on a free port and
+    /// waits until it serves (its first config snapshot is applied).
+    pub async fn start(
+        exe: &std::path::Path,
+        cp_http: SocketAddr,
+        cp_grpc: SocketAddr,
+        node_token: &str,
+        node_id: &str,
+        spool_dir: PathBuf,
+        log: PathBuf,
+    ) -> anyhow::Result<GatewayProcess> {
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .env("SWITCHYARD_NODE_TOKEN", node_token)
+            .arg("--control-plane")
+            .arg(format!("http://{cp_grpc}"))
+            .arg("--control-plane-http")
+            .arg(format!("http://{cp_http}"))
+            .arg("--node-id")
+            .arg(node_id)
+            .arg("--spool-dir")
+            .arg(&spool_dir);
+        let (process, line) = ChildProcess::spawn(command, log).await?;
+        let addr = line
+            .strip_prefix("listening ")
+            .with_context(|| format!("unexpected announcement {line:?}"))?
+            .parse()?;
+        let gateway = GatewayProcess {
+            addr,
+            spool_dir,
+            process,
+        };
+        gateway.wait_ready().await?;
+        Ok(gateway)
+    }
+
+    /// Base URL clients use.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api/v1", self.addr)
+    }
+
+    /// Polls `/readyz` until the gateway has a config snapshot.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let url = format!("http://{}/readyz", self.addr);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status() == 200
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "gateway at {} never became ready; log:\n{}",
+                self.addr,
+                self.process.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A gauge or counter of the gateway's `/metrics`, summed over its series.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.addr))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(series, _)| series.split('{').next() == Some(name))
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum())
+    }
+}
