@@ -236,7 +236,7 @@ async fn metrics_on_both_planes_move_with_traffic() {
         value(&m, "switchyard_gateway_spool_pending_records", &[]),
         0.0
     );
-    assert!(value(&m, "switchyard_gateway_spool_disk_bytes", &[]) > 0.0);
+    assert!(value(&m, "switchyard_spool_bytes", &[]) > 0.0, "{m}");
 
     let cp = control_plane_metrics(&system).await;
     assert_eq!(
@@ -271,7 +271,134 @@ async fn metrics_on_both_planes_move_with_traffic() {
         "{cp}"
     );
     assert!(value(&cp, "switchyard_control_plane_usage_batches_total", &[]) >= 1.0);
-    assert!(cp.contains("switchyard_control_plane_budget_leases_outstanding"));
+    assert_eq!(
+        value(
+            &cp,
+            "switchyard_control_plane_budget_leases_outstanding",
+            &[]
+        ),
+        0.0,
+        "no budget, no lease: {cp}"
+    );
+
+    // Lease state: an org budget makes the next request lease a slice, which the control
+    // plane reports (read from the store, so every replica agrees).
+    let budget = system
+        .post(
+            "/budgets",
+            system.management_key(),
+            &json!({"scope": "org", "limit": 25, "window": "monthly", "name": "ops"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(budget.status(), 201, "{}", budget.text().await.unwrap());
+    system
+        .gateway
+        .wait_for_config(system.store.config_version().await.unwrap())
+        .await
+        .unwrap();
+    // A fresh key: the bootstrap one is rate limited above.
+    let created = system
+        .post(
+            "/keys",
+            system.management_key(),
+            &json!({"name": "ops lease"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    system
+        .gateway
+        .wait_for_config(system.store.config_version().await.unwrap())
+        .await
+        .unwrap();
+    let leased = system
+        .post(
+            "/chat/completions",
+            &key,
+            &json!({"model": "acme/metered", "max_tokens": 8,
+                    "messages": [{"role": "user", "content": "lease"}]}),
+        )
+        .await
+        .unwrap();
+    let status = leased.status();
+    assert_eq!(status, 200, "{}", leased.text().await.unwrap());
+    let cp = control_plane_metrics(&system).await;
+    assert_eq!(
+        value(
+            &cp,
+            "switchyard_control_plane_budget_leases_outstanding",
+            &[]
+        ),
+        1.0,
+        "{cp}"
+    );
+    assert!(
+        value(
+            &cp,
+            "switchyard_control_plane_budget_lease_outstanding_nano_usd",
+            &[]
+        ) > 0.0,
+        "{cp}"
+    );
+
+    // Every metric the observability checklist names, on the plane that owns it.
+    let m = gateway_metrics(&system).await;
+    for (what, text, name) in [
+        ("requests", &m, "switchyard_gateway_http_requests_total"),
+        (
+            "errors by error_type",
+            &m,
+            "switchyard_gateway_errors_total",
+        ),
+        (
+            "gateway overhead histogram",
+            &m,
+            "switchyard_gateway_overhead_seconds_count",
+        ),
+        (
+            "time to first token",
+            &m,
+            "switchyard_gateway_time_to_first_token_seconds_count",
+        ),
+        ("tokens by model", &m, "switchyard_gateway_tokens_total"),
+        (
+            "cost by model",
+            &m,
+            "switchyard_gateway_cost_nano_usd_total",
+        ),
+        ("spool depth", &m, "switchyard_spool_bytes"),
+        (
+            "rate-limit rejections",
+            &m,
+            "switchyard_gateway_rate_limit_rejections_total",
+        ),
+        (
+            "config version lag per node",
+            &cp,
+            "switchyard_control_plane_node_version_lag",
+        ),
+        (
+            "lease state",
+            &cp,
+            "switchyard_control_plane_budget_leases_outstanding",
+        ),
+    ] {
+        let series: Vec<(String, f64)> = samples(text)
+            .into_iter()
+            .filter(|(s, _)| s.split('{').next() == Some(name))
+            .collect();
+        assert!(!series.is_empty(), "{what}: no `{name}` series");
+        for (s, v) in &series {
+            assert!(v.is_finite() && *v >= 0.0, "{what}: {s} = {v}");
+        }
+    }
+    assert!(
+        !m.contains("switchyard_gateway_spool_disk_bytes"),
+        "the spool depth has one name"
+    );
 }
 
 /// Collects every formatted log line written while it is installed.

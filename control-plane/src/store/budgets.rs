@@ -190,6 +190,9 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// respect to every other lease of the org (see `budgets::lease::grant`).
     async fn lease(&self, ask: &LeaseAsk) -> StoreResult<LeaseGrant>;
     async fn list_leases(&self, org_id: &str, budget_id: &str) -> StoreResult<Vec<LeaseRow>>;
+    /// Every org's leases unexpired at `now_ms`: how many, and the nanos they hold granted
+    /// but not yet consumed (the lease-state metrics).
+    async fn lease_totals(&self, now_ms: i64) -> StoreResult<(i64, i64)>;
 
     /// Claims an alert: `true` if this (budget, window, threshold) was not claimed before.
     async fn claim_alert(&self, alert: &AlertRow) -> StoreResult<bool>;

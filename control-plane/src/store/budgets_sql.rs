@@ -297,6 +297,17 @@ macro_rules! impl_budget_store {
                     .await?)
                 }
 
+                async fn lease_totals(&self, now_ms: i64) -> StoreResult<(i64, i64)> {
+                    let (count, outstanding): (i64, Option<i64>) = sqlx::query_as(
+                        "SELECT COUNT(*), CAST(SUM(CASE WHEN granted_nanos > consumed_nanos THEN granted_nanos - consumed_nanos ELSE 0 END) AS BIGINT)
+                         FROM budget_leases WHERE expires_at > $1",
+                    )
+                    .bind(now_ms)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    Ok((count, outstanding.unwrap_or(0)))
+                }
+
                 async fn claim_alert(&self, a: &AlertRow) -> StoreResult<bool> {
                     let done = sqlx::query(&format!(
                         "INSERT INTO budget_alerts ({ALERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)

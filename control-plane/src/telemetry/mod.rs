@@ -36,6 +36,7 @@ pub struct ControlPlaneMetrics {
     usage_duplicates: Counter,
     usage_failed_batches: Counter,
     leases_outstanding: Gauge,
+    lease_outstanding_nanos: Gauge,
     store_errors: Counter,
 }
 
@@ -114,7 +115,12 @@ impl ControlPlaneMetrics {
         let leases_outstanding = gauge(
             &mut r,
             "budget_leases_outstanding",
-            "Budget leases granted to gateways and not yet returned (reported once leases ship)",
+            "Budget leases (slices) held by gateways and not yet expired",
+        );
+        let lease_outstanding_nanos = gauge(
+            &mut r,
+            "budget_lease_outstanding_nano_usd",
+            "Budget granted to gateways in unexpired leases and not yet consumed, in nano-USD",
         );
         let store_errors = counter(
             &mut r,
@@ -133,6 +139,7 @@ impl ControlPlaneMetrics {
             usage_duplicates,
             usage_failed_batches,
             leases_outstanding,
+            lease_outstanding_nanos,
             store_errors,
         }
     }
@@ -150,12 +157,6 @@ impl ControlPlaneMetrics {
         }
     }
 
-    /// Sets the outstanding-lease gauge (the budget service calls this).
-    pub fn set_leases_outstanding(&self, n: u64) {
-        self.leases_outstanding
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
     async fn refresh(&self, state: &AppState) {
         let (version, nodes) = match (
             state.store.config_version().await,
@@ -168,6 +169,18 @@ impl ControlPlaneMetrics {
                 return;
             }
         };
+        // Read at scrape time like the node rows: every replica reports the fleet's leases,
+        // whichever replica granted them.
+        match state.store.lease_totals(crate::store::now_ms()).await {
+            Ok((count, outstanding)) => {
+                self.leases_outstanding.set(count);
+                self.lease_outstanding_nanos.set(outstanding);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics: could not read budget leases");
+                self.store_errors.inc();
+            }
+        }
         let version = i64::try_from(version).unwrap_or(i64::MAX);
         self.config_version.set(version);
         self.nodes

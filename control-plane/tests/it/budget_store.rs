@@ -139,6 +139,13 @@ async fn story(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(regranted.granted_now, 60);
 
+    // The lease-state metrics: unexpired leases and what they hold unconsumed (nine untouched
+    // 100s, the released one's 0, the late node's 60); nothing once they have expired.
+    let (count, outstanding) = store.lease_totals(now).await.unwrap();
+    assert_eq!(outstanding, 960);
+    assert!(count >= 11, "{count}");
+    assert_eq!(store.lease_totals(now + 600_000).await.unwrap(), (0, 0));
+
     // Alerts are claimed once per (budget, window, threshold).
     let alert = AlertRow {
         budget_id: "b-org".into(),

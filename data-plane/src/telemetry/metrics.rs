@@ -121,7 +121,17 @@ impl std::fmt::Debug for GatewayMetrics {
 
 impl GatewayMetrics {
     pub fn new() -> Self {
-        let mut r = Registry::with_prefix("switchyard_gateway");
+        // Spool depth is `switchyard_spool_bytes`, the name operators alert on; every other
+        // metric is under `switchyard_gateway_`.
+        let mut root = Registry::default();
+        let spool_bytes = Gauge::default();
+        root.register_with_unit(
+            "switchyard_spool",
+            "Disk used by the usage spool: its depth, bounded by the spool cap",
+            Unit::Bytes,
+            spool_bytes.clone(),
+        );
+        let r = root.sub_registry_with_prefix("switchyard_gateway");
         let requests = Family::<RequestLabels, Counter>::default();
         r.register(
             "http_requests",
@@ -191,26 +201,19 @@ impl GatewayMetrics {
             g
         };
         let config_version = gauge(
-            &mut r,
+            r,
             "config_version",
             "Version of the config snapshot in use (0 before the first)",
         );
         let gateway_count = gauge(
-            &mut r,
+            r,
             "peer_gateways",
             "Gateways sharing rate limits, per the snapshot in use",
         );
         let spool_pending = gauge(
-            &mut r,
+            r,
             "spool_pending_records",
             "Usage records in the spool not yet acknowledged by the control plane",
-        );
-        let spool_bytes = Gauge::default();
-        r.register_with_unit(
-            "spool_disk",
-            "Disk used by the usage spool",
-            Unit::Bytes,
-            spool_bytes.clone(),
         );
         let spool_max_bytes = Gauge::default();
         r.register_with_unit(
@@ -233,32 +236,32 @@ impl GatewayMetrics {
             spool_full_refusals.clone(),
         );
         let spooled_seq = gauge(
-            &mut r,
+            r,
             "usage_spooled_seq",
             "Highest usage sequence number durable in the spool",
         );
         let acked_seq = gauge(
-            &mut r,
+            r,
             "usage_acked_seq",
             "Highest usage sequence number acknowledged by the control plane",
         );
         let meter_backlog = gauge(
-            &mut r,
+            r,
             "meter_backlog_records",
             "Usage records handed off but not yet durable in the spool",
         );
         let shipped = gauge(
-            &mut r,
+            r,
             "usage_shipped_records",
             "Usage records sent to the control plane since start",
         );
         let shipper_reconnects = gauge(
-            &mut r,
+            r,
             "usage_shipper_reconnects",
             "Times the usage stream to the control plane was re-opened since start",
         );
         Self {
-            registry: r,
+            registry: root,
             requests,
             errors,
             rate_limited,
