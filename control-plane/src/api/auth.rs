@@ -132,10 +132,12 @@ pub async fn login(
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let ok = password::verify(body.password, stored).await;
     let Some(user) = user else {
+        audit_failed_login(&state, None, "unknown_user", None, &meta).await;
         return Err(bad_login());
     };
     let now = now_ms();
     if user.locked_until.is_some_and(|t| t > now) {
+        audit_failed_login(&state, Some(&user), "locked", None, &meta).await;
         return Err(ApiError::TooManyRequests(
             "this account is locked after repeated failed logins; try again later".into(),
         ));
@@ -146,9 +148,11 @@ pub async fn login(
             .record_login_failure(&user.id, MAX_FAILURES, now + ms(LOCKOUT))
             .await?;
         tracing::warn!(user_id = %user.id, failures, "failed console login");
+        audit_failed_login(&state, Some(&user), "bad_password", Some(failures), &meta).await;
         return Err(bad_login());
     }
     if user.disabled {
+        audit_failed_login(&state, Some(&user), "disabled", None, &meta).await;
         return Err(ApiError::Unauthorized("this account is disabled".into()));
     }
     state.store.record_login_success(&user.id).await?;
@@ -162,6 +166,50 @@ pub async fn login(
     let response = start_session(&state, &user, &org_id, &meta).await?;
     audit_session_event(&state, &user, &org_id, "auth.login", &meta).await?;
     Ok(response)
+}
+
+/// Audits a refused login (`auth.login_failed`) in every org the account belongs to, so each
+/// org's admins see attempts on their members, or in the system log when no account has that
+/// address. Neither the password nor an unknown address is recorded: users type passwords
+/// into the email field. Rate-limited attempts are not audited (that would let a flood fill
+/// the log), and a failed audit write does not change the answer, which must not tell
+/// accounts apart.
+async fn audit_failed_login(
+    state: &AppState,
+    user: Option<&UserRecord>,
+    reason: &str,
+    failures: Option<i64>,
+    meta: &RequestMeta,
+) {
+    let orgs = match user {
+        Some(user) => match state.store.list_user_orgs(&user.id).await {
+            Ok(orgs) if !orgs.is_empty() => orgs.into_iter().map(|m| m.org_id).collect(),
+            Ok(_) => vec![crate::store::SYSTEM_ORG.to_owned()],
+            Err(err) => {
+                tracing::warn!(error = %err, "could not audit a failed login");
+                return;
+            }
+        },
+        None => vec![crate::store::SYSTEM_ORG.to_owned()],
+    };
+    let after = json!({ "reason": reason, "failures": failures }).to_string();
+    for org_id in orgs {
+        let entry = crate::store::NewAuditEntry {
+            org_id,
+            actor_type: "anonymous".into(),
+            actor_id: String::new(),
+            action: "auth.login_failed".into(),
+            target_type: "user".into(),
+            target_id: user.map(|u| u.id.clone()).unwrap_or_default(),
+            before: None,
+            after: Some(after.clone()),
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        if let Err(err) = state.store.append_audit(&entry).await {
+            tracing::warn!(error = %err, "could not audit a failed login");
+        }
+    }
 }
 
 async fn audit_session_event(

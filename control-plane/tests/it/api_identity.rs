@@ -232,6 +232,61 @@ async fn passwords_follow_the_policy_and_repeated_failures_lock_the_account() {
         locked.text
     );
     assert!(locked.text.contains("locked"));
+
+    // Every refused login is audited (`auth.login_failed`) in the member's org with its
+    // reason and address, never the password; an unknown address goes to the system log
+    // without the address itself.
+    let log = app
+        .get(
+            "/api/v1/audit?action=auth.login_failed&limit=50",
+            &app.mgmt(),
+        )
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text);
+    let entries = log.body["data"].as_array().unwrap();
+    let reasons: Vec<&str> = entries
+        .iter()
+        .map(|e| e["after"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "bad_password").count(),
+        5,
+        "{reasons:?}"
+    );
+    assert_eq!(reasons.iter().filter(|r| **r == "locked").count(), 1);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["target"]["id"] == stored.id.as_str())
+    );
+    assert_eq!(entries[0]["user_agent"], "switchyard-tests");
+    assert!(
+        !log.text.contains("wrong password 1") && !log.text.contains(PASSWORD),
+        "a password reached the audit log: {}",
+        log.text
+    );
+    let system = app
+        .store
+        .list_audit(
+            switchyard_control_plane::store::SYSTEM_ORG,
+            &switchyard_control_plane::store::AuditFilter {
+                action: Some("auth.login_failed".into()),
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(system.len(), 1, "{system:?}");
+    assert!(
+        system[0]
+            .after_json
+            .as_deref()
+            .unwrap()
+            .contains("unknown_user")
+    );
+    assert!(!format!("{system:?}").contains("nobody@a.test"));
+    assert!(verify_chain(&*app.store).await.is_ok());
 }
 
 #[tokio::test]
