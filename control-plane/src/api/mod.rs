@@ -50,6 +50,8 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     /// For OIDC discovery, token and JWKS requests.
     pub http: reqwest::Client,
+    /// Issuers' signing keys, shared by every SSO callback of this replica.
+    pub jwks: Arc<crate::identity::jwks_cache::JwksCache>,
     /// Stripe top-ups; `None` answers the checkout and webhook routes with 404.
     pub stripe: Option<Arc<crate::billing::stripe::StripeClient>>,
 }
@@ -74,6 +76,7 @@ impl AppState {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            jwks: Arc::default(),
             stripe: None,
         })
     }

@@ -265,7 +265,13 @@ pub async fn callback(
     )
     .await
     .map_err(sso_error)?;
-    let jwks = oidc::fetch_jwks(&state.http, &discovery)
+    let jwks = state
+        .jwks
+        .keys_for(
+            &state.http,
+            &discovery,
+            oidc::token_kid(&id_token).as_deref(),
+        )
         .await
         .map_err(sso_error)?;
     let claims = oidc::verify_id_token(

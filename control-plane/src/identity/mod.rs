@@ -2,6 +2,7 @@
 //! and login rate limiting. Persistence is `crate::store::IdentityStore`; HTTP handlers are
 //! in `crate::api`.
 
+pub mod jwks_cache;
 pub mod oidc;
 pub mod password;
 pub mod ratelimit;

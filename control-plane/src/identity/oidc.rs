@@ -190,6 +190,11 @@ pub async fn fetch_jwks(http: &reqwest::Client, d: &Discovery) -> Result<JwkSet,
         .map_err(|e| OidcError::Protocol(format!("JWKS: {e}")))
 }
 
+/// The `kid` of a token's header, to pick (or refresh) the issuer's keys before verifying.
+pub fn token_kid(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid)
+}
+
 /// Verifies the id token's signature against `jwks` and its issuer, audience, expiry and
 /// nonce. Only asymmetric algorithms: an HMAC "signature" keyed with a public value proves
 /// nothing.

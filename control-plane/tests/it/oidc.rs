@@ -49,6 +49,9 @@ struct Idp {
     issuer: String,
     codes: Arc<Mutex<HashMap<String, Pending>>>,
     mode: Arc<Mutex<Mode>>,
+    /// The key id the issuer signs with and publishes (changed to simulate a key rotation).
+    kid: Arc<Mutex<String>>,
+    jwks_fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn discovery(State(idp): State<Idp>) -> Response {
@@ -61,8 +64,15 @@ async fn discovery(State(idp): State<Idp>) -> Response {
     .into_response()
 }
 
-async fn jwks() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], JWKS).into_response()
+async fn jwks(State(idp): State<Idp>) -> Response {
+    idp.jwks_fetches
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let kid = idp.kid.lock().unwrap().clone();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        JWKS.replace("test-key-1", &kid),
+    )
+        .into_response()
 }
 
 async fn authorize(State(idp): State<Idp>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -113,6 +123,7 @@ async fn token(State(idp): State<Idp>, body: Bytes) -> Response {
             .into_response();
     }
     let mode = *idp.mode.lock().unwrap();
+    let kid = idp.kid.lock().unwrap().clone();
     let now = switchyard_control_plane::store::now_ms() / 1000;
     let claims = json!({
         "iss": idp.issuer,
@@ -136,7 +147,7 @@ async fn token(State(idp): State<Idp>, body: Bytes) -> Response {
         .unwrap()
     } else {
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some("test-key-1".into());
+        header.kid = Some(kid);
         jsonwebtoken::encode(
             &header,
             &claims,
@@ -154,6 +165,8 @@ async fn start_idp() -> Idp {
         issuer: format!("http://{}", listener.local_addr().unwrap()),
         codes: Arc::default(),
         mode: Arc::new(Mutex::new(Mode::Honest)),
+        kid: Arc::new(Mutex::new("test-key-1".into())),
+        jwks_fetches: Arc::default(),
     };
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -412,4 +425,25 @@ async fn sso_settings_need_the_right_to_grant_their_default_role() {
             .status,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn the_issuers_keys_are_cached_and_refetched_when_it_rotates() {
+    let (app, idp) = configured().await;
+    let fetches = || idp.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for email in ["one@corp.test", "two@corp.test", "three@corp.test"] {
+        let r = sso_login(&app, email).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    assert_eq!(fetches(), 1, "three logins, one JWKS fetch");
+
+    // The issuer rotates to a new key id: the cached set lacks it, so the next login fetches
+    // the keys again instead of refusing the token, and later logins use the new set.
+    *idp.kid.lock().unwrap() = "test-key-2".into();
+    let r = sso_login(&app, "four@corp.test").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(fetches(), 2);
+    let r = sso_login(&app, "five@corp.test").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(fetches(), 2);
 }
