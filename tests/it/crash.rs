@@ -381,7 +381,7 @@ async fn a_gateway_sigkilled_mid_stream_bills_every_provider_request_exactly_onc
             &base,
             &key,
             &format!("after {i}"),
-            i % 2 == 0,
+            i.is_multiple_of(2),
             None,
         )
         .await
@@ -451,7 +451,7 @@ async fn a_control_plane_sigkilled_under_load_loses_nothing_and_gateways_keep_se
                 let mut n = 0usize;
                 while !stop.is_cancelled() {
                     let prompt = format!("worker {w} request {n} of a steady load");
-                    let r = chat(&http, &base, &key, &prompt, n % 2 == 0, None).await;
+                    let r = chat(&http, &base, &key, &prompt, n.is_multiple_of(2), None).await;
                     replies
                         .lock()
                         .unwrap()
