@@ -2,7 +2,7 @@
 //! known path with another method, 413 for an oversized body, an extractor's 400) come in the
 //! same JSON envelope as the handlers' own errors.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
