@@ -15,7 +15,9 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchyard_control_plane::bootstrap::{self, BootstrapOptions, FirstStart};
 use switchyard_control_plane::store::{self, accounts};
-use switchyard_e2e::harness::{ControlPlaneProcess, GatewayProcess, PATIENCE};
+use switchyard_e2e::harness::{
+    ControlPlaneProcess, GatewayProcess, PATIENCE, postgres_test_database,
+};
 use switchyard_e2e::mock_openai::{MockConfig, MockOpenAi};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +29,25 @@ const MODEL: &str = "acme/streamer";
 /// a restart, plus the grace period and a sweep).
 const SETTLE_PATIENCE: Duration = Duration::from_secs(40);
 
-/// A control plane process on a bootstrapped SQLite database, a mock provider with one
-/// model on it, and a read-only pool on the database for checking the ledger.
+/// A read-only pool on the rig's database, for checking the ledger with the same SQL on
+/// either backend.
+enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs one query (`$fetch`: `fetch_all` / `fetch_one`) on whichever backend `$db` is.
+macro_rules! on_db {
+    ($db:expr, $fetch:ident, $query:expr) => {
+        match $db {
+            Db::Sqlite(pool) => $query.$fetch(pool).await?,
+            Db::Postgres(pool) => $query.$fetch(pool).await?,
+        }
+    };
+}
+
+/// A control plane process on a bootstrapped database (SQLite or Postgres), a mock provider
+/// with one model on it, and a read-only pool on the database for checking the ledger.
 struct Rig {
     dir: TempDir,
     database_url: String,
@@ -36,15 +55,21 @@ struct Rig {
     cp: ControlPlaneProcess,
     grace: Option<Duration>,
     mock: MockOpenAi,
-    db: sqlx::SqlitePool,
+    db: Db,
     http: reqwest::Client,
 }
 
 impl Rig {
-    async fn start(grace: Option<Duration>, chunk_delay: Duration) -> anyhow::Result<Rig> {
+    /// On `database_url`, or a fresh SQLite database when `None`.
+    async fn start(
+        grace: Option<Duration>,
+        chunk_delay: Duration,
+        database_url: Option<String>,
+    ) -> anyhow::Result<Rig> {
         switchyard_e2e::harness::init_tracing();
         let dir = tempfile::tempdir()?;
-        let database_url = format!("sqlite://{}", dir.path().join("switchyard.db").display());
+        let database_url = database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("switchyard.db").display()));
         let secrets = {
             let store = store::connect(&database_url).await?;
             bootstrap::ensure(&store, BootstrapOptions::default())
@@ -66,10 +91,21 @@ impl Rig {
             ..MockConfig::default()
         })
         .await?;
-        let db = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect(&database_url)
-            .await?;
+        let db = if database_url.starts_with("sqlite:") {
+            Db::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect(&database_url)
+                    .await?,
+            )
+        } else {
+            Db::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&database_url)
+                    .await?,
+            )
+        };
         let rig = Rig {
             dir,
             database_url,
@@ -154,23 +190,30 @@ impl Rig {
 
     async fn ledger(&self) -> anyhow::Result<Ledger> {
         let org = &self.secrets.org_id;
-        let rows: Vec<(String, bool, String, i64)> = sqlx::query_as(
-            "SELECT request_id, estimated, finish_reason, cost_nanos FROM usage_records WHERE org_id = $1",
-        )
-        .bind(org)
-        .fetch_all(&self.db)
-        .await?;
-        let postings: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT request_id, COUNT(*), SUM(amount_nanos) FROM ledger_entries
-             WHERE org_id = $1 AND kind = 'usage' AND account = $2 GROUP BY request_id",
-        )
-        .bind(org)
-        .bind(accounts::ORG_CREDITS)
-        .fetch_all(&self.db)
-        .await?;
-        let (provisional,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM provisional_usage")
-            .fetch_one(&self.db)
-            .await?;
+        let rows: Vec<(String, bool, String, i64)> = on_db!(
+            &self.db,
+            fetch_all,
+            sqlx::query_as(
+                "SELECT request_id, estimated, finish_reason, cost_nanos FROM usage_records WHERE org_id = $1",
+            )
+            .bind(org)
+        );
+        // CAST: Postgres sums BIGINT into NUMERIC.
+        let postings: Vec<(String, i64, i64)> = on_db!(
+            &self.db,
+            fetch_all,
+            sqlx::query_as(
+                "SELECT request_id, COUNT(*), CAST(SUM(amount_nanos) AS BIGINT) FROM ledger_entries
+                 WHERE org_id = $1 AND kind = 'usage' AND account = $2 GROUP BY request_id",
+            )
+            .bind(org)
+            .bind(accounts::ORG_CREDITS)
+        );
+        let (provisional,): (i64,) = on_db!(
+            &self.db,
+            fetch_one,
+            sqlx::query_as("SELECT COUNT(*) FROM provisional_usage")
+        );
         Ok(Ledger {
             rows: rows
                 .into_iter()
@@ -302,12 +345,42 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_sigkilled_mid_stream_bills_every_provider_request_exactly_once() {
+    gateway_sigkilled_mid_stream(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_sigkilled_mid_stream_bills_every_provider_request_exactly_once_on_postgres() {
+    if let Some(url) = postgres_test_database("sy_crash").await.unwrap() {
+        gateway_sigkilled_mid_stream(Some(url)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_sigkilled_under_load_loses_nothing_and_gateways_keep_serving() {
+    control_plane_sigkilled_under_load(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_sigkilled_under_load_loses_nothing_and_gateways_keep_serving_on_postgres()
+{
+    if let Some(url) = postgres_test_database("sy_crash").await.unwrap() {
+        control_plane_sigkilled_under_load(Some(url)).await;
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the fault test prints its figures")]
+async fn gateway_sigkilled_mid_stream(database_url: Option<String>) {
+    let backend = if database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     const WARM: usize = 4;
     const SHORT: usize = 12;
     const LONG: usize = 24;
     const AFTER: usize = 8;
     let grace = Duration::from_secs(2);
-    let rig = Rig::start(Some(grace), Duration::from_millis(40))
+    let rig = Rig::start(Some(grace), Duration::from_millis(40), database_url)
         .await
         .unwrap();
     let mut gateway = rig.gateway("crash-gw").await.unwrap();
@@ -419,21 +492,26 @@ async fn a_gateway_sigkilled_mid_stream_bills_every_provider_request_exactly_onc
         );
     }
     println!(
-        "gateway SIGKILL: {provider} requests reached the provider; {} billed from final records, \
+        "gateway SIGKILL ({backend}): {provider} requests reached the provider; {} billed from final records, \
          {} streams cut by the kill billed as estimated after the {grace:?} grace period; no duplicates",
         finished.len(),
         cut.len()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_control_plane_sigkilled_under_load_loses_nothing_and_gateways_keep_serving() {
+#[expect(clippy::print_stdout, reason = "the fault test prints its figures")]
+async fn control_plane_sigkilled_under_load(database_url: Option<String>) {
+    let backend = if database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     const WORKERS: usize = 6;
     const PER_PHASE: usize = 30;
     // Long enough that no provisional record is settled before its final arrives: the final
     // of a generation shipped while the control plane was down comes after its restart.
     let grace = Duration::from_secs(120);
-    let mut rig = Rig::start(Some(grace), Duration::from_millis(10))
+    let mut rig = Rig::start(Some(grace), Duration::from_millis(10), database_url)
         .await
         .unwrap();
     let gateway = rig.gateway("steady-gw").await.unwrap();
@@ -525,7 +603,7 @@ async fn a_control_plane_sigkilled_under_load_loses_nothing_and_gateways_keep_se
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "control plane SIGKILL: {} requests served ({before_restart} before its restart), all 200; \
+        "control plane SIGKILL ({backend}): {} requests served ({before_restart} before its restart), all 200; \
          {provider} at the provider, {} in the ledger exactly once; spool drained",
         ids.len(),
         ledger.rows.len()

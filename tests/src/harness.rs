@@ -840,3 +840,37 @@ impl GatewayProcess {
             .sum())
     }
 }
+
+/// A new, empty database on the Postgres server named by `SWITCHYARD_TEST_DATABASE_URL`,
+/// its name starting with `prefix`; `None` (with a SKIPPED line on stderr) when the variable
+/// is unset, which is an error under `CI=true`.
+pub async fn postgres_test_database(prefix: &str) -> anyhow::Result<Option<String>> {
+    use sqlx::Connection as _;
+    const VAR: &str = "SWITCHYARD_TEST_DATABASE_URL";
+    let Some(admin) = std::env::var(VAR).ok().filter(|u| !u.trim().is_empty()) else {
+        anyhow::ensure!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Postgres is required under CI=true: export {VAR}=$(bash tests/pg/start-postgres.sh)"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED (postgres): {VAR} is not set");
+        return Ok(None);
+    };
+    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let prefix = base[authority..]
+        .find('/')
+        .map_or(base, |slash| &base[..authority + slash]);
+    Ok(Some(match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }))
+}
