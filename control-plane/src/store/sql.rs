@@ -564,11 +564,14 @@ macro_rules! impl_store {
                 let mut daily = console::DailyDeltas::default();
                 for r in ordered {
                     // A final record supersedes the stream's provisional one (deleted first:
-                    // the sweeper locks the two tables in the same order).
-                    sqlx::query("DELETE FROM provisional_usage WHERE request_id = $1")
-                        .bind(&r.request_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    // the sweeper locks the two tables in the same order). Only streams have
+                    // one; a provisional row left over anyway settles as a no-op duplicate.
+                    if r.streamed {
+                        sqlx::query("DELETE FROM provisional_usage WHERE request_id = $1")
+                            .bind(&r.request_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if !insert_usage_row(&mut tx, r).await? {
                         outcome.duplicates += 1;
                         continue;

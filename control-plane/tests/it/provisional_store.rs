@@ -115,6 +115,23 @@ async fn final_supersedes_provisional_in_any_order(store: &dyn Store, _url: &str
     assert_eq!(balance(store).await, -120, "finals billed once each");
     let a = store.get_usage(ORG, "a").await.unwrap().unwrap();
     assert!(!a.estimated && a.cost_nanos == 50, "{a:?}");
+
+    // A provisional row the final did not remove (a concurrent race, or a final not marked
+    // streamed) settles as a no-op: the final is already billed.
+    store
+        .hold_provisional_usage(&[row("c", 900, true)])
+        .await
+        .unwrap();
+    let mut unmarked = row("c", 30, false);
+    unmarked.streamed = false;
+    store.ingest_usage(&[unmarked]).await.unwrap();
+    assert_eq!(store.count_provisional_usage().await.unwrap(), 1);
+    assert!(
+        settle_all(store).await.is_empty(),
+        "settling it posts nothing"
+    );
+    assert_eq!(store.count_provisional_usage().await.unwrap(), 0);
+    assert_eq!(balance(store).await, -150);
 }
 
 async fn unfinished_provisional_is_settled_once_as_estimated(store: &dyn Store, _url: &str) {
