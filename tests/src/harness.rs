@@ -825,19 +825,22 @@ impl GatewayProcess {
         }
     }
 
-    /// A gauge or counter of the gateway's `/metrics`, summed over its series.
+    /// A gauge or counter of the gateway's `/metrics`, summed over its series; an error if
+    /// the gateway does not export it (so a renamed metric cannot pass as zero).
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(format!("http://{}/metrics", self.addr))
             .await?
             .text()
             .await?;
-        Ok(text
+        let values: Vec<f64> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.rsplit_once(' '))
             .filter(|(series, _)| series.split('{').next() == Some(name))
             .filter_map(|(_, v)| v.parse::<f64>().ok())
-            .sum())
+            .collect();
+        anyhow::ensure!(!values.is_empty(), "the gateway exports no metric {name}");
+        Ok(values.iter().sum())
     }
 }
 
