@@ -101,9 +101,12 @@ pub async fn run(
     // Streams whose gateway died before their final usage record are billed as estimated.
     tokio::spawn(billing::provisional::run(
         store.clone(),
-        options
-            .provisional_grace
-            .unwrap_or(billing::provisional::DEFAULT_GRACE),
+        billing::provisional::Sweeper::new(
+            options
+                .provisional_grace
+                .unwrap_or(billing::provisional::DEFAULT_GRACE),
+            metrics.clone(),
+        ),
         ingested.clone(),
         shutdown.clone(),
     ));

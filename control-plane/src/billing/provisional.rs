@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, now_ms};
+use crate::store::{Store, UsageRow, now_ms};
+use crate::telemetry::ControlPlaneMetrics;
 
 /// Default grace period: far beyond any stream, short enough for same-hour statements.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10 * 60);
@@ -26,27 +27,67 @@ fn interval(grace: Duration) -> Duration {
     (grace / 10).clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
-/// One sweep: settles every provisional row older than `grace` and posts its platform fee.
-/// Returns how many were settled.
-pub async fn sweep(store: &dyn Store, grace: Duration) -> crate::store::StoreResult<usize> {
-    let cutoff = now_ms().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-    let mut total = 0;
-    loop {
-        let settled = store.settle_provisional_usage(cutoff, BATCH).await?;
-        if settled.is_empty() {
-            return Ok(total);
+/// Settles provisional rows and posts their platform fees, carrying fee postings that
+/// failed over to the next sweep.
+pub struct Sweeper {
+    grace: Duration,
+    metrics: Arc<ControlPlaneMetrics>,
+    /// Rows already on the ledger whose fee posting failed. Posting is idempotent
+    /// (`fee:<request id>`), so retrying a batch that partly succeeded posts only what is
+    /// missing. Held in memory: a control plane restarted before the retry loses them.
+    unposted_fees: Vec<UsageRow>,
+}
+
+impl Sweeper {
+    pub fn new(grace: Duration, metrics: Arc<ControlPlaneMetrics>) -> Self {
+        Self {
+            grace,
+            metrics,
+            unposted_fees: Vec::new(),
         }
-        total += settled.len();
-        for row in &settled {
-            tracing::warn!(request_id = %row.request_id, org_id = %row.org_id, node_id = %row.node_id, cost_nanos = row.cost_nanos, "stream without a final usage record settled as estimated");
+    }
+
+    /// Rows whose fee posting is waiting for the next sweep.
+    pub fn unposted_fees(&self) -> usize {
+        self.unposted_fees.len()
+    }
+
+    /// One sweep: retries fee postings that failed last time, then settles every
+    /// provisional row older than the grace period and posts its platform fee. Returns how
+    /// many rows were settled.
+    pub async fn sweep(&mut self, store: &dyn Store) -> crate::store::StoreResult<usize> {
+        if !self.unposted_fees.is_empty() {
+            match super::fees::post_fees(store, &self.unposted_fees).await {
+                Ok(_) => self.unposted_fees.clear(),
+                Err(err) => {
+                    tracing::warn!(error = %err, rows = self.unposted_fees.len(), "posting fees of settled provisional usage failed again; retrying next sweep");
+                }
+            }
         }
-        // Idempotent (`fee:<request id>`); a failure here is retried by nothing else, so
-        // it is logged loudly for an operator to re-run.
-        if let Err(err) = super::fees::post_fees(store, &settled).await {
-            tracing::error!(error = %err, rows = settled.len(), "posting fees of settled provisional usage failed");
-        }
-        if settled.len() < usize::try_from(BATCH).unwrap_or(usize::MAX) {
-            return Ok(total);
+        let cutoff =
+            now_ms().saturating_sub(i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX));
+        let mut total = 0;
+        loop {
+            let settled = store.settle_provisional_usage(cutoff, BATCH).await?;
+            if settled.is_empty() {
+                return Ok(total);
+            }
+            total += settled.len();
+            self.metrics
+                .observe_provisional_settled(u64::try_from(settled.len()).unwrap_or(u64::MAX));
+            for row in &settled {
+                tracing::warn!(request_id = %row.request_id, org_id = %row.org_id, node_id = %row.node_id, cost_nanos = row.cost_nanos, "stream without a final usage record settled as estimated");
+            }
+            let full = settled.len() >= usize::try_from(BATCH).unwrap_or(usize::MAX);
+            // The rows are on the ledger already; their fees must follow even if the store
+            // fails now, so they wait for the next sweep instead of being dropped.
+            if let Err(err) = super::fees::post_fees(store, &settled).await {
+                tracing::error!(error = %err, rows = settled.len(), "posting fees of settled provisional usage failed; retrying next sweep");
+                self.unposted_fees.extend(settled);
+            }
+            if !full {
+                return Ok(total);
+            }
         }
     }
 }
@@ -55,18 +96,18 @@ pub async fn sweep(store: &dyn Store, grace: Duration) -> crate::store::StoreRes
 /// alerts and `/generation` lookups follow the ledger).
 pub async fn run(
     store: Arc<dyn Store>,
-    grace: Duration,
+    mut sweeper: Sweeper,
     ingested: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval(grace));
+    let mut tick = tokio::time::interval(interval(sweeper.grace));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match sweep(store.as_ref(), grace).await {
+        match sweeper.sweep(store.as_ref()).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(settled = n, "provisional usage settled as estimated");

@@ -38,6 +38,7 @@ pub struct ControlPlaneMetrics {
     leases_outstanding: Gauge,
     lease_outstanding_nanos: Gauge,
     store_errors: Counter,
+    provisional_settled: Counter,
 }
 
 impl std::fmt::Debug for ControlPlaneMetrics {
@@ -127,6 +128,11 @@ impl ControlPlaneMetrics {
             "metrics_store_errors",
             "Scrapes that could not read node state from the store",
         );
+        let provisional_settled = counter(
+            &mut r,
+            "usage_provisional_settled",
+            "Provisional stream usage records settled as estimated (no final record within the grace period)",
+        );
         Self {
             registry: r,
             config_version,
@@ -141,7 +147,17 @@ impl ControlPlaneMetrics {
             leases_outstanding,
             lease_outstanding_nanos,
             store_errors,
+            provisional_settled,
         }
+    }
+
+    pub fn observe_provisional_settled(&self, rows: u64) {
+        self.provisional_settled.inc_by(rows);
+    }
+
+    /// Provisional records settled as estimated since start.
+    pub fn provisional_settled(&self) -> u64 {
+        self.provisional_settled.get()
     }
 
     pub fn observe_ingest(&self, outcome: &Result<IngestOutcome, crate::store::StoreError>) {

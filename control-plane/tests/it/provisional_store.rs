@@ -4,11 +4,21 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use switchyard_control_plane::store::{IngestOutcome, Store, UsageRow, accounts, now_ms};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_control_plane::billing::provisional::Sweeper;
+use switchyard_control_plane::bootstrap::{self, BootstrapOptions};
+use switchyard_control_plane::store::{
+    BillingSettings, IngestOutcome, Store, UsageRow, accounts, now_ms,
+};
+use switchyard_control_plane::telemetry::ControlPlaneMetrics;
 
 both_backends!(
     final_supersedes_provisional_in_any_order,
     unfinished_provisional_is_settled_once_as_estimated,
+    error_final_clears_provisional_in_any_order,
+    sweeper_counts_settled_rows_and_posts_their_fees,
 );
 
 const ORG: &str = "org-provisional";
@@ -164,4 +174,118 @@ async fn unfinished_provisional_is_settled_once_as_estimated(store: &dyn Store, 
     assert!(settle_all(store).await.is_empty());
     assert_eq!(balance(store).await, -1_800);
     assert_eq!(store.count_provisional_usage().await.unwrap(), 0);
+}
+
+/// The final record of a stream whose every attempt failed (or that the client left before
+/// any answer): zero cost, marked streamed like every final of a stream.
+fn error_final(request_id: &str) -> UsageRow {
+    UsageRow {
+        finish_reason: "error".to_owned(),
+        http_status: 502,
+        error_type: "upstream_error".to_owned(),
+        input_tokens: 0,
+        output_tokens: 0,
+        ..row(request_id, 0, false)
+    }
+}
+
+async fn error_final_clears_provisional_in_any_order(store: &dyn Store, _url: &str) {
+    let metrics = Arc::new(ControlPlaneMetrics::new());
+    let mut sweeper = Sweeper::new(Duration::ZERO, metrics.clone());
+
+    // Provisional first (written before the upstream request), then the failure.
+    store
+        .hold_provisional_usage(&[row("failed", 900, true)])
+        .await
+        .unwrap();
+    store.ingest_usage(&[error_final("failed")]).await.unwrap();
+    assert_eq!(store.count_provisional_usage().await.unwrap(), 0);
+
+    // Reordered: the failure first; the late provisional is never held.
+    store.ingest_usage(&[error_final("late")]).await.unwrap();
+    assert_eq!(
+        store
+            .hold_provisional_usage(&[row("late", 900, true)])
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Left over by a race with the failure: settling it is a no-op, not an estimate.
+    let mut raced = row("raced", 900, true);
+    raced.ingested_at = now_ms() - 60_000;
+    store.hold_provisional_usage(&[raced]).await.unwrap();
+    let mut unmarked = error_final("raced");
+    unmarked.streamed = false;
+    store.ingest_usage(&[unmarked]).await.unwrap();
+    assert_eq!(store.count_provisional_usage().await.unwrap(), 1);
+
+    // Sweeping with no grace: nothing is settled as estimated.
+    assert_eq!(sweeper.sweep(store).await.unwrap(), 0);
+    assert_eq!(store.count_provisional_usage().await.unwrap(), 0);
+    assert_eq!(metrics.provisional_settled(), 0);
+    assert_eq!(balance(store).await, 0, "a failed stream is billed nothing");
+    for id in ["failed", "late", "raced"] {
+        let r = store.get_usage(ORG, id).await.unwrap().unwrap();
+        assert!(
+            !r.estimated && r.cost_nanos == 0 && r.finish_reason == "error",
+            "{r:?}"
+        );
+    }
+}
+
+async fn sweeper_counts_settled_rows_and_posts_their_fees(store: &dyn Store, url: &str) {
+    // A real org: billing settings reference it (bootstrap wants a shared handle).
+    let shared = switchyard_control_plane::store::connect(url).await.unwrap();
+    let org = bootstrap::ensure(&shared, BootstrapOptions::default())
+        .await
+        .unwrap()
+        .unwrap()
+        .org_id;
+    store
+        .set_billing_settings(&BillingSettings {
+            org_id: org.clone(),
+            platform_fee_bps: 1_000,
+            updated_at: now_ms(),
+            ..BillingSettings::default()
+        })
+        .await
+        .unwrap();
+    let in_org = |id: &str, ingested_at: i64| UsageRow {
+        org_id: org.clone(),
+        ingested_at,
+        ..row(id, 900, true)
+    };
+    let org_balance = || async {
+        store
+            .account_balance(&org, accounts::ORG_CREDITS)
+            .await
+            .unwrap()
+    };
+    let before = org_balance().await;
+    let metrics = Arc::new(ControlPlaneMetrics::new());
+    let mut sweeper = Sweeper::new(Duration::from_secs(5), metrics.clone());
+    store
+        .hold_provisional_usage(&[in_org("lost", now_ms() - 60_000), in_org("young", now_ms())])
+        .await
+        .unwrap();
+
+    assert_eq!(sweeper.sweep(store).await.unwrap(), 1, "only the old one");
+    assert_eq!(metrics.provisional_settled(), 1);
+    assert_eq!(sweeper.unposted_fees(), 0);
+    assert_eq!(
+        org_balance().await - before,
+        -(900 + 90),
+        "usage and its 10 % fee"
+    );
+
+    // The next sweep settles nothing new and posts nothing twice.
+    assert_eq!(sweeper.sweep(store).await.unwrap(), 0);
+    assert_eq!(metrics.provisional_settled(), 1);
+    assert_eq!(org_balance().await - before, -990);
+    assert_eq!(
+        store.count_provisional_usage().await.unwrap(),
+        1,
+        "young waits"
+    );
 }
