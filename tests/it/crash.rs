@@ -3,6 +3,9 @@
 //! database. Afterwards every request that reached the provider (counted at the mock) is in
 //! the ledger exactly once: finished ones with their final record, streams cut by the kill
 //! settled as estimated from their provisional (write-ahead) record after the grace period.
+//! Streams still waiting for the provider's first byte when the gateway dies are billed once
+//! as estimated too (the provisional record is written before the upstream request), and a
+//! stream whose every attempt failed is billed nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -63,7 +66,7 @@ impl Rig {
     /// On `database_url`, or a fresh SQLite database when `None`.
     async fn start(
         grace: Option<Duration>,
-        chunk_delay: Duration,
+        mock: MockConfig,
         database_url: Option<String>,
     ) -> anyhow::Result<Rig> {
         switchyard_e2e::harness::init_tracing();
@@ -86,11 +89,7 @@ impl Rig {
             dir.path().join("control-plane.log"),
         )
         .await?;
-        let mock = MockOpenAi::start(MockConfig {
-            chunk_delay,
-            ..MockConfig::default()
-        })
-        .await?;
+        let mock = MockOpenAi::start(mock).await?;
         let db = if database_url.starts_with("sqlite:") {
             Db::Sqlite(
                 sqlx::sqlite::SqlitePoolOptions::new()
@@ -118,6 +117,61 @@ impl Rig {
         };
         rig.add_model().await?;
         Ok(rig)
+    }
+
+    /// A mock whose streams send an event every `chunk_delay`.
+    fn chunks_every(chunk_delay: Duration) -> MockConfig {
+        MockConfig {
+            chunk_delay,
+            ..MockConfig::default()
+        }
+    }
+
+    /// Adds `model`, served by the mock's `upstreams` in order (fallbacks).
+    async fn add_model_on(&self, model: &str, upstreams: &[&str]) -> anyhow::Result<()> {
+        let api = format!("http://{}/api/v1", self.cp.http_addr);
+        let endpoints: Vec<Value> = upstreams
+            .iter()
+            .map(|m| {
+                json!({"provider": "mock", "model": m,
+                            "pricing": {"prompt": "0.000001", "completion": "0.000002"}})
+            })
+            .collect();
+        let created = self
+            .http
+            .post(format!("{api}/models"))
+            .bearer_auth(self.secrets.management_key.expose())
+            .json(&json!({"id": model, "context_length": 128000, "endpoints": endpoints}))
+            .send()
+            .await?;
+        anyhow::ensure!(created.status() == 201, "model: {}", created.text().await?);
+        Ok(())
+    }
+
+    /// A counter or gauge of the control plane's `/metrics`.
+    async fn control_plane_metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.cp.http_addr))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .find(|(series, _)| *series == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .with_context(|| format!("the control plane exports no metric {name}"))
+    }
+
+    async fn provisional_rows(&self) -> anyhow::Result<i64> {
+        let (n,): (i64,) = on_db!(
+            &self.db,
+            fetch_one,
+            sqlx::query_as("SELECT COUNT(*) FROM provisional_usage")
+        );
+        Ok(n)
     }
 
     async fn add_model(&self) -> anyhow::Result<()> {
@@ -356,6 +410,31 @@ async fn a_gateway_sigkilled_mid_stream_bills_every_provider_request_exactly_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_sigkilled_before_the_providers_first_byte_bills_each_waiting_stream_once() {
+    gateway_sigkilled_before_first_byte(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_sigkilled_before_the_providers_first_byte_bills_each_waiting_stream_once_on_postgres()
+ {
+    if let Some(url) = postgres_test_database("sy_crash").await.unwrap() {
+        gateway_sigkilled_before_first_byte(Some(url)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_every_attempt_failed_is_not_billed() {
+    stream_with_every_attempt_failed(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_every_attempt_failed_is_not_billed_on_postgres() {
+    if let Some(url) = postgres_test_database("sy_crash").await.unwrap() {
+        stream_with_every_attempt_failed(Some(url)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_sigkilled_under_load_loses_nothing_and_gateways_keep_serving() {
     control_plane_sigkilled_under_load(None).await;
 }
@@ -380,9 +459,13 @@ async fn gateway_sigkilled_mid_stream(database_url: Option<String>) {
     const LONG: usize = 24;
     const AFTER: usize = 8;
     let grace = Duration::from_secs(2);
-    let rig = Rig::start(Some(grace), Duration::from_millis(40), database_url)
-        .await
-        .unwrap();
+    let rig = Rig::start(
+        Some(grace),
+        Rig::chunks_every(Duration::from_millis(40)),
+        database_url,
+    )
+    .await
+    .unwrap();
     let mut gateway = rig.gateway("crash-gw").await.unwrap();
     let key = rig.secrets.api_key.expose().to_owned();
     let base = gateway.base_url();
@@ -511,9 +594,13 @@ async fn control_plane_sigkilled_under_load(database_url: Option<String>) {
     // Long enough that no provisional record is settled before its final arrives: the final
     // of a generation shipped while the control plane was down comes after its restart.
     let grace = Duration::from_secs(120);
-    let mut rig = Rig::start(Some(grace), Duration::from_millis(10), database_url)
-        .await
-        .unwrap();
+    let mut rig = Rig::start(
+        Some(grace),
+        Rig::chunks_every(Duration::from_millis(10)),
+        database_url,
+    )
+    .await
+    .unwrap();
     let gateway = rig.gateway("steady-gw").await.unwrap();
     let key = rig.secrets.api_key.expose().to_owned();
     let base = gateway.base_url();
@@ -607,5 +694,148 @@ async fn control_plane_sigkilled_under_load(database_url: Option<String>) {
          {provider} at the provider, {} in the ledger exactly once; spool drained",
         ids.len(),
         ledger.rows.len()
+    );
+}
+
+/// Output tokens the waiting streams ask for at most: their provisional estimate uses it.
+const WAITING_MAX_TOKENS: u64 = 100;
+
+#[expect(clippy::print_stdout, reason = "the fault test prints its figures")]
+async fn gateway_sigkilled_before_first_byte(database_url: Option<String>) {
+    let backend = if database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    const WAITING: usize = 6;
+    let grace = Duration::from_secs(2);
+    // The provider takes far longer to answer than the test runs: every request is still
+    // waiting for its response headers when the gateway dies.
+    let mock = MockConfig {
+        delay: Duration::from_secs(120),
+        ..MockConfig::default()
+    };
+    let rig = Rig::start(Some(grace), mock, database_url).await.unwrap();
+    let mut gateway = rig.gateway("waiting-gw").await.unwrap();
+    let key = rig.secrets.api_key.expose().to_owned();
+    let base = gateway.base_url();
+    let waiting: Vec<_> = (0..WAITING)
+        .map(|i| {
+            let (http, base, key) = (rig.http.clone(), base.clone(), key.clone());
+            tokio::spawn(async move {
+                http.post(format!("{base}/chat/completions"))
+                    .bearer_auth(key)
+                    .json(&json!({"model": MODEL, "stream": true, "max_tokens": WAITING_MAX_TOKENS,
+                                  "messages": [{"role": "user", "content": format!("waiting {i}")}]}))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    wait_until("every request at the provider", || {
+        rig.provider_requests() == WAITING
+    })
+    .await;
+    // Their write-ahead records reached the control plane: nothing but the kill is left.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while rig.provisional_rows().await.unwrap() < i64::try_from(WAITING).unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "provisional records of the waiting streams never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gateway.process.sigkill().await.unwrap();
+    for request in waiting {
+        assert!(
+            request.await.unwrap().is_err(),
+            "no response can come from a dead gateway"
+        );
+    }
+
+    let ledger = rig.settled_ledger(WAITING).await.unwrap();
+    assert_eq!(
+        ledger.rows.len(),
+        WAITING,
+        "each waiting stream billed once"
+    );
+    ledger.assert_exactly_once();
+    // Priced at the endpoint's rates: a few prompt tokens at 1 000 nano-USD and the request's
+    // max_tokens at 2 000 each; the org's default output estimate (1 024) would cost 2 048 000.
+    let output_cost = i64::try_from(WAITING_MAX_TOKENS).unwrap() * 2_000;
+    for (id, (estimated, finish, cost)) in &ledger.rows {
+        assert!(
+            *estimated && finish == "interrupted",
+            "{id} was settled as estimated ({estimated}, {finish})"
+        );
+        assert!(
+            *cost > output_cost && *cost < output_cost + 50_000,
+            "{id} estimate follows max_tokens: {cost}"
+        );
+    }
+    let settled = rig
+        .control_plane_metric("switchyard_control_plane_usage_provisional_settled_total")
+        .await
+        .unwrap();
+    assert_eq!(
+        settled, WAITING as f64,
+        "settled provisional records counted"
+    );
+    println!(
+        "gateway SIGKILL before the first byte ({backend}): {WAITING} streams waiting on the provider, \
+         each billed once as estimated ({} nano-USD each with max_tokens {WAITING_MAX_TOKENS}) after the {grace:?} grace period",
+        ledger.rows.values().map(|(_, _, c)| *c).max().unwrap_or(0)
+    );
+}
+
+async fn stream_with_every_attempt_failed(database_url: Option<String>) {
+    const BROKEN: &str = "acme/broken";
+    let grace = Duration::from_secs(1);
+    let rig = Rig::start(Some(grace), MockConfig::default(), database_url)
+        .await
+        .unwrap();
+    // Two endpoints, both failing with retryable errors: the gateway tries each.
+    rig.add_model_on(BROKEN, &["error-500", "error-503"])
+        .await
+        .unwrap();
+    let gateway = rig.gateway("failing-gw").await.unwrap();
+    let response = rig
+        .http
+        .post(format!("{}/chat/completions", gateway.base_url()))
+        .bearer_auth(rig.secrets.api_key.expose())
+        .json(&json!({"model": BROKEN, "stream": true,
+                      "messages": [{"role": "user", "content": "fail please"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_server_error(),
+        "status {}",
+        response.status()
+    );
+    assert_eq!(rig.provider_requests(), 2, "both endpoints were tried");
+
+    // Its provisional record (written before the first attempt) is cleared by the failure's
+    // final record; were it not, the sweeper would bill it as estimated after the grace.
+    let ledger = rig.settled_ledger(1).await.unwrap();
+    assert_eq!(ledger.rows.len(), 1, "{:?}", ledger.rows);
+    let (estimated, finish, cost) = ledger.rows.values().next().unwrap();
+    assert!(
+        !estimated && finish == "error" && *cost == 0,
+        "billed nothing ({estimated}, {finish}, {cost})"
+    );
+    assert!(ledger.postings.values().all(|(_, sum)| *sum == 0));
+    // Past the grace period and a sweep: still nothing settled as estimated.
+    let deadline = tokio::time::Instant::now() + grace * 3;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = rig.ledger().await.unwrap();
+    assert_eq!(again.rows, ledger.rows, "nothing settled later");
+    assert_eq!(
+        rig.control_plane_metric("switchyard_control_plane_usage_provisional_settled_total")
+            .await
+            .unwrap(),
+        0.0
     );
 }

@@ -172,7 +172,6 @@ pub fn complete<S: Skin>(
 }
 
 pub fn stream<S: Skin>(chunks: ChunkStream, meter: Metering, skin: &S) -> Response {
-    meter.begin();
     let generation = meter.generation_header();
     let encoder = skin.encoder(StreamContext {
         id: meter.generation.to_string(),

@@ -176,6 +176,8 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
     let budget_hold = crate::budget::HoldGuard::hold(&state.budgets, generation, reservation);
     let mut last_error = None;
     let mut earlier: Vec<switchyard_proto::pb::ProviderAttempt> = Vec::new();
+    // A stream's provisional usage record, written before its first upstream request.
+    let mut write_ahead: Option<super::usage_record::WriteAhead> = None;
     for (n, attempt) in attempts.iter().enumerate() {
         let endpoint = &attempt.endpoint;
         let last = n + 1 == attempts.len();
@@ -218,6 +220,9 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                         ));
                         tracing::warn!(generation = %generation, provider = %endpoint.provider.slug, "provider capacity exhausted");
                         if last {
+                            if let Some(w) = write_ahead.take() {
+                                w.failed(&err);
+                            }
                             return Err(err);
                         }
                         last_error = Some(err);
@@ -248,6 +253,13 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                 sticky_fallback_reason: sticky.fallback_reason(&endpoint.id, &earlier),
             },
         };
+        // Write-ahead before the provider sees the request, so a gateway killed while it
+        // works still bills it; once per generation, whichever attempt goes first. Streams
+        // only: a JSON answer is recorded as soon as it arrives (see `Metering::begin`).
+        if g.request.stream && write_ahead.is_none() {
+            write_ahead =
+                Some(meter.begin(g.request.max_completion_tokens.or(g.request.max_tokens)));
+        }
         let sent_at = Instant::now();
         match state
             .upstream
@@ -264,6 +276,9 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                         .record(&g.key.org_id, conversation, &endpoint.id, Instant::now());
                 }
                 budget_hold.disarm();
+                if let Some(w) = write_ahead.take() {
+                    w.superseded();
+                }
                 return Ok((reply, meter));
             }
             Err(err) => {
@@ -288,6 +303,12 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                     // Requests an adapter refused never reached a provider: nothing to meter.
                     if matches!(err, ApiError::Upstream(_)) {
                         meter.record_failure(&err);
+                        if let Some(w) = write_ahead.take() {
+                            w.superseded();
+                        }
+                    } else if let Some(w) = write_ahead.take() {
+                        // Its provisional record must still be cleared, or it would be billed.
+                        w.failed(&err);
                     }
                     return Err(err);
                 }
@@ -303,5 +324,9 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| ApiError::Internal("no attempt was made".into())))
+    let err = last_error.unwrap_or_else(|| ApiError::Internal("no attempt was made".into()));
+    if let Some(w) = write_ahead.take() {
+        w.failed(&err);
+    }
+    Err(err)
 }

@@ -106,16 +106,19 @@ impl Metering {
     }
 
     /// Write-ahead for streams: spools a provisional record of this generation (marked
-    /// `provisional`, estimated usage) as soon as its upstream stream starts, so a gateway
-    /// killed mid-stream still leaves a billable trace. The final record (`record`)
-    /// supersedes it at the control plane, which settles a provisional record that never
-    /// gets one as estimated after a grace period.
+    /// `provisional`, estimated usage) before its upstream request is sent, so a gateway
+    /// killed while the provider works (before its first byte or mid-stream) still leaves
+    /// a billable trace. The final record (`record`) supersedes it at the control plane,
+    /// which settles a provisional record that never gets one as estimated after a grace
+    /// period. The returned guard writes a zero-cost final record if routing ends without
+    /// one (no attempt succeeded, or the client went away while waiting), so that a request
+    /// that produced nothing is never billed by the sweeper.
     ///
     /// Only streams call this: a JSON answer is produced in one piece and recorded right
     /// after the provider returns it, so its window of loss is the same as a spool append
     /// and a write-ahead record would only double its metering cost.
-    pub fn begin(&self) {
-        let dims = self.provisional_estimate();
+    pub fn begin(&self, max_output_tokens: Option<u32>) -> WriteAhead {
+        let dims = self.provisional_estimate(max_output_tokens);
         let mut record = self.usage_record(Outcome {
             dims,
             estimated: true,
@@ -129,24 +132,31 @@ impl Metering {
             upstream_id: String::new(),
         });
         record.provisional = true;
+        // The guard's own copy: a clone per stream is cheaper than rebuilding the record's
+        // identity (org, key, endpoint, tags) when it has to be cleared.
+        let pending = record.clone();
         // No metrics, trace attributes, rate-limit or budget settlement: those follow the
         // final record, and doing them twice would double-count the generation.
         self.state.meter.record_provisional(record);
+        WriteAhead {
+            pending: Some(pending),
+            meter: self.state.meter.clone(),
+        }
     }
 
     /// What a stream that never finished is assumed to have used: the prompt estimate and
-    /// the output tokens the budget reservation assumes for this model (the org's policy,
-    /// else the default), i.e. an upper estimate rather than zero.
-    fn provisional_estimate(&self) -> UsageDims {
+    /// the output tokens the budget reservation assumes (the request's `max_tokens`, else
+    /// the org's per-model estimate), i.e. an upper estimate rather than zero.
+    fn provisional_estimate(&self, max_output_tokens: Option<u32>) -> UsageDims {
         let output = self
             .state
             .snapshot()
             .ok()
             .and_then(|s| {
                 s.org(&self.key.org_id)
-                    .map(|o| o.budgets.output_estimate(&self.model.id))
+                    .map(|o| o.budgets.output_tokens(&self.model.id, max_output_tokens))
             })
-            .unwrap_or(crate::budget::DEFAULT_OUTPUT_TOKENS);
+            .unwrap_or_else(|| max_output_tokens.unwrap_or(crate::budget::DEFAULT_OUTPUT_TOKENS));
         UsageDims {
             input_tokens: estimate_tokens(self.prompt_chars),
             output_tokens: u64::from(output),
@@ -262,6 +272,56 @@ impl Metering {
     pub fn generation_header(&self) -> HeaderValue {
         HeaderValue::from_str(&self.generation.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("gen-invalid"))
+    }
+}
+
+/// A stream's provisional record still waiting for its final one. Routing hands the final
+/// over to the `Metering` of the attempt that answered (`superseded`), or clears the
+/// provisional with a zero-cost final record (`failed`, or on drop when the client went
+/// away): a generation no provider answered is billed nothing, exactly as before write-ahead.
+#[must_use = "dropping it records the generation as cancelled"]
+pub struct WriteAhead {
+    pending: Option<pb::UsageRecord>,
+    meter: crate::metering::meter::Meter,
+}
+
+impl WriteAhead {
+    /// A `Metering` now owns the generation's final record (the answer's, or its failure).
+    pub fn superseded(mut self) {
+        self.pending = None;
+    }
+
+    /// Routing gave up with `err` without a `Metering` recording it.
+    pub fn failed(mut self, err: &ApiError) {
+        self.clear(err.status().as_u16(), err.error_type(), false);
+    }
+
+    fn clear(&mut self, http_status: u16, error_type: &str, cancelled: bool) {
+        let Some(mut record) = self.pending.take() else {
+            return;
+        };
+        record.provisional = false;
+        record.estimated = false;
+        record.cancelled = cancelled;
+        record.finish_reason = if cancelled { "cancelled" } else { "error" }.into();
+        record.http_status = u32::from(http_status);
+        record.error_type = error_type.into();
+        record.usage = Some(pb::UsageDimensions::default());
+        record.cost_nanos = 0;
+        record.finished_at_ms = crate::unix_now_ms();
+        if let Some(last) = record.provider_responses.last_mut() {
+            last.status = u32::from(http_status);
+            last.error_type = error_type.into();
+        }
+        self.meter.record(record);
+    }
+}
+
+impl Drop for WriteAhead {
+    /// The route future was dropped while an upstream request was in flight: the client
+    /// disconnected before any answer, which was never billed.
+    fn drop(&mut self) {
+        self.clear(499, "cancelled", true);
     }
 }
 

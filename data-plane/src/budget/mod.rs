@@ -42,6 +42,13 @@ impl OrgBudgets {
                 DEFAULT_OUTPUT_TOKENS
             })
     }
+
+    /// Output tokens a request on `model` is assumed to produce: its own bound
+    /// (`max_tokens` / `max_completion_tokens`), else the org's estimate. Budget
+    /// reservations and provisional stream usage both use it.
+    pub fn output_tokens(&self, model: &str, max_output_tokens: Option<u32>) -> u32 {
+        max_output_tokens.unwrap_or_else(|| self.output_estimate(model))
+    }
 }
 
 /// Reads the snapshot's budgets, keyed by org. Budgets of orgs the snapshot does not carry
@@ -148,7 +155,7 @@ pub async fn admit(
     let estimate = attempts
         .iter()
         .map(|a| {
-            let output = max_output_tokens.unwrap_or_else(|| org.output_estimate(&a.model.id));
+            let output = org.output_tokens(&a.model.id, max_output_tokens);
             estimate_cost([&a.endpoint.prices], prompt_tokens, u64::from(output))
         })
         .max()
