@@ -435,6 +435,46 @@ async fn a_stream_whose_every_attempt_failed_is_not_billed_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_abandoned_before_the_providers_first_byte_is_not_billed() {
+    let grace = Duration::from_secs(1);
+    let mock = MockConfig {
+        delay: Duration::from_secs(120),
+        ..MockConfig::default()
+    };
+    let rig = Rig::start(Some(grace), mock, None).await.unwrap();
+    let gateway = rig.gateway("abandoned-gw").await.unwrap();
+    let (http, base, key) = (
+        rig.http.clone(),
+        gateway.base_url(),
+        rig.secrets.api_key.expose().to_owned(),
+    );
+    let client = tokio::spawn(async move {
+        http.post(format!("{base}/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": MODEL, "stream": true,
+                          "messages": [{"role": "user", "content": "never mind"}]}))
+            .send()
+            .await
+    });
+    wait_until("the request at the provider", || {
+        rig.provider_requests() == 1
+    })
+    .await;
+    // The client goes away while the provider is still working: its connection closes.
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
+
+    // The gateway clears the provisional record with a zero-cost final one, as it billed
+    // such a request before write-ahead; were it left, the sweeper would bill an estimate.
+    let ledger = rig.settled_ledger(1).await.unwrap();
+    let (estimated, finish, cost) = ledger.rows.values().next().unwrap();
+    assert!(
+        !estimated && finish == "cancelled" && *cost == 0,
+        "billed nothing ({estimated}, {finish}, {cost})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_sigkilled_under_load_loses_nothing_and_gateways_keep_serving() {
     control_plane_sigkilled_under_load(None).await;
 }
