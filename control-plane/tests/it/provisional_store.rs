@@ -19,6 +19,7 @@ both_backends!(
     unfinished_provisional_is_settled_once_as_estimated,
     error_final_clears_provisional_in_any_order,
     sweeper_counts_settled_rows_and_posts_their_fees,
+    a_failed_fee_posting_is_retried_on_the_next_sweep,
 );
 
 const ORG: &str = "org-provisional";
@@ -288,4 +289,92 @@ async fn sweeper_counts_settled_rows_and_posts_their_fees(store: &dyn Store, url
         1,
         "young waits"
     );
+}
+
+/// Makes every fee posting fail (`down`) or succeed again, with a trigger on the ledger.
+async fn fees_down(url: &str, down: bool) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let sql = if down {
+            "CREATE TRIGGER fees_down BEFORE INSERT ON ledger_entries WHEN NEW.kind = 'fee'
+             BEGIN SELECT RAISE(ABORT, 'fees are down'); END"
+        } else {
+            "DROP TRIGGER fees_down"
+        };
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let sql: &[&str] = if down {
+            &[
+                "CREATE FUNCTION fees_down() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'fees are down'; END $$",
+                "CREATE TRIGGER fees_down BEFORE INSERT ON ledger_entries FOR EACH ROW
+                 WHEN (NEW.kind = 'fee') EXECUTE FUNCTION fees_down()",
+            ]
+        } else {
+            &[
+                "DROP TRIGGER fees_down ON ledger_entries",
+                "DROP FUNCTION fees_down()",
+            ]
+        };
+        for q in sql {
+            sqlx::query(q).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+async fn a_failed_fee_posting_is_retried_on_the_next_sweep(store: &dyn Store, url: &str) {
+    let shared = switchyard_control_plane::store::connect(url).await.unwrap();
+    let org = bootstrap::ensure(&shared, BootstrapOptions::default())
+        .await
+        .unwrap()
+        .unwrap()
+        .org_id;
+    store
+        .set_billing_settings(&BillingSettings {
+            org_id: org.clone(),
+            platform_fee_bps: 1_000,
+            updated_at: now_ms(),
+            ..BillingSettings::default()
+        })
+        .await
+        .unwrap();
+    let org_balance = || async {
+        store
+            .account_balance(&org, accounts::ORG_CREDITS)
+            .await
+            .unwrap()
+    };
+    let before = org_balance().await;
+    let mut sweeper = Sweeper::new(Duration::from_secs(5), Arc::new(ControlPlaneMetrics::new()));
+    let mut lost = UsageRow {
+        org_id: org.clone(),
+        ..row("fee-lost", 900, true)
+    };
+    lost.ingested_at = now_ms() - 60_000;
+    store.hold_provisional_usage(&[lost]).await.unwrap();
+
+    fees_down(url, true).await;
+    assert_eq!(
+        sweeper.sweep(store).await.unwrap(),
+        1,
+        "settled all the same"
+    );
+    assert_eq!(
+        sweeper.unposted_fees(),
+        1,
+        "its fee waits for the next sweep"
+    );
+    assert_eq!(org_balance().await - before, -900, "usage posted, fee not");
+    // Still down: kept for later, not dropped.
+    assert_eq!(sweeper.sweep(store).await.unwrap(), 0);
+    assert_eq!(sweeper.unposted_fees(), 1);
+
+    fees_down(url, false).await;
+    assert_eq!(sweeper.sweep(store).await.unwrap(), 0);
+    assert_eq!(sweeper.unposted_fees(), 0);
+    assert_eq!(org_balance().await - before, -990, "the fee followed");
+    sweeper.sweep(store).await.unwrap();
+    assert_eq!(org_balance().await - before, -990, "posted once");
 }
