@@ -1,6 +1,7 @@
-//! Settles provisional usage. A gateway spools a provisional (write-ahead) record when a
-//! stream starts; its final record normally supersedes it within the stream's lifetime. One
-//! still waiting after the grace period belongs to a stream whose gateway died before the
+//! Settles provisional usage. A gateway spools a provisional (write-ahead) record before a
+//! stream's upstream request is sent; its final record normally supersedes it within the
+//! stream's lifetime — a zero-cost error final when no provider answered, which bills nothing.
+//! One still waiting after the grace period belongs to a stream whose gateway died before the
 //! end (SIGKILL, power loss): the request reached a provider, so it is posted to the ledger
 //! as estimated, with the gateway's estimate, rather than never billed.
 //!

@@ -300,14 +300,14 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                 }
                 tracing::warn!(generation = %generation, model = %attempt.model.id, provider = %endpoint.provider.slug, error = %err, retry = retryable && !last, "upstream attempt failed");
                 if !retryable || last {
-                    // Requests an adapter refused never reached a provider: nothing to meter.
+                    // Requests an adapter refused never reached a provider: nothing to meter,
+                    // unless a stream's provisional record is waiting to be cleared.
                     if matches!(err, ApiError::Upstream(_)) {
                         meter.record_failure(&err);
                         if let Some(w) = write_ahead.take() {
                             w.superseded();
                         }
                     } else if let Some(w) = write_ahead.take() {
-                        // Its provisional record must still be cleared, or it would be billed.
                         w.failed(&err);
                     }
                     return Err(err);
