@@ -5,6 +5,10 @@ mod cli;
 
 use clap::Parser;
 
+/// Same allocator as the gateway's (`serve` embeds one).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _otel = cli::init_tracing();

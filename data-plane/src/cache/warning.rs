@@ -48,15 +48,21 @@ impl PromptWatch {
     /// Remembers the conversation's system prompt; returns a warning when it differs from
     /// the one seen on the conversation's previous turn.
     pub async fn observe(&self, conversation: &str, system_prompt: &str) -> Option<String> {
-        let now: Arc<str> = system_prompt
-            .chars()
-            .take(FINGERPRINT_CHARS)
-            .collect::<String>()
-            .into();
+        let now = match system_prompt.char_indices().nth(FINGERPRINT_CHARS) {
+            Some((end, _)) => &system_prompt[..end],
+            None => system_prompt,
+        };
         let before = self.seen.get(conversation).await;
-        self.seen.insert(conversation.to_owned(), now.clone()).await;
+        // The get refreshed the idle timer; an unchanged prompt needs no write, which is
+        // every turn of a well-behaved conversation (and every request of a benchmark).
+        if before.as_deref() == Some(now) {
+            return None;
+        }
+        self.seen
+            .insert(conversation.to_owned(), Arc::from(now))
+            .await;
         let before = before?;
-        (before != now).then(|| describe_change(&before, &now))
+        Some(describe_change(&before, now))
     }
 }
 
