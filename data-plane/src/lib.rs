@@ -49,6 +49,8 @@ pub enum GatewayError {
     Spool(#[from] metering::spool::SpoolError),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("starting the usage appender thread: {0}")]
+    Appender(#[source] std::io::Error),
 }
 
 /// Everything a gateway node needs; secrets are redacted from `Debug`.
@@ -177,7 +179,8 @@ pub async fn run_with(
         wake.clone(),
         config.status.spooled_usage_seq.clone(),
         metrics.clone(),
-    );
+    )
+    .map_err(GatewayError::Appender)?;
     let meter = meter.with_gate(Arc::new(metering::spool_cap::SpoolGate::new(
         Arc::downgrade(&spool),
         options.spool_max_bytes,

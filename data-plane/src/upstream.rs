@@ -40,13 +40,19 @@ impl ParsedUrls {
     const MAX: usize = 4096;
 
     fn get(&self, raw: &str) -> Option<reqwest::Url> {
-        let read = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let read = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(url) = read.get(raw) {
             return Some(url.clone());
         }
         drop(read);
         let url = reqwest::Url::parse(raw).ok()?;
-        let mut write = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut write = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if write.len() >= Self::MAX {
             write.clear();
         }

@@ -17,21 +17,33 @@ macro_rules! impl_cache_stats_store {
                     if facts.is_empty() {
                         return Ok(());
                     }
+                    // One multi-row statement per chunk: a statement per fact was a round
+                    // trip to SQLite's thread per request ingested.
                     let mut tx = self.pool.begin().await?;
-                    for f in facts {
-                        sqlx::query(
+                    for chunk in facts.chunks(1000) {
+                        let values: Vec<String> = (0..chunk.len())
+                            .map(|i| {
+                                let p: Vec<String> = (1..=7).map(|n| format!("${}", i * 7 + n)).collect();
+                                format!("({})", p.join(", "))
+                            })
+                            .collect();
+                        let sql = format!(
                             "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (request_id) DO NOTHING",
-                        )
-                        .bind(&f.request_id)
-                        .bind(&f.org_id)
-                        .bind(&f.key_hash)
-                        .bind(&f.conversation_id)
-                        .bind(f.response_cache_hit)
-                        .bind(&f.sticky_fallback_reason)
-                        .bind(f.finished_at)
-                        .execute(&mut *tx)
-                        .await?;
+                             VALUES {} ON CONFLICT (request_id) DO NOTHING",
+                            values.join(", ")
+                        );
+                        let mut query = sqlx::query(&sql);
+                        for f in chunk {
+                            query = query
+                                .bind(&f.request_id)
+                                .bind(&f.org_id)
+                                .bind(&f.key_hash)
+                                .bind(&f.conversation_id)
+                                .bind(f.response_cache_hit)
+                                .bind(&f.sticky_fallback_reason)
+                                .bind(f.finished_at);
+                        }
+                        query.execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok(())

@@ -27,12 +27,6 @@ macro_rules! impl_store {
             Ok(u64::try_from(v).unwrap_or(0))
         }
 
-        /// `INSERT INTO <table> (<usage columns>) VALUES ($1 … $32)`; bind with `bind_usage`.
-        fn usage_insert(table: &str) -> String {
-            let params: Vec<String> = (1..=32).map(|n| format!("${n}")).collect();
-            format!("INSERT INTO {table} ({USAGE_COLUMNS}) VALUES ({})", params.join(", "))
-        }
-
         type UsageQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
 
         /// Binds a usage row in `USAGE_COLUMNS` order.
@@ -71,29 +65,68 @@ macro_rules! impl_store {
                 .bind(&r.provider_responses)
         }
 
-        /// Inserts one usage row and, if it is new, its ledger postings; false for a
-        /// request id already present (redelivery never bills twice).
-        async fn insert_usage_row(tx: &mut Tx<'_>, r: &UsageRow) -> StoreResult<bool> {
-            let sql = format!("{} ON CONFLICT (request_id) DO NOTHING", usage_insert("usage_records"));
-            let inserted = bind_usage(sqlx::query(&sql), r).execute(&mut **tx).await?.rows_affected();
-            if inserted == 0 {
-                return Ok(false);
+        /// Rows per multi-row usage INSERT: 32 parameters each, well under SQLite's 32 766.
+        const USAGE_ROWS_PER_STATEMENT: usize = 200;
+        /// Ledger postings per multi-row INSERT (6 parameters each).
+        const POSTINGS_PER_STATEMENT: usize = 1000;
+
+        /// Inserts a batch of usage rows and the ledger postings of the new ones, a few
+        /// statements per batch rather than three per row: on SQLite every statement is a
+        /// round trip to sqlx's database thread, and per-row statements made ingestion cost
+        /// more CPU than serving the request (`switchyard-bench`, control plane at 2k req/s).
+        /// Returns the rows that were new; a request id already present is skipped
+        /// (redelivery never bills twice). `rows` must be sorted by request id and unique.
+        async fn insert_usage_rows<'r>(tx: &mut Tx<'_>, rows: &[&'r UsageRow]) -> StoreResult<Vec<&'r UsageRow>> {
+            let mut new = Vec::with_capacity(rows.len());
+            for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let params: Vec<String> = (1..=32).map(|n| format!("${}", i * 32 + n)).collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for r in chunk {
+                    query = bind_usage(query, r);
+                }
+                let mut inserted = std::collections::HashSet::new();
+                for row in query.fetch_all(&mut **tx).await? {
+                    inserted.insert(sqlx::Row::try_get::<String, _>(&row, 0)?);
+                }
+                new.extend(chunk.iter().copied().filter(|r| inserted.contains(&r.request_id)));
             }
-            for (account, amount) in [(accounts::ORG_CREDITS, -r.cost_nanos), (accounts::PLATFORM_REVENUE, r.cost_nanos)] {
-                sqlx::query(
-                    "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)
-                     VALUES ($1, $2, $3, 'usage', $4, $5, $6)",
-                )
-                .bind(&r.org_id)
-                .bind(account)
-                .bind(amount)
-                .bind(&r.request_id)
-                .bind(&r.model)
-                .bind(r.ingested_at)
-                .execute(&mut **tx)
-                .await?;
+            let postings: Vec<(&UsageRow, &str, i64)> = new
+                .iter()
+                .flat_map(|r| [(*r, accounts::ORG_CREDITS, -r.cost_nanos), (*r, accounts::PLATFORM_REVENUE, r.cost_nanos)])
+                .collect();
+            for chunk in postings.chunks(POSTINGS_PER_STATEMENT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let n = i * 6;
+                        format!("(${}, ${}, ${}, 'usage', ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at) VALUES {}",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for (r, account, amount) in chunk {
+                    query = query
+                        .bind(&r.org_id)
+                        .bind(*account)
+                        .bind(*amount)
+                        .bind(&r.request_id)
+                        .bind(&r.model)
+                        .bind(r.ingested_at);
+                }
+                query.execute(&mut **tx).await?;
             }
-            Ok(true)
+            Ok(new)
         }
 
         async fn insert_key(tx: &mut Tx<'_>, key: &NewKey, now: i64) -> StoreResult<()> {
@@ -559,24 +592,28 @@ macro_rules! impl_store {
                 // racing a retry) would otherwise deadlock on Postgres.
                 let mut ordered: Vec<&UsageRow> = rows.iter().collect();
                 ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+                ordered.dedup_by(|a, b| a.request_id == b.request_id);
+                outcome.duplicates += u32::try_from(rows.len() - ordered.len()).unwrap_or(0);
                 let mut tx = self.pool.begin().await?;
-                // Daily rollup of the rows actually inserted, applied at the end (console.rs).
+                // A final record supersedes the stream's provisional one (deleted first: the
+                // sweeper locks the two tables in the same order). Only streams have one; a
+                // provisional row left over anyway settles as a no-op duplicate.
+                let streamed: Vec<&str> = ordered.iter().filter(|r| r.streamed).map(|r| r.request_id.as_str()).collect();
+                for chunk in streamed.chunks(USAGE_ROWS_PER_STATEMENT) {
+                    let params: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+                    let sql = format!("DELETE FROM provisional_usage WHERE request_id IN ({})", params.join(", "));
+                    let mut query = sqlx::query(&sql);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                let new = insert_usage_rows(&mut tx, &ordered).await?;
+                outcome.inserted += u32::try_from(new.len()).unwrap_or(0);
+                outcome.duplicates += u32::try_from(ordered.len() - new.len()).unwrap_or(0);
+                // Daily rollup of the rows actually inserted (console.rs).
                 let mut daily = console::DailyDeltas::default();
-                for r in ordered {
-                    // A final record supersedes the stream's provisional one (deleted first:
-                    // the sweeper locks the two tables in the same order). Only streams have
-                    // one; a provisional row left over anyway settles as a no-op duplicate.
-                    if r.streamed {
-                        sqlx::query("DELETE FROM provisional_usage WHERE request_id = $1")
-                            .bind(&r.request_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    if !insert_usage_row(&mut tx, r).await? {
-                        outcome.duplicates += 1;
-                        continue;
-                    }
-                    outcome.inserted += 1;
+                for r in new {
                     daily.add_row(r);
                 }
                 console_impl::apply_daily(&mut tx, &daily).await?;
@@ -633,7 +670,7 @@ macro_rules! impl_store {
                     let Some(mut row) = row else { continue };
                     row.estimated = true;
                     row.ingested_at = now_ms();
-                    if insert_usage_row(&mut tx, &row).await? {
+                    if !insert_usage_rows(&mut tx, &[&row]).await?.is_empty() {
                         let mut daily = console::DailyDeltas::default();
                         daily.add_row(&row);
                         console_impl::apply_daily(&mut tx, &daily).await?;
