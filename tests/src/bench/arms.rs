@@ -86,9 +86,27 @@ pub struct Admin {
     pub key_hash: String,
     gateway: SocketAddr,
     http: reqwest::Client,
+    /// The control plane's SQLite database, for the write-locked scenario.
+    pub database: PathBuf,
 }
 
 impl Admin {
+    /// Takes SQLite's exclusive write lock on the control plane's database and holds it
+    /// until the returned connection is dropped: every ingestion write then waits (and
+    /// times out), as with a stalled database server.
+    pub async fn lock_database(&self) -> anyhow::Result<sqlx::SqliteConnection> {
+        use sqlx::Connection as _;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.database.display()))
+                .await
+                .with_context(|| format!("opening {}", self.database.display()))?;
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .context("BEGIN EXCLUSIVE on the control plane's database")?;
+        Ok(conn)
+    }
+
     /// The config version the gateway serves, from `/readyz` ("ready: config version N").
     async fn served_version(&self) -> anyhow::Result<u64> {
         let text = self
@@ -104,13 +122,18 @@ impl Admin {
             .with_context(|| format!("unexpected /readyz answer {text:?}"))
     }
 
-    /// PUTs `body` to `path` (under `/api/v1`) and waits until the gateway serves the new
+    /// Sends `body` to `path` (under `/api/v1`) and waits until the gateway serves the new
     /// snapshot.
-    pub async fn put_and_apply(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+    pub async fn apply(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let before = self.served_version().await?;
         let response = self
             .http
-            .put(format!("{}{path}", self.api))
+            .request(method.clone(), format!("{}{path}", self.api))
             .bearer_auth(&self.management_key)
             .json(&body)
             .send()
@@ -118,14 +141,14 @@ impl Admin {
         let status = response.status();
         anyhow::ensure!(
             status.is_success(),
-            "PUT {path}: {status}: {}",
+            "{method} {path}: {status}: {}",
             response.text().await?
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.served_version().await? <= before {
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "the gateway did not apply PUT {path}"
+                "the gateway did not apply {method} {path}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -553,6 +576,7 @@ async fn start_switchyard(
             key_hash: api_key.hash().as_str().to_owned(),
             gateway,
             http: client,
+            database: dir.join("data").join("switchyard.db"),
         }),
     })
 }

@@ -209,6 +209,8 @@ pub struct Results {
     /// c=1 with the control plane up, right before it is stopped (same config as below).
     pub c1_control_plane_up: Option<Vec<ArmLatency>>,
     pub c1_control_plane_stopped: Option<Vec<ArmLatency>>,
+    /// c=1 while the control plane's database is write-locked (ingestion stalls).
+    pub c1_database_locked: Option<Vec<ArmLatency>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -221,13 +223,31 @@ pub struct LadderStep {
     pub arms: Vec<ArmLatency>,
 }
 
-/// The ladder's steps after the baseline: name, REST path under `/api/v1` (with `{key}` for
-/// the bench key's hash) and body. Limits are far above the offered load, so they cost
-/// their bookkeeping but never reject; guardrail rules scan every prompt but match nothing.
-fn ladder_steps() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+/// The ladder step after which governance is on as issue 10 defines it (auth + budget +
+/// rate limit + metering); the report's governed targets read this step.
+pub const GOVERNED_STEP: &str =
+    "+ rate limit (key: requests, tokens and concurrency, never reached)";
+
+/// The ladder's steps after the baseline: name, HTTP method, REST path under `/api/v1`
+/// (with `{key}` for the bench key's hash) and body. Limits are far above the offered load,
+/// so they cost their bookkeeping but never reject; guardrail rules scan every prompt but
+/// match nothing.
+fn ladder_steps() -> Vec<(
+    &'static str,
+    reqwest::Method,
+    &'static str,
+    serde_json::Value,
+)> {
     vec![
         (
-            "+ rate limit (key: requests, tokens and concurrency, never reached)",
+            "+ budget (org monthly budget of $1M: every request reserves against a spend lease and settles; never reached)",
+            reqwest::Method::POST,
+            "/budgets",
+            serde_json::json!({"scope": "org", "limit": 1_000_000, "window": "monthly", "name": "bench"}),
+        ),
+        (
+            GOVERNED_STEP,
+            reqwest::Method::PUT,
             "/keys/{key}/rate-limit",
             serde_json::json!({
                 "requests_per_minute": 1_000_000_000u32,
@@ -237,6 +257,7 @@ fn ladder_steps() -> Vec<(&'static str, &'static str, serde_json::Value)> {
         ),
         (
             "+ guardrails (key policy: email, phone, payment card, IBAN, secret, prompt-injection and one regex rule; nothing matches)",
+            reqwest::Method::PUT,
             "/keys/{key}/guardrails",
             serde_json::json!({
                 "max_prompt_chars": 100_000,
@@ -582,6 +603,27 @@ pub async fn run(lab: &mut Lab, plan: &Plan) -> Results {
             )
             .await,
         );
+        if let Some(admin) = lab.arm(ArmKind::Switchyard).and_then(|a| a.admin.as_ref()) {
+            super::progress("write-locking the control plane's database; hot path must not notice");
+            match admin.lock_database().await {
+                Ok(lock) => {
+                    results.c1_database_locked = Some(
+                        interleaved(
+                            &c1_only(lab),
+                            plan.rounds,
+                            c1,
+                            plan.warmup,
+                            plan.block,
+                            plan.timeout,
+                            "c=1 with the control plane's database write-locked",
+                        )
+                        .await,
+                    );
+                    drop(lock);
+                }
+                Err(err) => super::progress(&format!("could not lock the database: {err:#}")),
+            }
+        }
         super::progress("stopping the control plane; hot path must not notice");
         if lab.stop_control_plane().await {
             // Let the gateway notice the broken watch stream and start its reconnect loop.
@@ -646,11 +688,11 @@ async fn ladder(lab: &Lab, plan: &Plan, baseline: Vec<ArmLatency>) -> Vec<Ladder
         return steps;
     };
     let arms = c1_only(lab);
-    for (step, path, body) in ladder_steps() {
+    for (step, method, path, body) in ladder_steps() {
         let template = path;
         let path = path.replace("{key}", &admin.key_hash);
         super::progress(&format!("feature ladder: {step}"));
-        if let Err(err) = admin.put_and_apply(&path, body.clone()).await {
+        if let Err(err) = admin.apply(method.clone(), &path, body.clone()).await {
             steps.push(LadderStep {
                 step: step.into(),
                 detail: format!("could not configure: {err:#}"),
@@ -672,7 +714,7 @@ async fn ladder(lab: &Lab, plan: &Plan, baseline: Vec<ArmLatency>) -> Vec<Ladder
         .await;
         steps.push(LadderStep {
             step: step.into(),
-            detail: format!("PUT /api/v1{template}"),
+            detail: format!("{method} /api/v1{template}"),
             config: Some(body),
             arms: measured,
         });
