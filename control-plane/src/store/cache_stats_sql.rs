@@ -21,29 +21,20 @@ macro_rules! impl_cache_stats_store {
                     // trip to SQLite's thread per request ingested.
                     let mut tx = self.pool.begin().await?;
                     for chunk in facts.chunks(1000) {
-                        let values: Vec<String> = (0..chunk.len())
-                            .map(|i| {
-                                let p: Vec<String> = (1..=7).map(|n| format!("${}", i * 7 + n)).collect();
-                                format!("({})", p.join(", "))
-                            })
-                            .collect();
-                        let sql = format!(
-                            "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at)
-                             VALUES {} ON CONFLICT (request_id) DO NOTHING",
-                            values.join(", ")
+                        let mut insert = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at) ",
                         );
-                        let mut query = sqlx::query(&sql);
-                        for f in chunk {
-                            query = query
-                                .bind(&f.request_id)
-                                .bind(&f.org_id)
-                                .bind(&f.key_hash)
-                                .bind(&f.conversation_id)
-                                .bind(f.response_cache_hit)
-                                .bind(&f.sticky_fallback_reason)
-                                .bind(f.finished_at);
-                        }
-                        query.execute(&mut *tx).await?;
+                        insert.push_values(chunk, |mut b, f| {
+                            b.push_bind(&f.request_id)
+                                .push_bind(&f.org_id)
+                                .push_bind(&f.key_hash)
+                                .push_bind(&f.conversation_id)
+                                .push_bind(f.response_cache_hit)
+                                .push_bind(&f.sticky_fallback_reason)
+                                .push_bind(f.finished_at);
+                        });
+                        insert.push(" ON CONFLICT (request_id) DO NOTHING");
+                        insert.build().execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok(())
