@@ -12,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchyard_proto::UsageDims;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::skin::{Skin, StreamContext, StreamEncoder};
 use super::usage_json::{client_usage, normalize_finish_reason};
@@ -171,6 +169,9 @@ pub fn complete<S: Skin>(
     response
 }
 
+/// The client's streaming response. The body polls the provider's stream directly, with
+/// no relay task in between: every task hand-off costs a wake-up per chunk, which was the
+/// largest part of the per-chunk latency Switchyard added (`switchyard-bench`, streaming).
 pub fn stream<S: Skin>(chunks: ChunkStream, meter: Metering, skin: &S) -> Response {
     let generation = meter.generation_header();
     let encoder = skin.encoder(StreamContext {
@@ -178,14 +179,13 @@ pub fn stream<S: Skin>(chunks: ChunkStream, meter: Metering, skin: &S) -> Respon
         model: meter.model.id.clone(),
         provider: meter.endpoint.provider.name.clone(),
     });
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
-    let tracker = meter.state.tracker.clone();
-    // The relay carries the generation span, so it ends (and is metered) with the stream.
-    tracker.spawn(tracing::Instrument::in_current_span(relay(
-        chunks, meter, encoder, tx,
-    )));
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
-    let mut response = Response::new(body);
+    let relay = Relay::new(chunks, meter, encoder);
+    let frames = futures_util::stream::unfold(relay, |mut relay| async move {
+        let span = relay.span.clone();
+        let bytes = tracing::Instrument::instrument(relay.next(), span).await?;
+        Some((Ok::<_, Infallible>(bytes), relay))
+    });
+    let mut response = Response::new(Body::from_stream(frames));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -197,128 +197,211 @@ pub fn stream<S: Skin>(chunks: ChunkStream, meter: Metering, skin: &S) -> Respon
     response
 }
 
-/// Sends the frames an encoder produced; false when the client has gone away.
-async fn send_all(tx: &mpsc::Sender<Bytes>, frames: &mut Vec<Bytes>) -> bool {
-    for frame in frames.drain(..) {
-        if tx.send(frame).await.is_err() {
-            return false;
-        }
-    }
-    true
+/// One stream being relayed. The encoder ends the stream with exactly one usage report; an
+/// upstream failure after the first byte becomes an error event. If the client goes away,
+/// hyper drops the body and with it the relay: the upstream stream is dropped (which
+/// cancels the provider request) and what was generated is still metered, by `Drop`.
+struct Relay<E: StreamEncoder> {
+    /// `None` once the upstream ended.
+    chunks: Option<ChunkStream>,
+    /// Taken when the usage record is written, exactly once.
+    meter: Option<Metering>,
+    encoder: E,
+    /// The generation span: the stream ends (and is metered) inside it.
+    span: tracing::Span,
+    id: String,
+    started: bool,
+    reported: Option<UsageDims>,
+    native_finish: String,
+    output_chars: usize,
+    ttft: Option<Duration>,
+    upstream_id: String,
+    keepalive: tokio::time::Interval,
 }
 
-/// Relays upstream chunks to the client as they arrive. The encoder ends the stream with
-/// exactly one usage report; an upstream failure after the first byte becomes an error
-/// event. If the client goes away, the upstream stream is dropped (which cancels the
-/// provider request) and what was generated is still metered.
-async fn relay<E: StreamEncoder>(
-    mut chunks: ChunkStream,
-    meter: Metering,
-    mut encoder: E,
-    tx: mpsc::Sender<Bytes>,
-) {
-    let id = meter.generation.to_string();
-    let mut reported: Option<UsageDims> = None;
-    let mut native_finish = String::new();
-    let mut output_chars = 0usize;
-    let mut ttft = None;
-    let mut upstream_id = String::new();
-    let mut failure: Option<ApiError> = None;
-    let mut frames = Vec::new();
-    let mut keepalive = tokio::time::interval_at(
-        tokio::time::Instant::now() + KEEPALIVE_EVERY,
-        KEEPALIVE_EVERY,
-    );
+impl<E: StreamEncoder> Relay<E> {
+    fn new(chunks: ChunkStream, meter: Metering, encoder: E) -> Self {
+        Self {
+            chunks: Some(chunks),
+            id: meter.generation.to_string(),
+            meter: Some(meter),
+            encoder,
+            span: tracing::Span::current(),
+            started: false,
+            reported: None,
+            native_finish: String::new(),
+            output_chars: 0,
+            ttft: None,
+            upstream_id: String::new(),
+            keepalive: tokio::time::interval_at(
+                tokio::time::Instant::now() + KEEPALIVE_EVERY,
+                KEEPALIVE_EVERY,
+            ),
+        }
+    }
 
-    encoder.start(&mut frames);
-    let mut cancelled = !send_all(&tx, &mut frames).await;
-    while !cancelled {
-        let next = tokio::select! {
-            biased;
-            next = chunks.next() => next,
-            _ = keepalive.tick() => {
-                if tx.send(encoder.keepalive()).await.is_err() { cancelled = true; }
+    /// The next bytes for the client: the frames of one upstream chunk, a keep-alive, or the
+    /// closing frames. `None` after the closing frames.
+    async fn next(&mut self) -> Option<Bytes> {
+        let mut frames = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.encoder.start(&mut frames);
+            if !frames.is_empty() {
+                return Some(concat(frames));
+            }
+        }
+        loop {
+            let chunks = self.chunks.as_mut()?;
+            let next = tokio::select! {
+                biased;
+                next = chunks.next() => next,
+                _ = self.keepalive.tick() => return Some(self.encoder.keepalive()),
+            };
+            let mut chunk = match next {
+                None => return Some(self.finish(None)),
+                Some(Ok(chunk)) => chunk,
+                Some(Err(err)) => return Some(self.finish(Some(err))),
+            };
+            self.keepalive.reset();
+            self.observe(&mut chunk);
+            let has_choices = chunk
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty());
+            if !has_choices {
+                // A usage-only chunk: the encoder reports usage, with the cost, at the end.
                 continue;
             }
-        };
-        let mut chunk = match next {
-            None => break,
-            Some(Ok(chunk)) => chunk,
-            Some(Err(err)) => {
-                failure = Some(err);
-                break;
+            if let Some(obj) = chunk.as_object_mut() {
+                obj.remove("usage");
+                obj.insert("id".into(), json!(self.id));
+                if let Some(meter) = &self.meter {
+                    obj.insert("model".into(), json!(meter.model.id));
+                    obj.insert("provider".into(), json!(meter.endpoint.provider.name));
+                }
             }
-        };
-        keepalive.reset();
-        if let Some(dims) = chunk.get("usage").and_then(openai::parse_usage) {
-            reported = Some(dims);
+            self.encoder.chunk(&chunk, &mut frames);
+            if !frames.is_empty() {
+                return Some(concat(frames));
+            }
         }
-        if upstream_id.is_empty()
+    }
+
+    /// Takes usage, the upstream id, output size and time to first token from a chunk, and
+    /// normalises its choices' finish reasons.
+    fn observe(&mut self, chunk: &mut Value) {
+        if let Some(dims) = chunk.get("usage").and_then(openai::parse_usage) {
+            self.reported = Some(dims);
+        }
+        if self.upstream_id.is_empty()
             && let Some(uid) = chunk.get("id").and_then(Value::as_str)
         {
-            upstream_id = uid.to_owned();
+            self.upstream_id = uid.to_owned();
         }
-        let choices = chunk.get_mut("choices").and_then(Value::as_array_mut);
-        let Some(choices) = choices.filter(|c| !c.is_empty()) else {
-            // A usage-only chunk: the encoder reports usage, with the cost, at the end.
-            continue;
+        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+            return;
         };
         for choice in choices.iter_mut() {
             let produced = produced_chars(choice.get("delta"));
-            output_chars += produced;
-            if ttft.is_none() && produced > 0 {
-                ttft = Some(meter.started.elapsed());
+            self.output_chars += produced;
+            if self.ttft.is_none()
+                && produced > 0
+                && let Some(meter) = &self.meter
+            {
+                self.ttft = Some(meter.started.elapsed());
             }
             if let Some(native) = normalize_choice(choice) {
-                native_finish = native;
+                self.native_finish = native;
             }
         }
-        if let Some(obj) = chunk.as_object_mut() {
-            obj.remove("usage");
-            obj.insert("id".into(), json!(id));
-            obj.insert("model".into(), json!(meter.model.id));
-            obj.insert("provider".into(), json!(meter.endpoint.provider.name));
-        }
-        encoder.chunk(&chunk, &mut frames);
-        cancelled = !send_all(&tx, &mut frames).await;
     }
-    // Dropping the upstream stream closes its connection, which cancels generation.
-    drop(chunks);
 
-    let estimated = reported.is_none();
-    let dims = reported.unwrap_or_else(|| meter.estimate(output_chars));
-    let charge = meter.charge(&dims);
-    if !cancelled {
+    /// The upstream ended or failed: writes the usage record and returns the closing frames
+    /// (the error event if it failed, the usage report, the end marker).
+    fn finish(&mut self, failure: Option<ApiError>) -> Bytes {
+        // Dropping the upstream stream closes its connection.
+        self.chunks = None;
+        let mut frames = Vec::new();
+        let Some(meter) = self.meter.take() else {
+            return Bytes::new();
+        };
+        let (dims, charge) = self.settle(&meter);
         if let Some(err) = &failure {
-            encoder.error(err, &native_finish, &mut frames);
+            self.encoder.error(err, &self.native_finish, &mut frames);
         }
-        encoder.usage(&client_usage(&dims, charge), &mut frames);
-        encoder.end(&mut frames);
-        let _ = send_all(&tx, &mut frames).await;
+        self.encoder
+            .usage(&client_usage(&dims, charge), &mut frames);
+        self.encoder.end(&mut frames);
+        let (finish_reason, error_type, status) = match &failure {
+            Some(err) => (
+                "error".to_owned(),
+                err.error_type().to_owned(),
+                err.status().as_u16(),
+            ),
+            None => (
+                normalize_finish_reason(&self.native_finish).to_owned(),
+                String::new(),
+                200,
+            ),
+        };
+        self.record(&meter, dims, false, finish_reason, error_type, status);
+        concat(frames)
     }
 
-    let (finish_reason, error_type, status) = match &failure {
-        Some(err) => (
-            "error".to_owned(),
-            err.error_type().to_owned(),
-            err.status().as_u16(),
-        ),
-        None if cancelled => ("cancelled".to_owned(), String::new(), 499),
-        None => (
-            normalize_finish_reason(&native_finish).to_owned(),
-            String::new(),
-            200,
-        ),
-    };
-    meter.record(Outcome {
-        dims,
-        estimated,
-        cancelled,
-        finish_reason,
-        native_finish_reason: native_finish,
-        http_status: status,
-        error_type,
-        ttft,
-        upstream_id,
-    });
+    fn settle(&self, meter: &Metering) -> (UsageDims, super::usage_record::Charge) {
+        let dims = self
+            .reported
+            .unwrap_or_else(|| meter.estimate(self.output_chars));
+        let charge = meter.charge(&dims);
+        (dims, charge)
+    }
+
+    fn record(
+        &mut self,
+        meter: &Metering,
+        dims: UsageDims,
+        cancelled: bool,
+        finish_reason: String,
+        error_type: String,
+        http_status: u16,
+    ) {
+        meter.record(Outcome {
+            dims,
+            estimated: self.reported.is_none(),
+            cancelled,
+            finish_reason,
+            native_finish_reason: std::mem::take(&mut self.native_finish),
+            http_status,
+            error_type,
+            ttft: self.ttft,
+            upstream_id: std::mem::take(&mut self.upstream_id),
+        });
+    }
+}
+
+impl<E: StreamEncoder> Drop for Relay<E> {
+    /// The client went away (or the server dropped the connection) before the stream
+    /// ended: the provider request is cancelled and what was generated is billed.
+    fn drop(&mut self) {
+        self.chunks = None;
+        if let Some(meter) = self.meter.take() {
+            let span = self.span.clone();
+            let _entered = span.enter();
+            let (dims, _) = self.settle(&meter);
+            self.record(&meter, dims, true, "cancelled".into(), String::new(), 499);
+        }
+    }
+}
+
+/// The frames of one step as one body chunk (one write instead of one per frame).
+fn concat(mut frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.pop().unwrap_or_default();
+    }
+    let mut out = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
+    for frame in &frames {
+        out.extend_from_slice(frame);
+    }
+    Bytes::from(out)
 }
