@@ -123,13 +123,13 @@ impl Admin {
     }
 
     /// Sends `body` to `path` (under `/api/v1`) and waits until the gateway serves the new
-    /// snapshot.
+    /// snapshot. Returns the answer's JSON (`null` for an empty body).
     pub async fn apply(
         &self,
         method: reqwest::Method,
         path: &str,
         body: serde_json::Value,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<serde_json::Value> {
         let before = self.served_version().await?;
         let response = self
             .http
@@ -139,11 +139,8 @@ impl Admin {
             .send()
             .await?;
         let status = response.status();
-        anyhow::ensure!(
-            status.is_success(),
-            "{method} {path}: {status}: {}",
-            response.text().await?
-        );
+        let text = response.text().await?;
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status}: {text}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.served_version().await? <= before {
             anyhow::ensure!(
@@ -152,7 +149,7 @@ impl Admin {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 }
 

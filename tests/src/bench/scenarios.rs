@@ -688,19 +688,32 @@ async fn ladder(lab: &Lab, plan: &Plan, baseline: Vec<ArmLatency>) -> Vec<Ladder
         return steps;
     };
     let arms = c1_only(lab);
+    let mut budget_id = None;
+    let mut applied = Vec::new();
     for (step, method, path, body) in ladder_steps() {
         let template = path;
         let path = path.replace("{key}", &admin.key_hash);
         super::progress(&format!("feature ladder: {step}"));
-        if let Err(err) = admin.apply(method.clone(), &path, body.clone()).await {
-            steps.push(LadderStep {
-                step: step.into(),
-                detail: format!("could not configure: {err:#}"),
-                config: Some(body),
-                arms: Vec::new(),
-            });
-            // Later steps build on this one; without it their deltas would be meaningless.
-            break;
+        match admin.apply(method.clone(), &path, body.clone()).await {
+            Ok(answer) => {
+                applied.push(template);
+                if template == "/budgets" {
+                    budget_id = answer
+                        .pointer("/data/id")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned);
+                }
+            }
+            Err(err) => {
+                steps.push(LadderStep {
+                    step: step.into(),
+                    detail: format!("could not configure: {err:#}"),
+                    config: Some(body),
+                    arms: Vec::new(),
+                });
+                // Later steps build on this one; without them their deltas would be meaningless.
+                break;
+            }
         }
         let measured = interleaved(
             &arms,
@@ -719,7 +732,47 @@ async fn ladder(lab: &Lab, plan: &Plan, baseline: Vec<ArmLatency>) -> Vec<Ladder
             arms: measured,
         });
     }
+    unwind_ladder(&admin, &applied, budget_id).await;
     steps
+}
+
+/// Takes the ladder's configuration off again, so the scenarios after it (the control plane
+/// stopped or its database locked) measure the baseline: with the org budget still set, a
+/// stopped control plane refuses requests once the spend lease lapses (`fail_closed`).
+async fn unwind_ladder(admin: &super::arms::Admin, applied: &[&str], budget_id: Option<String>) {
+    let key = &admin.key_hash;
+    let mut undo = Vec::new();
+    for template in applied.iter().rev() {
+        match *template {
+            "/keys/{key}/guardrails" => undo.push((
+                reqwest::Method::DELETE,
+                format!("/keys/{key}/guardrails"),
+                serde_json::Value::Null,
+            )),
+            "/keys/{key}/rate-limit" => undo.push((
+                reqwest::Method::PUT,
+                format!("/keys/{key}/rate-limit"),
+                serde_json::json!({}),
+            )),
+            "/budgets" => {
+                if let Some(id) = &budget_id {
+                    undo.push((
+                        reqwest::Method::DELETE,
+                        format!("/budgets/{id}"),
+                        serde_json::Value::Null,
+                    ));
+                }
+            }
+            other => super::progress(&format!("feature ladder: no undo for {other}")),
+        }
+    }
+    for (method, path, body) in undo {
+        if let Err(err) = admin.apply(method, &path, body).await {
+            super::progress(&format!(
+                "feature ladder: could not undo ({err:#}); later scenarios run with it on"
+            ));
+        }
+    }
 }
 
 async fn frontier(arms: &[&Arm], plan: &Plan) -> Vec<FrontierArm> {
