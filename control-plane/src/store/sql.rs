@@ -27,44 +27,6 @@ macro_rules! impl_store {
             Ok(u64::try_from(v).unwrap_or(0))
         }
 
-        type UsageQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
-
-        /// Binds a usage row in `USAGE_COLUMNS` order.
-        fn bind_usage<'q>(q: UsageQuery<'q>, r: &'q UsageRow) -> UsageQuery<'q> {
-            q.bind(&r.request_id)
-                .bind(&r.org_id)
-                .bind(&r.key_hash)
-                .bind(&r.model)
-                .bind(&r.endpoint_id)
-                .bind(&r.provider_id)
-                .bind(&r.provider_slug)
-                .bind(&r.upstream_model)
-                .bind(&r.node_id)
-                .bind(r.config_version)
-                .bind(&r.api)
-                .bind(r.started_at)
-                .bind(r.finished_at)
-                .bind(r.ttft_ms)
-                .bind(r.streamed)
-                .bind(r.cancelled)
-                .bind(r.estimated)
-                .bind(&r.finish_reason)
-                .bind(&r.native_finish_reason)
-                .bind(r.http_status)
-                .bind(&r.error_type)
-                .bind(r.input_tokens)
-                .bind(r.output_tokens)
-                .bind(r.cache_read_tokens)
-                .bind(r.cache_write_5m_tokens)
-                .bind(r.cache_write_1h_tokens)
-                .bind(r.reasoning_tokens)
-                .bind(r.cost_nanos)
-                .bind(r.gateway_cost_nanos)
-                .bind(&r.upstream_id)
-                .bind(r.ingested_at)
-                .bind(&r.provider_responses)
-        }
-
         /// Pushes a usage row's values in `USAGE_COLUMNS` order onto a multi-row INSERT.
         fn push_usage<'q>(mut b: sqlx::query_builder::Separated<'_, 'q, $db, &'static str>, r: &'q UsageRow) {
             b.push_bind(&r.request_id)
@@ -652,17 +614,15 @@ macro_rules! impl_store {
                 // Held only while no final record exists: a provisional record arriving after
                 // its final (reordered or redelivered) is a no-op. A final committed
                 // concurrently can still leave one behind; settling it is then a no-op too.
-                let params: Vec<String> = (1..=32).map(|n| format!("${n}")).collect();
-                let sql = format!(
-                    "INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT {}
-                     WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = $1)
-                     ON CONFLICT (request_id) DO NOTHING",
-                    params.join(", ")
-                );
                 let mut tx = self.pool.begin().await?;
                 let mut held = 0u32;
                 for r in ordered {
-                    let n = bind_usage(sqlx::query(&sql), r).execute(&mut *tx).await?.rows_affected();
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT "));
+                    push_usage(insert.separated(", "), r);
+                    insert.push(" WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = ");
+                    insert.push_bind(&r.request_id);
+                    insert.push(") ON CONFLICT (request_id) DO NOTHING");
+                    let n = insert.build().execute(&mut *tx).await?.rows_affected();
                     held += u32::try_from(n).unwrap_or(0);
                 }
                 tx.commit().await?;
