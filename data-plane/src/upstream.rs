@@ -127,7 +127,7 @@ impl Upstream {
                     chunks.into_iter().map(Ok),
                 )))
             } else {
-                Reply::Complete(providers::echo::complete(request, model_id))
+                Reply::Complete(providers::echo::complete(request, model_id).into())
             }),
             Some(wire) => {
                 // Provider wait time, for the gateway-overhead metric.
@@ -182,7 +182,7 @@ impl Upstream {
                 .await
                 .map_err(|e| transport_failure(&e, provider))?;
             Ok(Reply::Complete(
-                wire.parse_response(&body, provider)
+                wire.completion(body, provider)
                     .map_err(ApiError::Upstream)?,
             ))
         }

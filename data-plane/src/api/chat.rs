@@ -28,6 +28,7 @@ pub struct OpenAiChat;
 
 impl Skin for OpenAiChat {
     type Encoder = ChatEncoder;
+    const RENDERS_CANONICAL: bool = true;
 
     fn api(&self) -> &'static str {
         "chat"

@@ -132,7 +132,7 @@ async fn serve<S: Skin>(
         None => reply,
     };
     let mut response = match reply {
-        Reply::Complete(value) => relay::complete(value, meter, skin, finishing),
+        Reply::Complete(completion) => relay::complete(completion, meter, skin, finishing),
         Reply::Stream(chunks) => relay::stream(chunks, meter, skin),
     };
     response_cache::annotate(response.headers_mut(), status, warning.as_deref());

@@ -14,10 +14,11 @@ use serde_json::{Value, json};
 use switchyard_proto::UsageDims;
 
 use super::skin::{Skin, StreamContext, StreamEncoder};
-use super::usage_json::{client_usage, normalize_finish_reason};
+use super::usage_json::{ClientUsage, client_usage, normalize_finish_reason};
 use super::usage_record::{Metering, Outcome};
 use crate::error::{ApiError, UpstreamFailure, known_error_type};
-use crate::providers::{ChunkStream, openai};
+use crate::providers::openai_answer::{OpenAiAnswer, Stamp};
+use crate::providers::{ChunkStream, Completion, openai};
 
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
 
@@ -107,6 +108,57 @@ pub struct Finishing {
 
 /// A whole answer, finished as the client asked.
 pub fn complete<S: Skin>(
+    completion: Completion,
+    meter: Metering,
+    skin: &S,
+    finishing: Finishing,
+) -> Response {
+    if let Completion::OpenAi(answer) = &completion
+        && S::RENDERS_CANONICAL
+        && !finishing.heal_json
+    {
+        return complete_patched(answer, meter);
+    }
+    complete_value(completion.into_value(), meter, skin, finishing)
+}
+
+/// An OpenAI-format answer for an OpenAI-format client, patched (see `openai_answer`).
+/// Answers with an error inside are never read this way, so `strict` has nothing to do.
+fn complete_patched(answer: &OpenAiAnswer, meter: Metering) -> Response {
+    let estimated = answer.usage.is_none();
+    let dims = answer
+        .usage
+        .unwrap_or_else(|| meter.estimate(answer.content_chars()));
+    let charge = meter.charge(&dims);
+    let body = answer.write(&Stamp {
+        id: &meter.generation.to_string(),
+        model: &meter.model.id,
+        provider: &meter.endpoint.provider.name,
+        usage: &ClientUsage::new(&dims, charge),
+        normalize: normalize_finish_reason,
+    });
+    meter.record(Outcome {
+        dims,
+        estimated,
+        cancelled: false,
+        finish_reason: normalize_finish_reason(&answer.native_finish).into(),
+        native_finish_reason: answer.native_finish.clone(),
+        http_status: 200,
+        error_type: String::new(),
+        ttft: Some(meter.started.elapsed()),
+        upstream_id: answer.upstream_id.clone(),
+    });
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("x-generation-id", meter.generation_header());
+    response
+}
+
+fn complete_value<S: Skin>(
     mut value: Value,
     meter: Metering,
     skin: &S,

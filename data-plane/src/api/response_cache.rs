@@ -122,7 +122,9 @@ fn replay<S: Skin>(
         },
     };
     let mut response = match &answer.body {
-        CachedBody::Complete(value) => relay::complete(value.clone(), meter, skin, finishing),
+        CachedBody::Complete(value) => {
+            relay::complete(value.clone().into(), meter, skin, finishing)
+        }
         CachedBody::Stream(chunks) => {
             let chunks: ChunkStream = Box::pin(futures_util::stream::iter(
                 chunks.clone().into_iter().map(Ok),
@@ -154,7 +156,8 @@ impl Filling {
             body,
         };
         match reply {
-            Reply::Complete(value) => {
+            Reply::Complete(completion) => {
+                let value = completion.into_value();
                 if cacheable_completion(&value) {
                     let answer = answer(CachedBody::Complete(value.clone()));
                     let cache = state.response_cache.clone();
@@ -164,7 +167,7 @@ impl Filling {
                         drop(flight);
                     });
                 }
-                Reply::Complete(value)
+                Reply::Complete(value.into())
             }
             Reply::Stream(inner) => Reply::Stream(Box::pin(Recorder {
                 inner,

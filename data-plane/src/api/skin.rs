@@ -13,6 +13,10 @@ use crate::error::ApiError;
 pub trait Skin: Send + Sync + 'static {
     type Encoder: StreamEncoder;
 
+    /// `render` is the identity: an OpenAI-format provider's answer can be patched for this
+    /// skin's clients instead of parsed and re-serialised (see `providers::openai_answer`).
+    const RENDERS_CANONICAL: bool = false;
+
     /// The `api` label on usage records.
     fn api(&self) -> &'static str;
 

@@ -13,6 +13,7 @@ pub mod echo;
 pub mod embedding;
 pub mod gemini;
 pub mod openai;
+pub mod openai_answer;
 mod reasoning;
 
 #[cfg(test)]
@@ -34,9 +35,32 @@ pub use reasoning::ANTHROPIC_FORMAT;
 /// A provider's answer, in canonical shapes.
 pub enum Reply {
     /// A whole `chat.completion` object.
-    Complete(Value),
+    Complete(Completion),
     /// `chat.completion.chunk` objects as they arrive.
     Stream(ChunkStream),
+}
+
+/// A whole `chat.completion` object: parsed, or — from an OpenAI-format provider, whose
+/// answer already is one — located in the provider's bytes, so an OpenAI-format client
+/// can get them patched instead of re-serialised.
+pub enum Completion {
+    Canonical(Value),
+    OpenAi(openai_answer::OpenAiAnswer),
+}
+
+impl Completion {
+    pub fn into_value(self) -> Value {
+        match self {
+            Completion::Canonical(value) => value,
+            Completion::OpenAi(answer) => answer.into_value(),
+        }
+    }
+}
+
+impl From<Value> for Completion {
+    fn from(value: Value) -> Self {
+        Completion::Canonical(value)
+    }
 }
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, ApiError>> + Send>>;
@@ -98,19 +122,29 @@ impl Wire {
     }
 
     pub fn parse_response(self, body: &[u8], provider: &str) -> Result<Value, UpstreamFailure> {
-        let value: Value = serde_json::from_slice(body).map_err(|_| {
-            UpstreamFailure::new(
-                StatusCode::BAD_GATEWAY,
-                "provider_unavailable",
-                provider,
-                "returned a body that is not JSON",
-            )
-        })?;
+        let value: Value = serde_json::from_slice(body).map_err(|_| not_json(provider))?;
         match self {
             Wire::OpenAi => Ok(value),
             Wire::Anthropic => anthropic::parse_response(&value, provider),
             Wire::Gemini => gemini::parse_response(&value, provider),
         }
+    }
+
+    /// A whole answer as received: an OpenAI-format body is located and kept as bytes when
+    /// it can be (see `openai_answer`), anything else is parsed. A body that is not JSON
+    /// is a failure here, so the next endpoint is tried.
+    pub fn completion(
+        self,
+        body: bytes::Bytes,
+        provider: &str,
+    ) -> Result<Completion, UpstreamFailure> {
+        if self == Wire::OpenAi
+            && let Some(answer) = openai_answer::OpenAiAnswer::read(body.clone())
+        {
+            return Ok(Completion::OpenAi(answer));
+        }
+        self.parse_response(&body, provider)
+            .map(Completion::Canonical)
     }
 
     pub fn stream_parser(self, provider: &str) -> Box<dyn StreamParser> {
@@ -135,6 +169,15 @@ impl Wire {
         };
         map_http_error(status, body, provider, retry_after_secs, code_at)
     }
+}
+
+fn not_json(provider: &str) -> UpstreamFailure {
+    UpstreamFailure::new(
+        StatusCode::BAD_GATEWAY,
+        "provider_unavailable",
+        provider,
+        "returned a body that is not JSON",
+    )
 }
 
 /// Maps an upstream HTTP error to the OpenRouter error vocabulary. Every supported format

@@ -1,0 +1,478 @@
+//! A whole answer from an OpenAI-format provider, read once and kept as the provider's
+//! bytes: the members are located (not parsed into a `serde_json::Value` tree), so an
+//! OpenAI-format client gets those bytes with Switchyard's id, model, provider and usage
+//! written in place and the finish reasons normalised. Parsing into a tree, editing it and
+//! re-serialising it cost ~69k instructions per request at c=1 (callgrind; method in
+//! `tests/bench/README.md`), the largest single part of the gateway's own work.
+//!
+//! `read` returns `None` for anything this path does not rewrite itself — an error
+//! reported inside the answer, a body that is not an object, duplicate or escaped member
+//! names — and the caller parses the body into a `Value`, which handles every case.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use switchyard_proto::UsageDims;
+
+use super::openai;
+
+/// A JSON object's members in order, their values left unparsed.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// A member name, borrowed from the input unless it contains escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some((Key(key), value)) = map.next_entry::<Key<'_>, &RawValue>()? {
+                    members.push((key, value));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// Where one member's name and value are in the body.
+#[derive(Debug, Clone)]
+struct Member {
+    key: Range<usize>,
+    value: Range<usize>,
+}
+
+/// Members located in `body`; `None` for escaped or duplicate names.
+fn locate(body: &[u8], object: &RawObject<'_>) -> Option<Vec<Member>> {
+    let at = |s: &str| {
+        let start = s.as_ptr() as usize - body.as_ptr() as usize;
+        start..start + s.len()
+    };
+    let mut members: Vec<Member> = Vec::with_capacity(object.0.len());
+    for (key, value) in &object.0 {
+        let Cow::Borrowed(key) = key else { return None };
+        if members
+            .iter()
+            .any(|m| &body[m.key.clone()] == key.as_bytes())
+        {
+            return None;
+        }
+        members.push(Member {
+            key: at(key),
+            value: at(value.get()),
+        });
+    }
+    Some(members)
+}
+
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// A string value; `None` for any other JSON type.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if !raw.get().starts_with('"') {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    serde_json::from_str::<Text<'_>>(raw.get())
+        .ok()
+        .map(|t| t.0)
+}
+
+impl RawObject<'_> {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// Present with a value other than `null`.
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| !is_null(v))
+    }
+}
+
+/// One choice: its members, and its finish reason as the provider gave it.
+#[derive(Debug, Clone)]
+struct Choice {
+    members: Vec<Member>,
+    /// `native_finish_reason` if the provider set one, else `finish_reason`; `None` while
+    /// the choice has not finished.
+    native: Option<String>,
+}
+
+/// What Switchyard writes into an answer.
+pub struct Stamp<'a, U> {
+    pub id: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub usage: &'a U,
+    /// OpenRouter's normalised finish reason for a provider's own.
+    pub normalize: fn(&str) -> &'static str,
+}
+
+/// An OpenAI-format answer, located but not parsed into a tree.
+#[derive(Debug, Clone)]
+pub struct OpenAiAnswer {
+    body: Bytes,
+    members: Vec<Member>,
+    /// `None` when `choices` is absent, `null` or empty: it is then copied as it came.
+    choices: Option<Vec<Choice>>,
+    /// The provider's `id`, empty when it sent none.
+    pub upstream_id: String,
+    /// The usage the provider reported, if it did.
+    pub usage: Option<UsageDims>,
+    /// The first choice's native finish reason (empty when it has none).
+    pub native_finish: String,
+}
+
+impl OpenAiAnswer {
+    /// `None` when the answer needs the `Value` path (see the module docs).
+    pub fn read(body: Bytes) -> Option<Self> {
+        let object: RawObject<'_> = serde_json::from_slice(&body).ok()?;
+        if object.has("error") {
+            return None;
+        }
+        let members = locate(&body, &object)?;
+        let choices = match object.get("choices") {
+            Some(raw) if !is_null(raw) && raw.get() != "[]" => Some(
+                serde_json::from_str::<Vec<RawObject<'_>>>(raw.get())
+                    .ok()?
+                    .iter()
+                    .map(|c| Choice::read(&body, c))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            _ => None,
+        };
+        let usage = object.get("usage").and_then(read_usage);
+        let upstream_id = object
+            .get("id")
+            .and_then(string)
+            .map(Cow::into_owned)
+            .unwrap_or_default();
+        let native_finish = choices
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|c| c.native.clone())
+            .unwrap_or_default();
+        drop(object);
+        Some(Self {
+            body,
+            members,
+            choices,
+            upstream_id,
+            usage,
+            native_finish,
+        })
+    }
+
+    /// The answer as a tree, for the paths that need one.
+    pub fn into_value(self) -> Value {
+        // `read` parsed these bytes as a JSON object.
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Bytes of text in the first choice's message, for estimating usage the provider did
+    /// not report.
+    pub fn content_chars(&self) -> usize {
+        #[derive(Deserialize)]
+        struct Message<'a> {
+            #[serde(borrow)]
+            content: Option<&'a RawValue>,
+        }
+        let Some(message) = self.choices.iter().flatten().next().and_then(|c| {
+            c.members
+                .iter()
+                .find(|m| &self.body[m.key.clone()] == b"message")
+        }) else {
+            return 0;
+        };
+        serde_json::from_slice::<Message<'_>>(&self.body[message.value.clone()])
+            .ok()
+            .and_then(|m| m.content)
+            .and_then(string)
+            .map_or(0, |s| s.len())
+    }
+
+    /// The client's answer: the provider's members in order, with `id`, `model`,
+    /// `provider` and `usage` replaced and each choice's finish reason normalised.
+    pub fn write<U: serde::Serialize>(&self, stamp: &Stamp<'_, U>) -> Vec<u8> {
+        let mut out = Writer {
+            body: &self.body,
+            out: Vec::with_capacity(self.body.len() + 512),
+        };
+        out.open();
+        out.member("id", stamp.id);
+        for m in &self.members {
+            match (&self.body[m.key.clone()], &self.choices) {
+                (b"id" | b"model" | b"provider" | b"usage", _) => {}
+                (b"choices", Some(choices)) => {
+                    out.key(b"choices");
+                    out.out.push(b'[');
+                    for (i, choice) in choices.iter().enumerate() {
+                        if i > 0 {
+                            out.out.push(b',');
+                        }
+                        choice.write(&mut out, stamp.normalize);
+                    }
+                    out.out.push(b']');
+                }
+                _ => out.copy(m),
+            }
+        }
+        out.member("model", stamp.model);
+        out.member("provider", stamp.provider);
+        out.member("usage", stamp.usage);
+        out.out.push(b'}');
+        out.out
+    }
+}
+
+impl Choice {
+    fn read(body: &[u8], object: &RawObject<'_>) -> Option<Self> {
+        if object.has("error") {
+            return None;
+        }
+        let finish = object.get("finish_reason").and_then(string);
+        if finish.as_deref() == Some("error") {
+            return None;
+        }
+        let native = finish.map(|finish| {
+            object
+                .get("native_finish_reason")
+                .and_then(string)
+                .unwrap_or(finish)
+                .into_owned()
+        });
+        Some(Self {
+            members: locate(body, object)?,
+            native,
+        })
+    }
+
+    fn write(&self, out: &mut Writer<'_>, normalize: fn(&str) -> &'static str) {
+        out.open();
+        for m in &self.members {
+            match (&out.body[m.key.clone()], &self.native) {
+                (b"native_finish_reason", _) => {}
+                (b"finish_reason", Some(native)) => out.member("finish_reason", normalize(native)),
+                _ => out.copy(m),
+            }
+        }
+        out.member("native_finish_reason", &self.native);
+        out.out.push(b'}');
+    }
+}
+
+/// OpenAI's usage object, read without a tree; anything unexpected in it (a count that is
+/// not a non-negative integer) is read the lenient way, through `openai::parse_usage`.
+fn read_usage(raw: &RawValue) -> Option<UsageDims> {
+    #[derive(Deserialize, Default)]
+    struct Prompt {
+        #[serde(default)]
+        cached_tokens: u64,
+        #[serde(default)]
+        cache_write_tokens: u64,
+        #[serde(default)]
+        cache_write_1h_tokens: u64,
+    }
+    #[derive(Deserialize, Default)]
+    struct Completion {
+        #[serde(default)]
+        reasoning_tokens: u64,
+    }
+    #[derive(Deserialize)]
+    struct Usage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        prompt_tokens_details: Option<Prompt>,
+        completion_tokens_details: Option<Completion>,
+    }
+    if is_null(raw) {
+        return None;
+    }
+    let Ok(usage) = serde_json::from_str::<Usage>(raw.get()) else {
+        return openai::parse_usage(&serde_json::from_str::<Value>(raw.get()).ok()?);
+    };
+    let prompt = usage.prompt_tokens_details.unwrap_or_default();
+    let writes_1h = prompt.cache_write_1h_tokens.min(prompt.cache_write_tokens);
+    Some(UsageDims {
+        input_tokens: usage.prompt_tokens,
+        output_tokens: usage.completion_tokens,
+        cache_read_tokens: prompt.cached_tokens,
+        cache_write_5m_tokens: prompt.cache_write_tokens - writes_1h,
+        cache_write_1h_tokens: writes_1h,
+        reasoning_tokens: usage
+            .completion_tokens_details
+            .unwrap_or_default()
+            .reasoning_tokens,
+    })
+}
+
+/// Writes one object's members, commas included.
+struct Writer<'a> {
+    body: &'a [u8],
+    out: Vec<u8>,
+}
+
+impl Writer<'_> {
+    fn open(&mut self) {
+        self.out.push(b'{');
+    }
+
+    /// `key` is a name from the body (unescaped, so it needs no escaping) or a literal.
+    fn key(&mut self, key: &[u8]) {
+        if self.out.last() != Some(&b'{') {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key);
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn copy(&mut self, member: &Member) {
+        let (body, key, value) = (self.body, member.key.clone(), member.value.clone());
+        self.key(&body[key]);
+        self.out.extend_from_slice(&body[value]);
+    }
+
+    fn member<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.key(key.as_bytes());
+        // Serialising into a `Vec` cannot fail for these types.
+        let _ = serde_json::to_writer(&mut self.out, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn stop_for_all(_: &str) -> &'static str {
+        "stop"
+    }
+
+    fn read(body: &str) -> Option<OpenAiAnswer> {
+        OpenAiAnswer::read(Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    fn written(answer: &OpenAiAnswer, normalize: fn(&str) -> &'static str) -> Value {
+        let usage = json!({"total_tokens": 3});
+        let out = answer.write(&Stamp {
+            id: "gen-1",
+            model: "acme/model",
+            provider: "Acme",
+            usage: &usage,
+            normalize,
+        });
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    #[test]
+    fn replaces_identity_and_usage_and_keeps_everything_else() {
+        let answer = read(
+            r#"{"id":"chatcmpl-9","object":"chat.completion","created":1,"model":"gpt-x",
+                "system_fingerprint":"fp_\"q\"","choices":[{"index":0,"logprobs":null,
+                "message":{"role":"assistant","content":"hé \"there\""},"finish_reason":"length"}],
+                "usage":{"prompt_tokens":1,"completion_tokens":2},"service_tier":"default"}"#,
+        )
+        .expect("fast path");
+        assert_eq!(
+            written(&answer, |n| if n == "length" { "length" } else { "?" }),
+            json!({
+                "id": "gen-1", "object": "chat.completion", "created": 1, "model": "acme/model",
+                "provider": "Acme", "system_fingerprint": "fp_\"q\"", "service_tier": "default",
+                "choices": [{"index": 0, "logprobs": null,
+                    "message": {"role": "assistant", "content": "hé \"there\""},
+                    "finish_reason": "length", "native_finish_reason": "length"}],
+                "usage": {"total_tokens": 3},
+            })
+        );
+    }
+
+    #[test]
+    fn reads_what_metering_needs() {
+        let answer = read(
+            r#"{"id":"up-1","choices":[{"message":{"content":"a\nb"},"finish_reason":"end_turn","native_finish_reason":"end_turn"}],
+                "usage":{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2,"cache_write_tokens":5,"cache_write_1h_tokens":1},"completion_tokens_details":{"reasoning_tokens":4}}}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.upstream_id, "up-1");
+        assert_eq!(answer.native_finish, "end_turn");
+        assert_eq!(answer.content_chars(), 3);
+        let usage = answer.usage.unwrap();
+        let expected = openai::parse_usage(&json!({"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2,"cache_write_tokens":5,"cache_write_1h_tokens":1},"completion_tokens_details":{"reasoning_tokens":4}})).unwrap();
+        assert_eq!(usage, expected, "the same dimensions as the tree path");
+        let out = written(&answer, stop_for_all);
+        assert_eq!(out["choices"][0]["finish_reason"], "stop");
+        assert_eq!(out["choices"][0]["native_finish_reason"], "end_turn");
+    }
+
+    #[test]
+    fn odd_usage_is_read_leniently_like_the_tree_path() {
+        let answer =
+            read(r#"{"choices":[],"usage":{"prompt_tokens":2.5,"completion_tokens":4}}"#).unwrap();
+        let usage = answer.usage.unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens), (0, 4));
+        assert!(read(r#"{"usage":null}"#).unwrap().usage.is_none());
+    }
+
+    #[test]
+    fn unfinished_choices_get_a_null_native_reason_and_empty_choices_stay() {
+        let answer = read(r#"{"choices":[{"message":{"content":[]}}]}"#).unwrap();
+        assert!(answer.usage.is_none());
+        assert_eq!(answer.content_chars(), 0);
+        assert_eq!(answer.native_finish, "");
+        let out = written(&answer, stop_for_all);
+        assert_eq!(out["choices"][0]["native_finish_reason"], Value::Null);
+        assert!(out["choices"][0].get("finish_reason").is_none());
+        let out = written(&read(r#"{"choices":[]}"#).unwrap(), stop_for_all);
+        assert_eq!(out["choices"], json!([]));
+    }
+
+    #[test]
+    fn what_it_does_not_rewrite_goes_to_the_value_path() {
+        for body in [
+            r#"{"error":{"message":"boom","code":502},"choices":[]}"#,
+            r#"{"choices":[{"error":{"message":"x"},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"finish_reason":"error"}]}"#,
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"choices":[{"index":0,"index":1}]}"#,
+            r#"{"\u0069d":"escaped name"}"#,
+            r#"{"choices":"nope"}"#,
+            r#"[1,2]"#,
+            r#"{"usage":{"prompt_tokens":1}"#,
+        ] {
+            assert!(read(body).is_none(), "{body}");
+        }
+        // An explicit `"error": null` is no error.
+        assert!(read(r#"{"error":null,"choices":[]}"#).is_some());
+    }
+
+    #[test]
+    fn into_value_is_the_body_as_sent() {
+        let body = r#"{"id":"x","choices":[],"extra":{"k":[1,2]}}"#;
+        assert_eq!(
+            read(body).unwrap().into_value(),
+            serde_json::from_str::<Value>(body).unwrap()
+        );
+    }
+}
