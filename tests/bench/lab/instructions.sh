@@ -1,0 +1,25 @@
+#!/bin/bash
+# Instructions per request of a gateway binary at c=1 (callgrind; counters zeroed after a
+# warm-up, so start-up is not counted), against the lab of start.sh, whose gateway it
+# replaces while it runs. Usage: instructions.sh GATEWAY_BIN NAME
+set -uo pipefail
+D=${LAB:-/tmp/switchyard-lab}; U=http://127.0.0.1:18090/api/v1/chat/completions
+AK=sk-sy-v1-$(printf "b%.0s" $(seq 64))
+ARGS="--listen 127.0.0.1:18090 --control-plane http://127.0.0.1:18081 --control-plane-http http://127.0.0.1:18080 --node-token nodetoken-0123456789 --node-id lab"
+pkill -f -- "--node-id lab" || true; sleep 0.5
+rm -rf "$D/spool-cg" "$D/cg-$2.out"*
+# shellcheck disable=SC2086
+SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$D/cg-$2.out" "$1" $ARGS --spool-dir "$D/spool-cg" > "$D/gwcg.log" 2>&1 &
+VG=$!
+for _ in $(seq 300); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $AK" -H 'content-type: application/json' $U -d @"$D/body.json")
+  [ "$code" = 200 ] && break; sleep 0.2
+done
+echo "warming up"; wrk -t1 -c1 -d3s -s "$D/post.lua" $U > /dev/null
+callgrind_control -z $VG > /dev/null
+echo "measuring for 10 s"; N=$(wrk -t1 -c1 -d10s -s "$D/post.lua" $U | awk '/requests in/{print $1}')
+callgrind_control -d $VG > /dev/null; sleep 1
+kill -INT $VG; wait $VG 2>/dev/null
+F=$(ls -t "$D/cg-$2.out".* | head -1)
+T=$(callgrind_annotate "$F" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
+echo "$2: $N requests, $((T / N)) instructions/request (tree: callgrind_annotate --inclusive=yes $F)"
