@@ -79,6 +79,13 @@ impl Message {
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        // A well-formed request is read straight into the struct; only a bad one goes
+        // through a `Value`, whose checks name the offending field (see
+        // `check_field_types`). Whatever the direct read accepts, those checks accept too.
+        if let Ok(request) = serde_json::from_slice::<ChatRequest>(body) {
+            request.validate()?;
+            return Ok(request);
+        }
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
         Self::from_value(value)
@@ -145,6 +152,15 @@ impl ChatRequest {
     /// The body for an OpenAI-format upstream: gateway-only fields removed, the upstream
     /// model name set, and streamed usage requested so it can be metered.
     pub fn to_openai_body(&self, upstream_model: &str) -> Value {
+        serde_json::to_value(self.for_upstream(upstream_model)).unwrap_or(Value::Null)
+    }
+
+    /// `to_openai_body` as bytes, without the `Value` in between.
+    pub fn to_openai_bytes(&self, upstream_model: &str) -> Vec<u8> {
+        serde_json::to_vec(&self.for_upstream(upstream_model)).unwrap_or_default()
+    }
+
+    fn for_upstream(&self, upstream_model: &str) -> ChatRequest {
         let mut extra = self.extra.clone();
         for field in GATEWAY_ONLY_FIELDS {
             extra.remove(*field);
@@ -157,7 +173,7 @@ impl ChatRequest {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
-        let upstream = ChatRequest {
+        ChatRequest {
             model: Some(upstream_model.to_owned()),
             messages: Some(self.conversation()),
             prompt: None,
@@ -166,8 +182,7 @@ impl ChatRequest {
             max_completion_tokens: self.max_completion_tokens,
             extra,
             auto_cache_breakpoints: false,
-        };
-        serde_json::to_value(upstream).unwrap_or(Value::Null)
+        }
     }
 }
 

@@ -31,21 +31,6 @@ pub const OPENAI: Quirks = Quirks {
     message_fields: &["reasoning", "reasoning_details", "reasoning_content"],
 };
 
-/// OpenAI-compatible servers (vLLM, Ollama, OpenRouter, …) get what the client sent.
-pub const COMPATIBLE: Quirks = Quirks {
-    reasoning_effort_only: false,
-    max_completion_tokens: false,
-    unsupported: &[],
-    message_fields: &[],
-};
-
-fn quirks_of(kind: ProviderKind) -> Quirks {
-    match kind {
-        ProviderKind::OpenAi => OPENAI,
-        _ => COMPATIBLE,
-    }
-}
-
 /// OpenRouter's `reasoning` object as `reasoning_effort`: the effort when given, else
 /// none for a disabled request, else OpenAI's default.
 fn reasoning_effort(reasoning: &Value) -> Option<&'static str> {
@@ -120,11 +105,15 @@ fn translate_cache_hints(body: &mut Value, request: &ChatRequest) {
 }
 
 pub fn build_request(request: &ChatRequest, endpoint: &EndpointEntry) -> UpstreamRequest {
-    let mut body = request.to_openai_body(&endpoint.upstream_model);
-    apply_quirks(&mut body, quirks_of(endpoint.provider.kind));
-    if endpoint.provider.kind == ProviderKind::OpenAi {
+    let body = if endpoint.provider.kind == ProviderKind::OpenAi {
+        let mut body = request.to_openai_body(&endpoint.upstream_model);
+        apply_quirks(&mut body, OPENAI);
         translate_cache_hints(&mut body, request);
-    }
+        serde_json::to_vec(&body).unwrap_or_default()
+    } else {
+        // Compatible servers get what the client sent: no quirks, so no `Value` to edit.
+        request.to_openai_bytes(&endpoint.upstream_model)
+    };
     let credential = &endpoint.provider.credential;
     let mut headers = vec![("content-type", "application/json".to_owned())];
     if !credential.is_empty() {
@@ -133,7 +122,7 @@ pub fn build_request(request: &ChatRequest, endpoint: &EndpointEntry) -> Upstrea
     UpstreamRequest {
         url: format!("{}/chat/completions", endpoint.provider.base_url),
         headers,
-        body: serde_json::to_vec(&body).unwrap_or_default(),
+        body,
     }
 }
 
@@ -315,8 +304,8 @@ mod tests {
         assert_eq!(body["reasoning_effort"], "high");
         assert!(body["messages"][1].get("reasoning_details").is_none());
 
-        let mut body = req.to_openai_body("llama");
-        apply_quirks(&mut body, COMPATIBLE);
+        // OpenAI-compatible servers (vLLM, Ollama, OpenRouter, …) get what the client sent.
+        let body: Value = serde_json::from_slice(&req.to_openai_bytes("llama")).unwrap();
         assert_eq!(body["max_tokens"], 100);
         assert_eq!(body["reasoning"]["effort"], "xhigh");
         assert_eq!(body["top_k"], 5);
