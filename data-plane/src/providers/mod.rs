@@ -143,8 +143,17 @@ impl Wire {
         {
             return Ok(Completion::OpenAi(answer));
         }
-        self.parse_response(&body, provider)
-            .map(Completion::Canonical)
+        let value = self.parse_response(&body, provider)?;
+        if !value.is_object() {
+            // Every later step edits the answer's members.
+            return Err(UpstreamFailure::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_unavailable",
+                provider,
+                "returned a body that is not a JSON object",
+            ));
+        }
+        Ok(Completion::Canonical(value))
     }
 
     pub fn stream_parser(self, provider: &str) -> Box<dyn StreamParser> {

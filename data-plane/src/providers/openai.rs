@@ -312,6 +312,24 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_is_not_an_object_is_a_provider_failure() {
+        use crate::providers::Wire;
+        for body in [&b"[1,2]"[..], b"\"text\"", b"not json"] {
+            let err = Wire::OpenAi
+                .completion(bytes::Bytes::copy_from_slice(body), "acme")
+                .err()
+                .expect("refused");
+            assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+            assert_eq!(err.error_type, "provider_unavailable");
+        }
+        assert!(
+            Wire::OpenAi
+                .completion(bytes::Bytes::from_static(b"{\"choices\":[]}"), "acme")
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn parses_usage_with_details() {
         let u = parse_usage(&json!({
             "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120,
