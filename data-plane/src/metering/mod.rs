@@ -4,3 +4,4 @@ pub mod meter;
 pub mod shipper;
 pub mod spool;
 pub mod spool_cap;
+mod spool_frame;

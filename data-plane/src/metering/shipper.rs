@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
-use super::spool::Spool;
+use super::spool::{Spool, SpoolError};
 
 /// Unacked batches allowed on one stream: enough to keep the pipe full across a round trip
 /// without resending much after a reconnect.
@@ -177,6 +177,10 @@ enum ShipError {
     AckTimeout,
     #[error("outbound usage stream is gone")]
     SendClosed,
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("spool read task failed: {0}")]
+    ReadTask(#[from] tokio::task::JoinError),
 }
 
 impl From<tonic::Status> for ShipError {
@@ -193,6 +197,16 @@ struct Failure {
 }
 
 impl Shipper {
+    /// The next batch after `after`: from memory when it is recent, else read back from the
+    /// spool's segments off the async threads (a control-plane outage's backlog).
+    async fn pending_after(&self, after: u64) -> Result<Vec<pb::UsageRecord>, ShipError> {
+        if let Some(records) = self.spool.recent_after(after, self.batch_size) {
+            return Ok(records);
+        }
+        let (spool, max) = (Arc::clone(&self.spool), self.batch_size);
+        Ok(tokio::task::spawn_blocking(move || spool.pending_after(after, max)).await??)
+    }
+
     /// One stream's lifetime. `Ok` means shutdown was requested, carrying the stream if it is
     /// still healthy so the final flush can reuse it.
     async fn session(&self, shutdown: &CancellationToken) -> Result<Option<Session<'_>>, Failure> {
@@ -264,7 +278,7 @@ impl<'a> Session<'a> {
         };
         // Queued before the call so a control plane that reads the first batch before
         // answering with headers cannot deadlock the stream.
-        window.fill(shipper)?;
+        window.fill(shipper).await?;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         request
             .metadata_mut()
@@ -293,7 +307,7 @@ impl<'a> Session<'a> {
             let notified = self.shipper.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.window.fill(self.shipper)?;
+            self.window.fill(self.shipper).await?;
             let waiting_since = self.window.waiting_since;
             let event = tokio::select! {
                 () = shutdown.cancelled() => Event::Shutdown,
@@ -332,7 +346,7 @@ impl<'a> Session<'a> {
     /// Unbounded: the caller puts a deadline on it.
     async fn drain(&mut self) -> Result<(), ShipError> {
         loop {
-            self.window.fill(self.shipper)?;
+            self.window.fill(self.shipper).await?;
             if self.window.in_flight.is_empty() {
                 return Ok(());
             }
@@ -399,11 +413,9 @@ struct Window {
 }
 
 impl Window {
-    fn fill(&mut self, shipper: &Shipper) -> Result<(), ShipError> {
+    async fn fill(&mut self, shipper: &Shipper) -> Result<(), ShipError> {
         while self.in_flight.len() < MAX_IN_FLIGHT {
-            let records = shipper
-                .spool
-                .pending_after(self.last_sent, shipper.batch_size);
+            let records = shipper.pending_after(self.last_sent).await?;
             let (Some(first), Some(last)) = (records.first(), records.last()) else {
                 break;
             };
@@ -778,15 +790,22 @@ mod tests {
 
     #[tokio::test]
     async fn control_plane_down_at_start_then_up() {
-        // Refuse connections while records pile up, then serve on the same port.
+        // Refuse connections while records pile up, then serve on the same port. More pile
+        // up than the spool keeps in memory, so the oldest are read back from disk.
         let (socket, addr) = refusing_port();
-        let h = start_shipper(addr, 16);
-        let expected: HashSet<String> = h.append("early", 3).await.into_iter().collect();
+        let h = start_shipper(addr, 256);
+        let backlog = 5_000;
+        assert!(h.spool.recent_after(0, 1).is_some());
+        let expected: HashSet<String> = h.append("early", backlog).await.into_iter().collect();
         wait_until("a failed connect", Duration::from_secs(5), || {
             h.stats.reconnects() >= 1
         })
         .await;
-        assert_eq!(h.spool.pending_len(), 3);
+        assert_eq!(h.spool.pending_len(), backlog);
+        assert!(
+            h.spool.recent_after(0, 1).is_none(),
+            "the backlog should exceed the spool's memory window"
+        );
 
         let fake = Arc::new(Fake::default());
         let stop = CancellationToken::new();
@@ -809,7 +828,13 @@ mod tests {
             || h.all_acked(),
         )
         .await;
-        assert_eq!(fake.seen().into_iter().collect::<HashSet<_>>(), expected);
+        let seen = fake.seen();
+        assert_eq!(
+            seen.len(),
+            backlog,
+            "each record shipped once on a healthy stream"
+        );
+        assert_eq!(seen.into_iter().collect::<HashSet<_>>(), expected);
         h.stop().await;
         stop.cancel();
     }

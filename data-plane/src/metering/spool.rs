@@ -16,14 +16,22 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use prost::Message;
 use switchyard_proto::pb;
 
+use super::spool_frame::{Frames, Torn, encode_frame, parse_frames};
+
 const SEGMENT_LIMIT: u64 = 8 * 1024 * 1024;
-const FRAME_HEADER: usize = 8;
+/// Unacked records kept decoded in memory, the newest ones: in steady state the shipper
+/// sends what was just appended and never reads a segment back. A decoded record costs
+/// ~1.5 KB against ~440 B on disk, so holding a whole control-plane outage's backlog (lab:
+/// +85 MiB of gateway memory for 26 MB spooled) would let memory grow to several times the
+/// spool's disk cap; older records are read back from their segment when the shipper
+/// reaches them. Well above what the shipper has in flight (4 batches of 256).
+const RECENT_RECORDS: usize = 4096;
 const ACKED_FILE: &str = "acked";
 /// Left by versions that replaced the ack mark through a temp file; removed on open.
 const ACKED_TMP: &str = "acked.tmp";
@@ -51,6 +59,8 @@ pub enum SpoolError {
     Locked { path: PathBuf },
     #[error("spool: usage record encodes to {size} bytes, more than a frame can hold")]
     RecordTooLarge { size: usize },
+    #[error("spool: usage batch encodes to {size} bytes, more than a segment can hold")]
+    BatchTooLarge { size: usize },
 }
 
 /// The durable usage spool. Appends and acks serialize on the writer lock (they do disk I/O);
@@ -59,17 +69,24 @@ pub struct Spool {
     dir: PathBuf,
     writer: Mutex<Writer>,
     state: Mutex<State>,
+    recent_limit: usize,
     _lock: File,
 }
 
 struct Writer {
-    segments: BTreeMap<u64, Segment>,
     /// Only a segment created by this process is appended to: recovered ones may end in a
     /// truncated tear, and reusing them buys nothing. Writes go at the file position, which
     /// stays at the end because a segment is retired after any failed write.
-    active: Option<File>,
+    active: Option<Active>,
     last_seq: u64,
     segment_limit: u64,
+}
+
+struct Active {
+    file: File,
+    first_seq: u64,
+    path: PathBuf,
+    bytes: u64,
 }
 
 struct Segment {
@@ -77,32 +94,124 @@ struct Segment {
     /// Highest seq the file may hold; `first_seq - 1` while it holds none.
     last_seq: u64,
     bytes: u64,
+    /// End offset of each whole frame, in order: frame `i` holds seq `first_seq + i`. What
+    /// lets a record be read back with one positioned read, and the unacked bytes be known
+    /// without the records (4 bytes a record).
+    ends: Vec<u32>,
 }
 
-struct State {
-    pending: VecDeque<pb::UsageRecord>,
-    acked_seq: u64,
-    last_seq: u64,
-    disk_bytes: u64,
-    /// Bytes of the frames of `pending` (unacked) records: what the disk cap bounds.
-    pending_bytes: u64,
-}
+impl Segment {
+    /// Frames holding seqs > `acked`, and their bytes.
+    fn unacked(&self, first_seq: u64, acked: u64) -> (usize, u64) {
+        let done = usize::try_from((acked + 1).saturating_sub(first_seq))
+            .unwrap_or(usize::MAX)
+            .min(self.ends.len());
+        let end = self.ends.last().copied().unwrap_or(0);
+        (self.ends.len() - done, u64::from(end - self.start_of(done)))
+    }
 
-/// A backlog from a control-plane outage (hundreds of thousands of records) leaves the
-/// queue's buffer at its high-water mark once acked: measured in the lab
-/// (`tests/bench/lab/start.sh`, 15 s at c=8 with the control plane stopped), the gateway
-/// stayed at 113 MiB after the backlog was acked, against 33 MiB before the outage. The
-/// buffer is given back once it is mostly empty; halving at a quarter keeps it amortised.
-fn shrink_after_backlog(pending: &mut VecDeque<pb::UsageRecord>) {
-    const KEEP: usize = 4096;
-    if pending.capacity() > KEEP && pending.len() < pending.capacity() / 4 {
-        pending.shrink_to((pending.len() * 2).max(KEEP));
+    fn start_of(&self, frame: usize) -> u32 {
+        frame.checked_sub(1).map_or(0, |prev| self.ends[prev])
     }
 }
 
-/// On-disk size of one record's frame.
-fn frame_len(record: &pb::UsageRecord) -> u64 {
-    (FRAME_HEADER + record.encoded_len()) as u64
+struct State {
+    /// Every segment file, by the seq it was opened for.
+    segments: BTreeMap<u64, Segment>,
+    /// The newest unacked records, at most `recent_limit`, in seq order.
+    recent: VecDeque<pb::UsageRecord>,
+    /// Every unacked record with seq >= this is in `recent`.
+    recent_from: u64,
+    acked_seq: u64,
+    last_seq: u64,
+    disk_bytes: u64,
+    pending_len: usize,
+    /// Bytes of the frames of unacked records: what the disk cap bounds.
+    pending_bytes: u64,
+}
+
+impl State {
+    fn remember(&mut self, records: Vec<pb::UsageRecord>, limit: usize) {
+        self.recent.extend(records);
+        let excess = self.recent.len().saturating_sub(limit);
+        if let Some(dropped) = self.recent.drain(..excess).next_back() {
+            self.recent_from = dropped.seq + 1;
+        }
+    }
+
+    fn recount(&mut self) {
+        let (len, bytes) = self
+            .segments
+            .iter()
+            .map(|(&first, segment)| segment.unacked(first, self.acked_seq))
+            .fold((0, 0), |(n, b), (sn, sb)| (n + sn, b + sb));
+        self.pending_len = len;
+        self.pending_bytes = bytes;
+    }
+
+    /// The records `pending_after` returns, if all of them are in memory.
+    fn recent_after(&self, after: u64, max: usize) -> Option<Vec<pb::UsageRecord>> {
+        if after.max(self.acked_seq) + 1 < self.recent_from {
+            return None;
+        }
+        let start = self.recent.partition_point(|r| r.seq <= after);
+        Some(self.recent.range(start..).take(max).cloned().collect())
+    }
+
+    /// Where the first `max` unacked records after `after` lie on disk, within one segment.
+    fn read_back(&self, after: u64, max: usize) -> Option<ReadBack> {
+        let from = after.max(self.acked_seq) + 1;
+        let (first_seq, segment) = self
+            .segments
+            .iter()
+            .find(|&(&first, s)| first + s.ends.len() as u64 > from)?;
+        let start = usize::try_from(from.saturating_sub(*first_seq)).ok()?;
+        let end = start.saturating_add(max).min(segment.ends.len());
+        if start >= end {
+            return None;
+        }
+        let offset = segment.start_of(start);
+        Some(ReadBack {
+            path: segment.path.clone(),
+            first_seq: first_seq + start as u64,
+            offset: u64::from(offset),
+            len: (segment.ends[end - 1] - offset) as usize,
+            count: end - start,
+        })
+    }
+}
+
+/// A run of whole frames to read back from a segment.
+struct ReadBack {
+    path: PathBuf,
+    first_seq: u64,
+    offset: u64,
+    len: usize,
+    count: usize,
+}
+
+impl ReadBack {
+    fn read(self) -> Result<Vec<pb::UsageRecord>, SpoolError> {
+        let mut bytes = vec![0; self.len];
+        File::open(&self.path)
+            .and_then(|file| file.read_exact_at(&mut bytes, self.offset))
+            .map_err(io_err("read back", &self.path))?;
+        let frames = parse_frames(&bytes, &self.path, self.offset, self.first_seq)?;
+        // These frames were whole and synced when indexed, so anything short of all of
+        // them means the file changed underneath the spool.
+        if frames.torn.is_some() || frames.records.len() != self.count {
+            return Err(SpoolError::Corrupt {
+                path: self.path,
+                offset: self.offset,
+                reason: format!(
+                    "{} whole frames where {} were written",
+                    frames.records.len(),
+                    self.count
+                ),
+            });
+        }
+        Ok(frames.records)
+    }
 }
 
 impl std::fmt::Debug for Spool {
@@ -110,7 +219,7 @@ impl std::fmt::Debug for Spool {
         let state = lock(&self.state);
         f.debug_struct("Spool")
             .field("dir", &self.dir)
-            .field("pending", &state.pending.len())
+            .field("pending", &state.pending_len)
             .field("acked_seq", &state.acked_seq)
             .field("last_seq", &state.last_seq)
             .finish_non_exhaustive()
@@ -120,18 +229,25 @@ impl std::fmt::Debug for Spool {
 impl Spool {
     /// Opens (creating if needed) the spool directory, recovering every record not yet acked.
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
-        Self::open_with_segment_limit(dir, SEGMENT_LIMIT)
+        Self::open_with(dir, SEGMENT_LIMIT, RECENT_RECORDS)
     }
 
-    fn open_with_segment_limit(dir: &Path, segment_limit: u64) -> Result<Spool, SpoolError> {
+    fn open_with(dir: &Path, segment_limit: u64, recent_limit: usize) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let lock_file = lock_dir(dir)?;
         remove_if_exists(&dir.join(ACKED_TMP))?;
         let acked_seq = read_acked(dir)?;
 
-        let mut segments = BTreeMap::new();
-        let mut pending = VecDeque::new();
-        let mut last_seq = acked_seq;
+        let mut state = State {
+            segments: BTreeMap::new(),
+            recent: VecDeque::new(),
+            recent_from: acked_seq + 1,
+            acked_seq,
+            last_seq: acked_seq,
+            disk_bytes: 0,
+            pending_len: 0,
+            pending_bytes: 0,
+        };
         let mut prev_seq = 0;
         let mut removed_any = false;
         for (first_seq, path) in list_segments(dir)? {
@@ -142,50 +258,57 @@ impl Spool {
                     reason: format!("segment overlaps seq {prev_seq} of an earlier segment"),
                 });
             }
-            let (records, bytes) = recover_segment(&path, first_seq)?;
-            let seg_last = records.last().map_or(first_seq - 1, |r| r.seq);
+            let (frames, bytes) = recover_segment(&path, first_seq)?;
+            let seg_last = frames.records.last().map_or(first_seq - 1, |r| r.seq);
             // A segment is named after the seq it was opened for, so even an empty one proves
             // every seq before it was handed out.
-            last_seq = last_seq.max(seg_last);
+            state.last_seq = state.last_seq.max(seg_last);
             prev_seq = seg_last;
-            if records.is_empty() || seg_last <= acked_seq {
+            if frames.records.is_empty() || seg_last <= acked_seq {
                 // Fully acked (crash between writing the ack mark and deleting) or empty
                 // (crash or failure before the first frame landed).
                 remove_if_exists(&path)?;
                 removed_any = true;
                 continue;
             }
-            pending.extend(records.into_iter().filter(|r| r.seq > acked_seq));
-            segments.insert(
+            let ends = frames
+                .ends
+                .iter()
+                .map(|&end| u32::try_from(end))
+                .collect::<Result<_, _>>()
+                .map_err(|_| SpoolError::Corrupt {
+                    path: path.clone(),
+                    offset: u64::from(u32::MAX),
+                    reason: "segment larger than 4 GiB".to_owned(),
+                })?;
+            // One segment's records at a time: opening after a long outage must not hold
+            // the whole backlog decoded.
+            let unacked = frames.records.into_iter().filter(|r| r.seq > acked_seq);
+            state.remember(unacked.collect(), recent_limit);
+            state.disk_bytes += bytes;
+            state.segments.insert(
                 first_seq,
                 Segment {
                     path,
                     last_seq: seg_last,
                     bytes,
+                    ends,
                 },
             );
         }
         if removed_any {
             sync_dir(dir)?;
         }
-
-        let disk_bytes = segments.values().map(|s| s.bytes).sum();
-        let pending_bytes = pending.iter().map(frame_len).sum();
+        state.recount();
         Ok(Spool {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
-                segments,
                 active: None,
-                last_seq,
+                last_seq: state.last_seq,
                 segment_limit,
             }),
-            state: Mutex::new(State {
-                pending,
-                acked_seq,
-                last_seq,
-                disk_bytes,
-                pending_bytes,
-            }),
+            state: Mutex::new(state),
+            recent_limit,
             _lock: lock_file,
         })
     }
@@ -202,54 +325,65 @@ impl Spool {
         }
         let first_seq = w.last_seq + 1;
         let mut buf = Vec::new();
+        let mut ends_in_buf = Vec::with_capacity(records.len());
         for (seq, record) in (first_seq..).zip(records.iter_mut()) {
             record.seq = seq;
             encode_frame(record, &mut buf)?;
+            ends_in_buf.push(buf.len() as u64);
+        }
+        if u32::try_from(buf.len()).is_err() {
+            return Err(SpoolError::BatchTooLarge { size: buf.len() });
         }
         let batch_last = first_seq + records.len() as u64 - 1;
 
-        if w.active.is_none() || self.active_segment_full(&w) {
+        // Frame offsets are kept as u32, so a segment never grows past 4 GiB.
+        let fits = |a: &Active| {
+            a.bytes < w.segment_limit && a.bytes + buf.len() as u64 <= u64::from(u32::MAX)
+        };
+        if !w.active.as_ref().is_some_and(fits) {
             self.rotate(&mut w, first_seq)?;
         }
-        let Some((&seg_first, segment)) = w.segments.last_key_value() else {
+        let Some(active) = w.active.as_mut() else {
             return Err(missing_active(&self.dir));
         };
-        let path = segment.path.clone();
-        let start_len = segment.bytes;
-        let Some(file) = w.active.as_mut() else {
-            return Err(missing_active(&self.dir));
-        };
-
-        let written = file.write_all(&buf).and_then(|()| file.sync_data());
-        let outcome = match written {
-            Ok(()) => Ok(start_len + buf.len() as u64),
-            Err(source) => Err((rollback(file, &path, start_len), source)),
-        };
-        match outcome {
-            Ok(new_len) => {
-                if let Some(segment) = w.segments.get_mut(&seg_first) {
-                    segment.bytes = new_len;
-                    segment.last_seq = batch_last;
-                }
+        let start_len = active.bytes;
+        let written = active
+            .file
+            .write_all(&buf)
+            .and_then(|()| active.file.sync_data());
+        let seg_first = active.first_seq;
+        match written {
+            Ok(()) => {
+                active.bytes = start_len + buf.len() as u64;
                 w.last_seq = batch_last;
                 let mut s = lock(&self.state);
-                s.pending.extend(records);
+                if let Some(segment) = s.segments.get_mut(&seg_first) {
+                    segment.bytes = start_len + buf.len() as u64;
+                    segment.last_seq = batch_last;
+                    // Below u32::MAX: checked before the write.
+                    let ends = ends_in_buf.iter().map(|&end| (start_len + end) as u32);
+                    segment.ends.extend(ends);
+                }
                 s.last_seq = batch_last;
                 s.disk_bytes += buf.len() as u64;
                 s.pending_bytes += buf.len() as u64;
+                s.pending_len += records.len();
+                s.remember(records, self.recent_limit);
                 Ok(batch_last)
             }
-            Err((len_on_disk, source)) => {
+            Err(source) => {
                 // After a failed fsync the page cache may already have dropped the dirty pages
                 // while the file kept the data, so nothing more is written to this segment and
                 // the batch's seqs are burned: any that did land keep a seq nobody else gets.
+                let path = active.path.clone();
+                let len_on_disk = rollback(&mut active.file, &path, start_len);
                 w.active = None;
-                if let Some(segment) = w.segments.get_mut(&seg_first) {
+                w.last_seq = batch_last;
+                let mut s = lock(&self.state);
+                if let Some(segment) = s.segments.get_mut(&seg_first) {
                     segment.bytes = len_on_disk;
                     segment.last_seq = batch_last;
                 }
-                w.last_seq = batch_last;
-                let mut s = lock(&self.state);
                 s.last_seq = batch_last;
                 s.disk_bytes = (s.disk_bytes + len_on_disk).saturating_sub(start_len);
                 Err(SpoolError::Io {
@@ -261,19 +395,45 @@ impl Spool {
         }
     }
 
-    /// Up to `max` pending (unacked) records with seq > `after`, in seq order.
-    pub fn pending_after(&self, after: u64, max: usize) -> Vec<pb::UsageRecord> {
-        let s = lock(&self.state);
-        let start = s.pending.partition_point(|r| r.seq <= after);
-        s.pending.range(start..).take(max).cloned().collect()
+    /// Up to `max` unacked records with seq > `after`, in seq order. Records older than the
+    /// in-memory window are read back from their segment, at most one segment per call:
+    /// blocking I/O then, so async callers try `recent_after` first.
+    pub fn pending_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<pb::UsageRecord>, SpoolError> {
+        let read_back = {
+            let s = lock(&self.state);
+            if let Some(records) = s.recent_after(after, max) {
+                return Ok(records);
+            }
+            s.read_back(after, max)
+        };
+        // Without one, the records between `after` and the window were burned by a failed
+        // append: none are on disk in this process's view.
+        match read_back {
+            Some(read_back) => read_back.read(),
+            None => {
+                let s = lock(&self.state);
+                let start = s.recent.partition_point(|r| r.seq <= after);
+                Ok(s.recent.range(start..).take(max).cloned().collect())
+            }
+        }
     }
 
-    /// Marks everything <= `seq` as acked: persists the mark atomically, drops those records
-    /// from memory and deletes rotated segment files whose records are all acked. The active
-    /// segment is kept (to avoid a create + directory fsync per batch) until it rotates.
+    /// What `pending_after` returns, when it can be served from memory without blocking;
+    /// `None` when it has to read a segment.
+    pub fn recent_after(&self, after: u64, max: usize) -> Option<Vec<pb::UsageRecord>> {
+        lock(&self.state).recent_after(after, max)
+    }
+
+    /// Marks everything <= `seq` as acked: persists the mark, drops those records from memory
+    /// and deletes rotated segment files whose records are all acked. The active segment is
+    /// kept (to avoid a create + directory fsync per batch) until it rotates.
     /// Blocking I/O: run it on `spawn_blocking`.
     pub fn ack(&self, seq: u64) -> Result<(), SpoolError> {
-        let mut w = lock(&self.writer);
+        let w = lock(&self.writer);
         // An ack past what was ever assigned would delete records appended later.
         let seq = seq.min(w.last_seq);
         if seq <= lock(&self.state).acked_seq {
@@ -283,19 +443,17 @@ impl Spool {
         {
             let mut s = lock(&self.state);
             s.acked_seq = seq;
-            while s.pending.front().is_some_and(|r| r.seq <= seq) {
-                if let Some(acked) = s.pending.pop_front() {
-                    s.pending_bytes = s.pending_bytes.saturating_sub(frame_len(&acked));
-                }
+            while s.recent.front().is_some_and(|r| r.seq <= seq) {
+                s.recent.pop_front();
             }
-            shrink_after_backlog(&mut s.pending);
+            s.recount();
         }
-        self.remove_acked_segments(&mut w, seq);
+        self.remove_acked_segments(&w, seq);
         Ok(())
     }
 
     pub fn pending_len(&self) -> usize {
-        lock(&self.state).pending.len()
+        lock(&self.state).pending_len
     }
 
     pub fn acked_seq(&self) -> u64 {
@@ -318,12 +476,6 @@ impl Spool {
         lock(&self.state).disk_bytes
     }
 
-    fn active_segment_full(&self, w: &Writer) -> bool {
-        w.segments
-            .last_key_value()
-            .is_some_and(|(_, s)| s.bytes >= w.segment_limit)
-    }
-
     fn rotate(&self, w: &mut Writer, first_seq: u64) -> Result<(), SpoolError> {
         w.active = None;
         let path = self.dir.join(segment_name(first_seq));
@@ -342,53 +494,58 @@ impl Spool {
             let _ = fs::remove_file(&path);
             return Err(error);
         }
-        w.segments.insert(
+        let acked = {
+            let mut s = lock(&self.state);
+            s.segments.insert(
+                first_seq,
+                Segment {
+                    path: path.clone(),
+                    last_seq: first_seq - 1,
+                    bytes: 0,
+                    ends: Vec::new(),
+                },
+            );
+            s.acked_seq
+        };
+        w.active = Some(Active {
+            file,
             first_seq,
-            Segment {
-                path,
-                last_seq: first_seq - 1,
-                bytes: 0,
-            },
-        );
-        w.active = Some(file);
-        let acked = lock(&self.state).acked_seq;
+            path,
+            bytes: 0,
+        });
         self.remove_acked_segments(w, acked);
         Ok(())
     }
 
-    fn remove_acked_segments(&self, w: &mut Writer, acked: u64) {
-        let active_first = if w.active.is_some() {
-            w.segments.last_key_value().map(|(&k, _)| k)
-        } else {
-            None
-        };
-        let done: Vec<u64> = w
+    fn remove_acked_segments(&self, w: &Writer, acked: u64) {
+        let active_first = w.active.as_ref().map(|a| a.first_seq);
+        let done: Vec<(u64, PathBuf)> = lock(&self.state)
             .segments
             .iter()
             .filter(|&(&first, s)| Some(first) != active_first && s.last_seq <= acked)
-            .map(|(&first, _)| first)
+            .map(|(&first, s)| (first, s.path.clone()))
             .collect();
-        let mut freed = 0;
-        for first in done {
-            let Some(segment) = w.segments.get(&first) else {
-                continue;
-            };
-            match fs::remove_file(&segment.path) {
+        let mut removed = Vec::with_capacity(done.len());
+        for (first, path) in done {
+            match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => {
                     // The ack mark already covers it, so a leftover file only costs disk;
                     // the next ack (or the next open) retries.
-                    tracing::warn!(path = %segment.path.display(), %error, "cannot delete acked spool segment");
+                    tracing::warn!(path = %path.display(), %error, "cannot delete acked spool segment");
                     continue;
                 }
             }
-            freed += segment.bytes;
-            w.segments.remove(&first);
+            removed.push(first);
         }
-        if freed > 0 {
+        if !removed.is_empty() {
             let mut s = lock(&self.state);
-            s.disk_bytes = s.disk_bytes.saturating_sub(freed);
+            for first in removed {
+                if let Some(segment) = s.segments.remove(&first) {
+                    s.disk_bytes = s.disk_bytes.saturating_sub(segment.bytes);
+                }
+            }
         }
     }
 }
@@ -412,22 +569,11 @@ fn missing_active(dir: &Path) -> SpoolError {
     }
 }
 
-fn encode_frame(record: &pb::UsageRecord, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
-    let payload = record.encode_to_vec();
-    let len = u32::try_from(payload.len()).map_err(|_| SpoolError::RecordTooLarge {
-        size: payload.len(),
-    })?;
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    buf.extend_from_slice(&payload);
-    Ok(())
-}
-
-/// Reads one segment, truncating a torn tail. Returns its records and its length afterwards.
-fn recover_segment(path: &Path, first_seq: u64) -> Result<(Vec<pb::UsageRecord>, u64), SpoolError> {
+/// Reads one segment, truncating a torn tail. Returns its frames and its length afterwards.
+fn recover_segment(path: &Path, first_seq: u64) -> Result<(Frames, u64), SpoolError> {
     let bytes = fs::read(path).map_err(io_err("read segment", path))?;
-    let (records, end) = parse_frames(&bytes, path, first_seq)?;
-    if let Some(Torn { valid_len, reason }) = end {
+    let frames = parse_frames(&bytes, path, 0, first_seq)?;
+    if let Some(Torn { valid_len, reason }) = frames.torn {
         // Only a write that never returned (crash, or a failed append) leaves a torn tail,
         // and nobody was told those records were durable, so dropping them loses nothing.
         tracing::warn!(
@@ -444,73 +590,15 @@ fn recover_segment(path: &Path, first_seq: u64) -> Result<(Vec<pb::UsageRecord>,
         file.set_len(valid_len)
             .and_then(|()| file.sync_all())
             .map_err(io_err("truncate segment", path))?;
-        return Ok((records, valid_len));
+        return Ok((
+            Frames {
+                torn: None,
+                ..frames
+            },
+            valid_len,
+        ));
     }
-    Ok((records, bytes.len() as u64))
-}
-
-struct Torn {
-    valid_len: u64,
-    reason: &'static str,
-}
-
-fn parse_frames(
-    bytes: &[u8],
-    path: &Path,
-    first_seq: u64,
-) -> Result<(Vec<pb::UsageRecord>, Option<Torn>), SpoolError> {
-    let mut records: Vec<pb::UsageRecord> = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let torn = |reason| {
-            Some(Torn {
-                valid_len: pos as u64,
-                reason,
-            })
-        };
-        let corrupt = |reason: String| SpoolError::Corrupt {
-            path: path.to_path_buf(),
-            offset: pos as u64,
-            reason,
-        };
-        // Zeros past the last good frame are what a crash leaves on filesystems that extend
-        // the file before its data blocks land.
-        let zero_tail = || rest.iter().all(|&b| b == 0);
-        let Some((header, body)) = rest.split_at_checked(FRAME_HEADER) else {
-            return Ok((records, torn("partial frame header")));
-        };
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let Some(payload) = body.get(..len) else {
-            return Ok((records, torn("frame extends past end of file")));
-        };
-        if crc32fast::hash(payload) != crc {
-            if body.len() == len || zero_tail() {
-                return Ok((records, torn("checksum mismatch in final frame")));
-            }
-            return Err(corrupt("checksum mismatch".to_owned()));
-        }
-        // Never written (every record has a seq), but it is what a zeroed header decodes to.
-        if len == 0 {
-            if zero_tail() {
-                return Ok((records, torn("zero-filled tail")));
-            }
-            return Err(corrupt("empty frame".to_owned()));
-        }
-        let record = pb::UsageRecord::decode(payload)
-            .map_err(|e| corrupt(format!("undecodable record: {e}")))?;
-        let prev = records.last().map_or(first_seq - 1, |r| r.seq);
-        if record.seq <= prev {
-            return Err(corrupt(format!(
-                "seq {} does not follow seq {prev}",
-                record.seq
-            )));
-        }
-        records.push(record);
-        pos += FRAME_HEADER + len;
-    }
-    Ok((records, None))
+    Ok((frames, bytes.len() as u64))
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -570,7 +658,6 @@ fn read_acked(dir: &Path) -> Result<u64, SpoolError> {
 /// power loss at worst resends what the control plane already has. The durable variant
 /// (temp file, two fsyncs, rename) cost eight syscalls per ack on the gateway.
 fn write_acked(dir: &Path, seq: u64) -> Result<(), SpoolError> {
-    use std::os::unix::fs::FileExt;
     let path = dir.join(ACKED_FILE);
     OpenOptions::new()
         .create(true)
@@ -631,6 +718,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+
+    use crate::metering::spool_frame::FRAME_HEADER;
 
     fn record(id: &str) -> pb::UsageRecord {
         pb::UsageRecord {
@@ -677,7 +767,7 @@ mod tests {
             assert!(spool.disk_bytes() > 0);
         }
         let spool = Spool::open(dir.path()).unwrap();
-        let pending = spool.pending_after(0, 100);
+        let pending = spool.pending_after(0, 100).unwrap();
         assert_eq!(seqs(&pending), vec![1, 2, 3, 4, 5]);
         assert_eq!(ids(&pending), vec!["a-0", "a-1", "a-2", "b-0", "b-1"]);
         assert_eq!(pending[0].cost_nanos, 1_234);
@@ -688,7 +778,10 @@ mod tests {
         assert_eq!(segment_files(dir.path()).len(), 2);
         drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(seqs(&spool.pending_after(0, 100)), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            seqs(&spool.pending_after(0, 100).unwrap()),
+            vec![1, 2, 3, 4, 5, 6]
+        );
     }
 
     #[test]
@@ -701,20 +794,79 @@ mod tests {
         assert_eq!(spool.pending_len(), 2);
     }
 
+    /// Pages through everything pending, `page` records at a time, as the shipper does.
+    fn drain_pages(spool: &Spool, page: usize) -> Vec<pb::UsageRecord> {
+        let mut after = spool.acked_seq();
+        let mut all = Vec::new();
+        loop {
+            let records = spool.pending_after(after, page).unwrap();
+            let Some(last) = records.last() else {
+                return all;
+            };
+            assert!(records.len() <= page);
+            after = last.seq;
+            all.extend(records);
+        }
+    }
+
     #[test]
-    fn an_acked_backlog_gives_its_memory_back() {
+    fn a_backlog_beyond_the_memory_window_is_read_back_from_its_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let last = spool.append(records("outage", 50_000)).unwrap();
-        assert!(lock(&spool.state).pending.capacity() >= 50_000);
-        spool.ack(last - 10).unwrap();
-        let s = lock(&spool.state);
-        assert_eq!(s.pending.len(), 10);
-        assert!(
-            s.pending.capacity() <= 4096,
-            "capacity {} kept after the backlog was acked",
-            s.pending.capacity()
-        );
+        let (segment_limit, window) = (400, 8);
+        {
+            let spool = Spool::open_with(dir.path(), segment_limit, window).unwrap();
+            for i in 0..10 {
+                spool.append(records(&format!("b{i}"), 5)).unwrap();
+            }
+            assert!(segment_files(dir.path()).len() > 2, "expected rotation");
+            assert_eq!(lock(&spool.state).recent.len(), window);
+            assert_eq!(spool.pending_len(), 50);
+            // The oldest records are on disk only; the newest are served from memory.
+            assert!(spool.recent_after(0, 10).is_none());
+            assert_eq!(
+                seqs(&spool.recent_after(45, 10).unwrap()),
+                vec![46, 47, 48, 49, 50]
+            );
+
+            let all = drain_pages(&spool, 7);
+            assert_eq!(seqs(&all), (1..=50).collect::<Vec<_>>());
+            assert_eq!(
+                ids(&all[..6]),
+                vec!["b0-0", "b0-1", "b0-2", "b0-3", "b0-4", "b1-0"]
+            );
+            assert!(all.iter().all(|r| r.cost_nanos == 1_234));
+
+            spool.ack(20).unwrap();
+            assert_eq!(spool.pending_len(), 30);
+            assert_eq!(seqs(&spool.pending_after(0, 3).unwrap()), vec![21, 22, 23]);
+        }
+        // Reopening keeps only the window decoded, and reads the rest back as before.
+        let spool = Spool::open_with(dir.path(), segment_limit, window).unwrap();
+        assert_eq!(lock(&spool.state).recent.len(), window);
+        assert_eq!(spool.pending_len(), 30);
+        assert_eq!(seqs(&drain_pages(&spool, 4)), (21..=50).collect::<Vec<_>>());
+        let bytes: u64 = drain_pages(&spool, 100)
+            .iter()
+            .map(|r| (FRAME_HEADER + r.encoded_len()) as u64)
+            .sum();
+        assert_eq!(spool.pending_bytes(), bytes);
+    }
+
+    #[test]
+    fn a_segment_changed_under_the_spool_fails_the_read_back_instead_of_returning_wrong_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open_with(dir.path(), SEGMENT_LIMIT, 2).unwrap();
+        spool.append(records("a", 5)).unwrap();
+        let segment = dir.path().join(segment_name(1));
+        let mut bytes = fs::read(&segment).unwrap();
+        bytes[FRAME_HEADER + 2] ^= 0x01;
+        fs::write(&segment, &bytes).unwrap();
+        assert!(matches!(
+            spool.pending_after(0, 10),
+            Err(SpoolError::Corrupt { offset: 0, .. })
+        ));
+        // The window in memory is still served.
+        assert_eq!(seqs(&spool.pending_after(3, 10).unwrap()), vec![4, 5]);
     }
 
     #[test]
@@ -741,7 +893,7 @@ mod tests {
     fn ack_deletes_segments_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open_with_segment_limit(dir.path(), 1).unwrap();
+            let spool = Spool::open_with(dir.path(), 1, RECENT_RECORDS).unwrap();
             for i in 0..4 {
                 spool.append(records(&format!("s{i}"), 2)).unwrap();
             }
@@ -751,7 +903,10 @@ mod tests {
             // seq 3 is mid-segment: only the first segment is fully acked.
             spool.ack(3).unwrap();
             assert_eq!(spool.acked_seq(), 3);
-            assert_eq!(seqs(&spool.pending_after(0, 100)), vec![4, 5, 6, 7, 8]);
+            assert_eq!(
+                seqs(&spool.pending_after(0, 100).unwrap()),
+                vec![4, 5, 6, 7, 8]
+            );
             assert_eq!(
                 segment_files(dir.path()),
                 vec![
@@ -794,7 +949,7 @@ mod tests {
         let mark = fs::read_to_string(dir.path().join(ACKED_FILE)).unwrap();
         assert_eq!(mark.trim().parse::<u64>().unwrap(), 2);
         let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(seqs(&spool.pending_after(0, 100)), vec![3, 4, 5]);
+        assert_eq!(seqs(&spool.pending_after(0, 100).unwrap()), vec![3, 4, 5]);
         assert_eq!(spool.acked_seq(), 2);
     }
 
@@ -807,7 +962,7 @@ mod tests {
         assert_eq!(spool.acked_seq(), 2);
         // Records appended later are not covered by the earlier, over-reaching ack.
         spool.append(records("b", 1)).unwrap();
-        assert_eq!(seqs(&spool.pending_after(0, 10)), vec![3]);
+        assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), vec![3]);
     }
 
     #[test]
@@ -847,7 +1002,7 @@ mod tests {
             drop(spool);
             let spool = Spool::open(dir.path()).unwrap();
             assert_eq!(
-                seqs(&spool.pending_after(0, 10)),
+                seqs(&spool.pending_after(0, 10).unwrap()),
                 vec![1, 2, 3, 4],
                 "{what}"
             );
@@ -887,7 +1042,7 @@ mod tests {
         fs::write(dir.path().join(segment_name(5)), &next).unwrap();
 
         let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(seqs(&spool.pending_after(0, 10)), vec![1, 2, 5]);
+        assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), vec![1, 2, 5]);
         assert_eq!(spool.append(records("c", 1)).unwrap(), 6);
     }
 
@@ -918,24 +1073,26 @@ mod tests {
     #[test]
     fn out_of_order_seq_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let mut bytes = Vec::new();
-        for seq in [1, 2, 2] {
-            let mut r = record("dup");
-            r.seq = seq;
-            encode_frame(&r, &mut bytes).unwrap();
+        for seqs in [[1, 2, 2], [1, 2, 4], [2, 3, 4]] {
+            let mut bytes = Vec::new();
+            for seq in seqs {
+                let mut r = record("dup");
+                r.seq = seq;
+                encode_frame(&r, &mut bytes).unwrap();
+            }
+            fs::write(dir.path().join(segment_name(1)), &bytes).unwrap();
+            assert!(
+                matches!(Spool::open(dir.path()), Err(SpoolError::Corrupt { .. })),
+                "{seqs:?}"
+            );
         }
-        fs::write(dir.path().join(segment_name(1)), &bytes).unwrap();
-        assert!(matches!(
-            Spool::open(dir.path()),
-            Err(SpoolError::Corrupt { .. })
-        ));
     }
 
     #[test]
     fn rotation_starts_segments_named_by_first_seq() {
         let dir = tempfile::tempdir().unwrap();
         let limit = 600;
-        let spool = Spool::open_with_segment_limit(dir.path(), limit).unwrap();
+        let spool = Spool::open_with(dir.path(), limit, RECENT_RECORDS).unwrap();
         for i in 0..50 {
             spool.append(vec![record(&format!("r{i}"))]).unwrap();
         }
@@ -946,8 +1103,9 @@ mod tests {
         for (i, (first_seq, path)) in files.iter().enumerate() {
             let bytes = fs::read(path).unwrap();
             total += bytes.len() as u64;
-            let (recs, torn) = parse_frames(&bytes, path, *first_seq).unwrap();
-            assert!(torn.is_none());
+            let frames = parse_frames(&bytes, path, 0, *first_seq).unwrap();
+            assert!(frames.torn.is_none());
+            let recs = frames.records;
             assert_eq!(recs[0].seq, *first_seq);
             // A segment only grows past the limit by the batch (here one small frame) that
             // crossed it.
@@ -961,7 +1119,7 @@ mod tests {
         drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(
-            seqs(&spool.pending_after(0, 100)),
+            seqs(&spool.pending_after(0, 100).unwrap()),
             (1..=50).collect::<Vec<_>>()
         );
     }
@@ -992,19 +1150,22 @@ mod tests {
         let mut after = 0;
         let mut pages = Vec::new();
         loop {
-            let page = spool.pending_after(after, 4);
+            let page = spool.pending_after(after, 4).unwrap();
             let Some(last) = page.last() else { break };
             after = last.seq;
             pages.push(seqs(&page));
         }
         assert_eq!(pages, vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9, 10]]);
-        assert!(spool.pending_after(10, 4).is_empty());
-        assert_eq!(seqs(&spool.pending_after(100, 4)), Vec::<u64>::new());
+        assert!(spool.pending_after(10, 4).unwrap().is_empty());
+        assert_eq!(
+            seqs(&spool.pending_after(100, 4).unwrap()),
+            Vec::<u64>::new()
+        );
 
         spool.ack(6).unwrap();
-        assert_eq!(seqs(&spool.pending_after(0, 2)), vec![7, 8]);
-        assert_eq!(seqs(&spool.pending_after(8, 100)), vec![9, 10]);
-        assert!(spool.pending_after(0, 0).is_empty());
+        assert_eq!(seqs(&spool.pending_after(0, 2).unwrap()), vec![7, 8]);
+        assert_eq!(seqs(&spool.pending_after(8, 100).unwrap()), vec![9, 10]);
+        assert!(spool.pending_after(0, 0).unwrap().is_empty());
     }
 
     #[test]
