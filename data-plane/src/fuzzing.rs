@@ -4,7 +4,7 @@
 //! cargo-fuzz) covers the same code paths on every build.
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
+use eventsource_stream2::Eventsource;
 use futures_util::{FutureExt, StreamExt};
 use prost::Message;
 use switchyard_proto::pb;
@@ -52,9 +52,9 @@ pub fn sse_stream(body: &[u8]) {
     let mut events =
         futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)).eventsource();
     let mut parsers: Vec<_> = WIRES.iter().map(|w| w.stream_parser("fuzz")).collect();
-    // The input stream is always ready, so every poll completes at once.
-    while let Some(Some(event)) = events.next().now_or_never() {
-        let Ok(event) = event else { continue };
+    // The input stream is always ready, so every poll completes at once. A decoding error
+    // ends the stream, as it does in `upstream::decode_sse`.
+    while let Some(Some(Ok(event))) = events.next().now_or_never() {
         for parser in &mut parsers {
             let _ = parser.event(&event.event, &event.data);
         }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use eventsource_stream::Eventsource;
+use eventsource_stream2::Eventsource;
 use futures_util::StreamExt;
 use serde_json::Value;
 
