@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::chat_request::ChatRequest;
 use crate::error::{ApiError, UpstreamFailure};
 use crate::providers::{
-    self, ChunkStream, EmbeddingsRequest, Parsed, Reply, StreamParser, UpstreamRequest, Wire,
+    self, ChunkStream, Completion, EmbeddingsRequest, Parsed, Reply, StreamParser, UpstreamRequest,
+    Wire,
 };
 use crate::snapshot::{EndpointEntry, ProviderKind, ProviderTimeouts};
 
@@ -124,7 +125,7 @@ impl Upstream {
             None => Ok(if request.stream {
                 let chunks = providers::echo::chunks(request, model_id);
                 Reply::Stream(Box::pin(futures_util::stream::iter(
-                    chunks.into_iter().map(Ok),
+                    chunks.into_iter().map(|chunk| Ok(chunk.into())),
                 )))
             } else {
                 Reply::Complete(providers::echo::complete(request, model_id).into())
@@ -377,7 +378,7 @@ fn decode_sse(
     struct State<E> {
         events: E,
         parser: Box<dyn StreamParser>,
-        pending: VecDeque<Value>,
+        pending: VecDeque<Completion>,
         finished: bool,
         provider: String,
         idle_timeout: Duration,
@@ -406,10 +407,10 @@ fn decode_sse(
                     &st.provider,
                     "stopped sending data",
                 )),
-                Ok(None) => st
-                    .parser
-                    .closed()
-                    .map(|chunks| Parsed { chunks, done: true }),
+                Ok(None) => st.parser.closed().map(|chunks| Parsed {
+                    chunks: chunks.into_iter().map(Completion::Canonical).collect(),
+                    done: true,
+                }),
                 Ok(Some(Err(_))) => Err(UpstreamFailure::new(
                     StatusCode::BAD_GATEWAY,
                     "provider_unavailable",

@@ -12,6 +12,7 @@ use super::pipeline;
 use super::skin::{Skin, StreamContext, StreamEncoder, sse_data};
 use crate::chat_request::ChatRequest;
 use crate::error::ApiError;
+use crate::providers::openai_answer::OpenAiAnswer;
 use crate::state::AppState;
 
 const KEEPALIVE: &[u8] = b": SWITCHYARD PROCESSING\n\n";
@@ -89,6 +90,19 @@ impl StreamEncoder for ChatEncoder {
             self.created = chunk.get("created").cloned().unwrap_or(Value::Null);
         }
         out.push(sse_data(chunk));
+    }
+
+    const PATCHES_OPENAI_CHUNKS: bool = true;
+
+    fn openai_chunk(&mut self, provider_chunk: &OpenAiAnswer, json: Vec<u8>, out: &mut Vec<Bytes>) {
+        if self.created.is_null() {
+            self.created = provider_chunk.member("created").unwrap_or(Value::Null);
+        }
+        let mut frame = Vec::with_capacity(json.len() + 8);
+        frame.extend_from_slice(b"data: ");
+        frame.extend_from_slice(&json);
+        frame.extend_from_slice(b"\n\n");
+        out.push(Bytes::from(frame));
     }
 
     fn error(&mut self, error: &ApiError, native_finish_reason: &str, out: &mut Vec<Bytes>) {

@@ -134,7 +134,7 @@ fn complete_patched(answer: &OpenAiAnswer, meter: Metering) -> Response {
         id: &meter.generation.to_string(),
         model: &meter.model.id,
         provider: &meter.endpoint.provider.name,
-        usage: &ClientUsage::new(&dims, charge),
+        usage: Some(&ClientUsage::new(&dims, charge)),
         normalize: normalize_finish_reason,
     });
     meter.record(Outcome {
@@ -310,34 +310,75 @@ impl<E: StreamEncoder> Relay<E> {
                 next = chunks.next() => next,
                 _ = self.keepalive.tick() => return Some(self.encoder.keepalive()),
             };
-            let mut chunk = match next {
+            let chunk = match next {
                 None => return Some(self.finish(None)),
                 Some(Ok(chunk)) => chunk,
                 Some(Err(err)) => return Some(self.finish(Some(err))),
             };
             self.keepalive.reset();
-            self.observe(&mut chunk);
-            let has_choices = chunk
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(|c| !c.is_empty());
-            if !has_choices {
-                // A usage-only chunk: the encoder reports usage, with the cost, at the end.
-                continue;
-            }
-            if let Some(obj) = chunk.as_object_mut() {
-                obj.remove("usage");
-                obj.insert("id".into(), json!(self.id));
-                if let Some(meter) = &self.meter {
-                    obj.insert("model".into(), json!(meter.model.id));
-                    obj.insert("provider".into(), json!(meter.endpoint.provider.name));
+            match chunk {
+                Completion::OpenAi(answer) if E::PATCHES_OPENAI_CHUNKS => {
+                    self.relay_patched(&answer, &mut frames);
                 }
+                chunk => self.relay_value(chunk.into_value(), &mut frames),
             }
-            self.encoder.chunk(&chunk, &mut frames);
             if !frames.is_empty() {
                 return Some(concat(frames));
             }
         }
+    }
+
+    /// An OpenAI-format chunk for a client of the same format: metered from the located
+    /// members and passed on as the provider's bytes with Switchyard's members written in.
+    /// A usage-only chunk is held back (the encoder reports usage, with the cost, at the end).
+    fn relay_patched(&mut self, chunk: &OpenAiAnswer, frames: &mut Vec<Bytes>) {
+        if let Some(dims) = chunk.usage {
+            self.reported = Some(dims);
+        }
+        if self.upstream_id.is_empty() {
+            self.upstream_id.clone_from(&chunk.upstream_id);
+        }
+        if !chunk.has_choices() {
+            return;
+        }
+        let produced = chunk.delta_chars();
+        self.output_chars += produced;
+        let Some(meter) = &self.meter else { return };
+        if self.ttft.is_none() && produced > 0 {
+            self.ttft = Some(meter.started.elapsed());
+        }
+        if let Some(native) = chunk.finishes().last() {
+            native.clone_into(&mut self.native_finish);
+        }
+        let json = chunk.write(&Stamp::<Value> {
+            id: &self.id,
+            model: &meter.model.id,
+            provider: &meter.endpoint.provider.name,
+            usage: None,
+            normalize: normalize_finish_reason,
+        });
+        self.encoder.openai_chunk(chunk, json, frames);
+    }
+
+    fn relay_value(&mut self, mut chunk: Value, frames: &mut Vec<Bytes>) {
+        self.observe(&mut chunk);
+        let has_choices = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty());
+        if !has_choices {
+            // A usage-only chunk: the encoder reports usage, with the cost, at the end.
+            return;
+        }
+        if let Some(obj) = chunk.as_object_mut() {
+            obj.remove("usage");
+            obj.insert("id".into(), json!(self.id));
+            if let Some(meter) = &self.meter {
+                obj.insert("model".into(), json!(meter.model.id));
+                obj.insert("provider".into(), json!(meter.endpoint.provider.name));
+            }
+        }
+        self.encoder.chunk(&chunk, frames);
     }
 
     /// Takes usage, the upstream id, output size and time to first token from a chunk, and
@@ -456,4 +497,76 @@ fn concat(mut frames: Vec<Bytes>) -> Bytes {
         out.extend_from_slice(frame);
     }
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `relay_value` sends for a chunk, and what it meters from it.
+    fn tree_path(chunk: &str) -> (Value, usize, Vec<String>) {
+        let mut chunk: Value = serde_json::from_str(chunk).unwrap();
+        let (mut chars, mut natives) = (0, Vec::new());
+        for choice in chunk["choices"].as_array_mut().unwrap() {
+            chars += produced_chars(choice.get("delta"));
+            natives.extend(normalize_choice(choice));
+            // The only intended difference: the patched path writes the native finish
+            // reason of an unfinished choice as `null`, as OpenRouter's chunks carry it.
+            if let Some(choice) = choice.as_object_mut() {
+                choice.entry("native_finish_reason").or_insert(Value::Null);
+            }
+        }
+        let object = chunk.as_object_mut().unwrap();
+        object.remove("usage");
+        object.insert("id".into(), json!("gen-1"));
+        object.insert("model".into(), json!("acme/model"));
+        object.insert("provider".into(), json!("Acme"));
+        (chunk, chars, natives)
+    }
+
+    /// What `relay_patched` sends for the same chunk, and what it meters from it.
+    fn patched_path(chunk: &str) -> (Value, usize, Vec<String>) {
+        let answer = OpenAiAnswer::read(Bytes::copy_from_slice(chunk.as_bytes()))
+            .expect("an OpenAI chunk takes the patched path");
+        let json = answer.write(&Stamp::<Value> {
+            id: "gen-1",
+            model: "acme/model",
+            provider: "Acme",
+            usage: None,
+            normalize: normalize_finish_reason,
+        });
+        let natives = answer.finishes().map(str::to_owned).collect();
+        (
+            serde_json::from_slice(&json).expect("valid JSON"),
+            answer.delta_chars(),
+            natives,
+        )
+    }
+
+    #[test]
+    fn streamed_chunks_patched_in_their_bytes_match_the_tree_path() {
+        let chunks = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"gpt-x","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"gpt-x","choices":[{"index":0,"delta":{"content":"hé \"quoted\"\n\u00e9"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning":"think","content":null}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":"}},{"index":1,"function":{"arguments":"1}"}},{"index":2},"odd"]}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"end_turn","native_finish_reason":"end_turn"},{"index":1,"delta":{"content":"x"},"finish_reason":"length"}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"last"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        ];
+        for chunk in chunks {
+            assert_eq!(patched_path(chunk), tree_path(chunk), "{chunk}");
+        }
+    }
+
+    #[test]
+    fn a_usage_only_chunk_has_no_choices_and_its_usage_is_read() {
+        let chunk = br#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let answer = OpenAiAnswer::read(Bytes::from_static(chunk)).unwrap();
+        assert!(!answer.has_choices());
+        let usage = answer.usage.unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens), (3, 4));
+        assert_eq!(answer.member("created"), None);
+        let with_created = OpenAiAnswer::read(Bytes::from_static(br#"{"created":7,"choices":[]}"#));
+        assert_eq!(with_created.unwrap().member("created"), Some(json!(7)));
+    }
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use futures_util::Stream;
-use serde_json::Value;
 use switchyard_proto::GenerationId;
 
 use super::relay;
@@ -19,7 +18,7 @@ use crate::cache::{
     CacheKey, CacheMode, CachedAnswer, CachedBody, Flight, Lookup, UsageMarks, cacheable_completion,
 };
 use crate::chat_request::ChatRequest;
-use crate::providers::{ChunkStream, Reply};
+use crate::providers::{ChunkStream, Completion, Reply};
 use crate::routing::sticky::Conversation;
 use crate::snapshot::{KeyEntry, OrgCatalog};
 use crate::state::AppState;
@@ -127,7 +126,7 @@ fn replay<S: Skin>(
         }
         CachedBody::Stream(chunks) => {
             let chunks: ChunkStream = Box::pin(futures_util::stream::iter(
-                chunks.clone().into_iter().map(Ok),
+                chunks.clone().into_iter().map(|chunk| Ok(chunk.into())),
             ));
             relay::stream(chunks, meter, skin)
         }
@@ -186,13 +185,13 @@ impl Filling {
 /// Relays a stream unchanged while keeping a copy of every chunk for the cache.
 struct Recorder {
     inner: ChunkStream,
-    chunks: Vec<Value>,
+    chunks: Vec<Completion>,
     pending: Option<(CacheKey, Option<Flight>, CachedAnswer)>,
     state: AppState,
 }
 
 impl Stream for Recorder {
-    type Item = Result<Value, crate::error::ApiError>;
+    type Item = Result<Completion, crate::error::ApiError>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
@@ -208,7 +207,10 @@ impl Stream for Recorder {
             std::task::Poll::Ready(Some(Err(_))) => self.pending = None,
             std::task::Poll::Ready(None) => {
                 if let Some((key, flight, mut answer)) = self.pending.take() {
-                    answer.body = CachedBody::Stream(std::mem::take(&mut self.chunks));
+                    let chunks = std::mem::take(&mut self.chunks);
+                    answer.body = CachedBody::Stream(
+                        chunks.into_iter().map(Completion::into_value).collect(),
+                    );
                     let cache = self.state.response_cache.clone();
                     self.state.tracker.spawn(async move {
                         cache.put(&key, answer).await;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::chat_request::ChatRequest;
 use crate::error::ApiError;
+use crate::providers::openai_answer::OpenAiAnswer;
 
 pub trait Skin: Send + Sync + 'static {
     type Encoder: StreamEncoder;
@@ -55,6 +56,25 @@ pub trait StreamEncoder: Send + 'static {
     /// A canonical `chat.completion.chunk` with Switchyard's id, model and provider, and
     /// normalised `finish_reason` plus `native_finish_reason` on its choices.
     fn chunk(&mut self, chunk: &Value, out: &mut Vec<Bytes>);
+
+    /// The client's chunks are OpenAI's: an OpenAI-format provider's chunks reach
+    /// `openai_chunk` as its bytes, patched, instead of `chunk` as a tree.
+    const PATCHES_OPENAI_CHUNKS: bool = false;
+
+    /// What `chunk` gets, as JSON already written (`json`), with the provider's chunk it was
+    /// written from. Only encoders with `PATCHES_OPENAI_CHUNKS` are given this; any other
+    /// gets the tree.
+    fn openai_chunk(
+        &mut self,
+        _provider_chunk: &OpenAiAnswer,
+        json: Vec<u8>,
+        out: &mut Vec<Bytes>,
+    ) {
+        // The writer only emits valid JSON.
+        if let Ok(chunk) = serde_json::from_slice::<Value>(&json) {
+            self.chunk(&chunk, out);
+        }
+    }
 
     /// The upstream failed after the stream started; the stream must not end cleanly.
     fn error(&mut self, error: &ApiError, native_finish_reason: &str, out: &mut Vec<Bytes>);

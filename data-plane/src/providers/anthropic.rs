@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::reasoning::{ANTHROPIC_FORMAT, details_in, encrypted_detail, text_detail};
 use super::{
-    Parsed, StreamParser, UpstreamRequest, arguments_object, canonical_usage, count,
+    Completion, Parsed, StreamParser, UpstreamRequest, arguments_object, canonical_usage, count,
     parse_data_url, reasoning_budget, requested_max_tokens, text_of,
 };
 use crate::chat_request::{ChatRequest, Message};
@@ -652,7 +652,10 @@ impl StreamParser for AnthropicStream {
             "error" => return Err(stream_failure(&self.provider, &event["error"])),
             _ => {}
         }
-        Ok(Parsed { chunks, done })
+        Ok(Parsed {
+            chunks: chunks.into_iter().map(Completion::Canonical).collect(),
+            done,
+        })
     }
 
     fn closed(&mut self) -> Result<Vec<Value>, UpstreamFailure> {

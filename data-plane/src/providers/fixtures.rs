@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::StreamParser;
+use super::{Completion, StreamParser};
 
 pub fn text(provider: &str, name: &str) -> String {
     let path = format!(
@@ -56,7 +56,7 @@ pub fn run_stream(parser: &mut dyn StreamParser, provider: &str, name: &str) -> 
             }
         }
         let parsed = parser.event(event, &data).unwrap();
-        chunks.extend(parsed.chunks);
+        chunks.extend(parsed.chunks.into_iter().map(Completion::into_value));
         if parsed.done {
             return (chunks.into_iter().map(scrub).collect(), true);
         }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::reasoning::{GEMINI_FORMAT, details_in, encrypted_detail, text_detail};
 use super::{
-    Parsed, StreamParser, UpstreamRequest, arguments_object, canonical_usage, count,
+    Completion, Parsed, StreamParser, UpstreamRequest, arguments_object, canonical_usage, count,
     parse_data_url, reasoning_budget, requested_max_tokens, text_of,
 };
 use crate::chat_request::{ChatRequest, Message};
@@ -591,7 +591,7 @@ impl StreamParser for GeminiStream {
                 return Err(f);
             }
             return Ok(Parsed {
-                chunks,
+                chunks: chunks.into_iter().map(Completion::Canonical).collect(),
                 done: false,
             });
         };
@@ -619,7 +619,7 @@ impl StreamParser for GeminiStream {
             self.finished = true;
         }
         Ok(Parsed {
-            chunks,
+            chunks: chunks.into_iter().map(Completion::Canonical).collect(),
             done: false,
         })
     }

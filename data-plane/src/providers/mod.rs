@@ -40,9 +40,10 @@ pub enum Reply {
     Stream(ChunkStream),
 }
 
-/// A whole `chat.completion` object: parsed, or — from an OpenAI-format provider, whose
-/// answer already is one — located in the provider's bytes, so an OpenAI-format client
-/// can get them patched instead of re-serialised.
+/// A whole `chat.completion` object, or one `chat.completion.chunk`: parsed, or — from an
+/// OpenAI-format provider, whose answer already is one — located in the provider's bytes,
+/// so an OpenAI-format client can get them patched instead of re-serialised.
+#[derive(Debug, Clone)]
 pub enum Completion {
     Canonical(Value),
     OpenAi(openai_answer::OpenAiAnswer),
@@ -63,7 +64,7 @@ impl From<Value> for Completion {
     }
 }
 
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Value, ApiError>> + Send>>;
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Completion, ApiError>> + Send>>;
 
 /// One HTTP call to a provider, fully built.
 #[derive(Debug)]
@@ -77,7 +78,7 @@ pub struct UpstreamRequest {
 /// What one upstream SSE event meant.
 #[derive(Debug, Default)]
 pub struct Parsed {
-    pub chunks: Vec<Value>,
+    pub chunks: Vec<Completion>,
     /// The provider said the stream is complete; later events are ignored.
     pub done: bool,
 }

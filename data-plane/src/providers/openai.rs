@@ -1,10 +1,12 @@
 //! OpenAI chat-completions wire format, used for `openai` and every OpenAI-compatible server.
 
 use axum::http::StatusCode;
+use bytes::Bytes;
 use serde_json::Value;
 use switchyard_proto::UsageDims;
 
-use super::{Parsed, StreamParser, UpstreamRequest, count};
+use super::openai_answer::OpenAiAnswer;
+use super::{Completion, Parsed, StreamParser, UpstreamRequest, count};
 use crate::chat_request::ChatRequest;
 use crate::error::UpstreamFailure;
 use crate::snapshot::{EndpointEntry, ProviderKind};
@@ -202,6 +204,14 @@ impl StreamParser for OpenAiStream {
                 done: true,
             });
         }
+        // Most chunks take the located path; an error, or anything else it does not
+        // rewrite itself, is parsed into a tree below.
+        if let Some(chunk) = OpenAiAnswer::read(Bytes::copy_from_slice(data.as_bytes())) {
+            return Ok(Parsed {
+                chunks: vec![Completion::OpenAi(chunk)],
+                done: false,
+            });
+        }
         let chunk: Value = serde_json::from_str(data).map_err(|_| {
             UpstreamFailure::new(
                 StatusCode::BAD_GATEWAY,
@@ -223,7 +233,7 @@ impl StreamParser for OpenAiStream {
             ));
         }
         Ok(Parsed {
-            chunks: vec![chunk],
+            chunks: vec![Completion::Canonical(chunk)],
             done: false,
         })
     }
@@ -317,8 +327,7 @@ mod tests {
         for body in [&b"[1,2]"[..], b"\"text\"", b"not json"] {
             let err = Wire::OpenAi
                 .completion(bytes::Bytes::copy_from_slice(body), "acme")
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert_eq!(err.status, StatusCode::BAD_GATEWAY);
             assert_eq!(err.error_type, "provider_unavailable");
         }

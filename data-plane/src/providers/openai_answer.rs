@@ -1,5 +1,5 @@
-//! A whole answer from an OpenAI-format provider, read once and kept as the provider's
-//! bytes: the members are located (not parsed into a `serde_json::Value` tree), so an
+//! A whole answer (or one streamed chunk, the same shape with `delta` for `message`) from
+//! an OpenAI-format provider, read once and kept as the provider's bytes: the members are located (not parsed into a `serde_json::Value` tree), so an
 //! OpenAI-format client gets those bytes with Switchyard's id, model, provider and usage
 //! written in place and the finish reasons normalised. Parsing into a tree, editing it and
 //! re-serialising it cost ~69k instructions per request at c=1 (callgrind; method in
@@ -120,7 +120,9 @@ pub struct Stamp<'a, U> {
     pub id: &'a str,
     pub model: &'a str,
     pub provider: &'a str,
-    pub usage: &'a U,
+    /// `None` drops the provider's usage: a streamed chunk's usage is reported once, at
+    /// the end, with the cost.
+    pub usage: Option<&'a U>,
     /// OpenRouter's normalised finish reason for a provider's own.
     pub normalize: fn(&str) -> &'static str,
 }
@@ -237,9 +239,85 @@ impl OpenAiAnswer {
         }
         out.member("model", stamp.model);
         out.member("provider", stamp.provider);
-        out.member("usage", stamp.usage);
+        if let Some(usage) = stamp.usage {
+            out.member("usage", usage);
+        }
         out.out.push(b'}');
         out.out
+    }
+
+    /// Whether `choices` holds any: a chunk without is a usage-only chunk.
+    pub fn has_choices(&self) -> bool {
+        self.choices.is_some()
+    }
+
+    /// The native finish reasons of the choices that finished, in order.
+    pub fn finishes(&self) -> impl Iterator<Item = &str> {
+        self.choices
+            .iter()
+            .flatten()
+            .filter_map(|c| c.native.as_deref())
+    }
+
+    /// A top-level member parsed on its own; `None` when absent.
+    pub fn member(&self, name: &str) -> Option<Value> {
+        let m = self
+            .members
+            .iter()
+            .find(|m| &self.body[m.key.clone()] == name.as_bytes())?;
+        serde_json::from_slice(&self.body[m.value.clone()]).ok()
+    }
+
+    /// Bytes of generated output in a chunk's deltas (text, reasoning, tool-call
+    /// arguments), for estimating usage the provider never reports.
+    pub fn delta_chars(&self) -> usize {
+        #[derive(Deserialize)]
+        struct Delta<'a> {
+            #[serde(borrow)]
+            content: Option<&'a RawValue>,
+            #[serde(borrow)]
+            reasoning: Option<&'a RawValue>,
+            #[serde(borrow)]
+            tool_calls: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Call<'a> {
+            #[serde(borrow)]
+            function: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Function<'a> {
+            #[serde(borrow)]
+            arguments: Option<&'a RawValue>,
+        }
+        let text = |raw: Option<&RawValue>| raw.and_then(string).map_or(0, |s| s.len());
+        let arguments = |raw: &RawValue| {
+            serde_json::from_str::<Call<'_>>(raw.get())
+                .ok()
+                .and_then(|c| c.function)
+                .and_then(|f| serde_json::from_str::<Function<'_>>(f.get()).ok())
+                .map_or(0, |f| text(f.arguments))
+        };
+        self.choices
+            .iter()
+            .flatten()
+            .filter_map(|c| self.value_of(&c.members, b"delta"))
+            .filter_map(|raw| serde_json::from_slice::<Delta<'_>>(raw).ok())
+            .map(|delta| {
+                let calls = delta
+                    .tool_calls
+                    .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+                    .map_or(0, |calls| calls.into_iter().map(arguments).sum());
+                text(delta.content) + text(delta.reasoning) + calls
+            })
+            .sum()
+    }
+
+    fn value_of(&self, members: &[Member], name: &[u8]) -> Option<&[u8]> {
+        members
+            .iter()
+            .find(|m| &self.body[m.key.clone()] == name)
+            .map(|m| &self.body[m.value.clone()])
     }
 }
 
@@ -380,7 +458,7 @@ mod tests {
             id: "gen-1",
             model: "acme/model",
             provider: "Acme",
-            usage: &usage,
+            usage: Some(&usage),
             normalize,
         });
         serde_json::from_slice(&out).expect("valid JSON")
