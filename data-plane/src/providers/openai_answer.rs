@@ -22,30 +22,59 @@ use switchyard_proto::UsageDims;
 
 use super::openai;
 
-/// A JSON object's members in order, their values left unparsed.
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// A JSON object's members in order, their values left unparsed — except an answer's
+/// `choices`, whose objects are located in the same pass rather than scanned once as a
+/// whole and then again member by member.
+struct RawObject<'a>(Vec<(Cow<'a, str>, Slot<'a>)>);
+
+enum Slot<'a> {
+    Raw(&'a RawValue),
+    /// The top level's `choices`: `None` for `null`.
+    Choices(Option<Vec<RawObject<'a>>>),
+}
+
+/// An answer: a `RawObject` whose `choices` member is read as `Slot::Choices`.
+struct Answer<'a>(RawObject<'a>);
 
 /// A member name, borrowed from the input unless it contains escapes.
 #[derive(Deserialize)]
 struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
+/// Reads an object's members; `top` reads `choices` as `Slot::Choices`.
+struct Members {
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for Members {
+    type Value = RawObject<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
+        while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
+            let slot = if self.top && key == "choices" {
+                Slot::Choices(map.next_value()?)
+            } else {
+                Slot::Raw(map.next_value()?)
+            };
+            members.push((key, slot));
+        }
+        Ok(RawObject(members))
+    }
+}
+
 impl<'de> Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> Visitor<'de> for Members {
-            type Value = RawObject<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some((Key(key), value)) = map.next_entry::<Key<'_>, &RawValue>()? {
-                    members.push((key, value));
-                }
-                Ok(RawObject(members))
-            }
-        }
-        deserializer.deserialize_map(Members)
+        deserializer.deserialize_map(Members { top: false })
+    }
+}
+
+impl<'de> Deserialize<'de> for Answer<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(Members { top: true })
+            .map(Answer)
     }
 }
 
@@ -73,7 +102,11 @@ fn locate(body: &[u8], object: &RawObject<'_>) -> Option<Vec<Member>> {
         }
         members.push(Member {
             key: at(key),
-            value: at(value.get()),
+            // `choices` is written from its located objects, never copied.
+            value: match value {
+                Slot::Raw(raw) => at(raw.get()),
+                Slot::Choices(_) => 0..0,
+            },
         });
     }
     Some(members)
@@ -97,7 +130,10 @@ fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
 
 impl RawObject<'_> {
     fn get(&self, key: &str) -> Option<&RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+        self.0.iter().find_map(|(k, v)| match v {
+            Slot::Raw(raw) if k == key => Some(*raw),
+            _ => None,
+        })
     }
 
     /// Present with a value other than `null`.
@@ -132,8 +168,10 @@ pub struct Stamp<'a, U> {
 pub struct OpenAiAnswer {
     body: Bytes,
     members: Vec<Member>,
-    /// `None` when `choices` is absent, `null` or empty: it is then copied as it came.
+    /// `None` when `choices` is absent, `null` or empty: it is then written as it came.
     choices: Option<Vec<Choice>>,
+    /// What an absent, `null` or empty `choices` is written as.
+    no_choices: &'static [u8],
     /// The provider's `id`, empty when it sent none.
     pub upstream_id: String,
     /// The usage the provider reported, if it did.
@@ -145,20 +183,26 @@ pub struct OpenAiAnswer {
 impl OpenAiAnswer {
     /// `None` when the answer needs the `Value` path (see the module docs).
     pub fn read(body: Bytes) -> Option<Self> {
-        let object: RawObject<'_> = serde_json::from_slice(&body).ok()?;
+        let Answer(object) = serde_json::from_slice(&body).ok()?;
         if object.has("error") {
             return None;
         }
         let members = locate(&body, &object)?;
-        let choices = match object.get("choices") {
-            Some(raw) if !is_null(raw) && raw.get() != "[]" => Some(
-                serde_json::from_str::<Vec<RawObject<'_>>>(raw.get())
-                    .ok()?
-                    .iter()
-                    .map(|c| Choice::read(&body, c))
-                    .collect::<Option<Vec<_>>>()?,
+        let (choices, no_choices) = match object.0.iter().find_map(|(_, v)| match v {
+            Slot::Choices(choices) => Some(choices),
+            Slot::Raw(_) => None,
+        }) {
+            Some(Some(choices)) if !choices.is_empty() => (
+                Some(
+                    choices
+                        .iter()
+                        .map(|c| Choice::read(&body, c))
+                        .collect::<Option<Vec<_>>>()?,
+                ),
+                &b""[..],
             ),
-            _ => None,
+            Some(Some(_)) => (None, &b"[]"[..]),
+            _ => (None, &b"null"[..]),
         };
         let usage = object.get("usage").and_then(read_usage);
         let upstream_id = object
@@ -177,6 +221,7 @@ impl OpenAiAnswer {
             body,
             members,
             choices,
+            no_choices,
             upstream_id,
             usage,
             native_finish,
@@ -233,6 +278,10 @@ impl OpenAiAnswer {
                         choice.write(&mut out, stamp.normalize);
                     }
                     out.out.push(b']');
+                }
+                (b"choices", None) => {
+                    out.key(b"choices");
+                    out.out.extend_from_slice(self.no_choices);
                 }
                 _ => out.copy(m),
             }
