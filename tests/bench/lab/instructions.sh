@@ -1,7 +1,8 @@
 #!/bin/bash
 # Instructions per request of a gateway binary at c=1 (callgrind; counters zeroed after a
 # warm-up, so start-up is not counted), against the lab of start.sh, whose gateway it
-# replaces while it runs. Usage: instructions.sh GATEWAY_BIN NAME
+# replaces while it runs. Usage: [SCRIPT=post-stream] instructions.sh GATEWAY_BIN NAME
+# (SCRIPT names the wrk script under $LAB: post, the default, or post-stream for streamed answers)
 set -uo pipefail
 D=${LAB:-/tmp/switchyard-lab}; U=http://127.0.0.1:18090/api/v1/chat/completions
 AK=sk-sy-v1-$(printf "b%.0s" $(seq 64))
@@ -15,9 +16,10 @@ for _ in $(seq 300); do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $AK" -H 'content-type: application/json' $U -d @"$D/body.json")
   [ "$code" = 200 ] && break; sleep 0.2
 done
-echo "warming up"; wrk -t1 -c1 -d3s -s "$D/post.lua" $U > /dev/null
+S="$D/${SCRIPT:-post}.lua"
+echo "warming up"; wrk -t1 -c1 -d3s -s "$S" $U > /dev/null
 callgrind_control -z $VG > /dev/null
-echo "measuring for 10 s"; N=$(wrk -t1 -c1 -d10s -s "$D/post.lua" $U | awk '/requests in/{print $1}')
+echo "measuring for 10 s"; N=$(wrk -t1 -c1 -d10s -s "$S" $U | awk '/requests in/{print $1}')
 callgrind_control -d $VG > /dev/null; sleep 1
 kill -INT $VG; wait $VG 2>/dev/null
 F=$(ls -t "$D/cg-$2.out".* | head -1)

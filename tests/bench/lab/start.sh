@@ -27,9 +27,12 @@ for _ in $(seq 100); do
     127.0.0.1:18090/api/v1/chat/completions -d "$BODY"); [ "$code" = 200 ] && break; sleep 0.1
 done
 echo "first answer: HTTP $code"
-cat > "$D/post.lua" <<LUA
+# post.lua: the body as it is; post-stream.lua: the same with "stream":true (20 content chunks).
+for variant in post:"$BODY" post-stream:"${BODY%\}},\"stream\":true}"; do
+  cat > "$D/${variant%%:*}.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '$BODY'
+wrk.body = '${variant#*:}'
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer $AK"
 LUA
+done
