@@ -130,31 +130,7 @@ impl Upstream {
             } else {
                 Reply::Complete(providers::echo::complete(request, model_id).into())
             }),
-            Some(wire) => {
-                // Provider wait time, for the gateway-overhead metric.
-                let started = std::time::Instant::now();
-                // One client span per attempt, child of the generation span; its context is
-                // what the provider receives as `traceparent`.
-                let span = crate::telemetry::otel::attempt_span(
-                    "chat",
-                    &endpoint.provider.slug,
-                    &endpoint.upstream_model,
-                );
-                let reply = tracing::Instrument::instrument(
-                    self.send_http(wire, request, endpoint),
-                    span.clone(),
-                )
-                .await;
-                if let Err(err) = &reply {
-                    crate::telemetry::otel::record_attempt_error(
-                        &span,
-                        err.status().as_u16(),
-                        err.error_type(),
-                    );
-                }
-                crate::telemetry::add_upstream_time(started.elapsed());
-                reply
-            }
+            Some(wire) => attempt("chat", endpoint, self.send_http(wire, request, endpoint)).await,
         }
     }
 
@@ -201,7 +177,7 @@ impl Upstream {
         }
         let provider = &endpoint.provider.slug;
         Some(
-            async {
+            attempt("count_tokens", endpoint, async {
                 let upstream = providers::anthropic::build_count_tokens(request, endpoint)?;
                 let response = self
                     .execute(
@@ -227,7 +203,7 @@ impl Upstream {
                             "returned no input_tokens",
                         ))
                     })
-            }
+            })
             .await,
         )
     }
@@ -252,7 +228,7 @@ impl Upstream {
             ProviderKind::Anthropic | ProviderKind::Echo => return None,
         };
         Some(
-            async {
+            attempt("embeddings", endpoint, async {
                 let response = self
                     .execute(wire, upstream?, provider, &endpoint.provider.timeouts, true)
                     .await?;
@@ -273,7 +249,7 @@ impl Upstream {
                         .map_err(ApiError::Upstream),
                     _ => Ok(value),
                 }
-            }
+            })
             .await,
         )
     }
@@ -338,6 +314,32 @@ impl Upstream {
             retry_after,
         )))
     }
+}
+
+/// One provider call inside its own client span, a child of the generation span whose
+/// context the provider receives as `traceparent`; a failure is recorded on the span, and
+/// the wait counts as provider time, not gateway overhead, in the metrics.
+async fn attempt<T>(
+    operation: &'static str,
+    endpoint: &EndpointEntry,
+    call: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let started = std::time::Instant::now();
+    let span = crate::telemetry::otel::attempt_span(
+        operation,
+        &endpoint.provider.slug,
+        &endpoint.upstream_model,
+    );
+    let result = tracing::Instrument::instrument(call, span.clone()).await;
+    if let Err(err) = &result {
+        crate::telemetry::otel::record_attempt_error(
+            &span,
+            err.status().as_u16(),
+            err.error_type(),
+        );
+    }
+    crate::telemetry::add_upstream_time(started.elapsed());
+    result
 }
 
 fn transport_failure(err: &reqwest::Error, provider: &str) -> ApiError {

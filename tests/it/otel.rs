@@ -401,6 +401,7 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
 
         // Embeddings get a GenAI span like chat, in the client's trace.
         let embeddings_trace = "5b8aa5a2d2c872e8321cf37308d69df2";
+        mock.clear_requests();
         let response = system
             .http
             .post(format!("{}/embeddings", system.base_url()))
@@ -438,6 +439,27 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
             embeddings.int_attr("gen_ai.usage.input_tokens"),
             Some(prompt_tokens)
         );
+        // The provider call is an attempt span of its own, as for chat, and the provider
+        // is parented on it.
+        let upstream = mock.last_request().expect("the mock was called");
+        let traceparent = upstream
+            .header("traceparent")
+            .expect("traceparent injected into the provider request")
+            .to_owned();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.get(1), Some(&embeddings_trace), "{traceparent}");
+        let attempt = collector
+            .wait_for("embeddings gen_ai.attempt", |s| {
+                hex::encode(&s.span.trace_id) == embeddings_trace
+                    && s.attr("switchyard.provider").is_some()
+            })
+            .await;
+        assert_eq!(attempt.span.parent_span_id, embeddings.span.span_id);
+        assert_eq!(
+            Some(hex::encode(&attempt.span.span_id).as_str()),
+            parts.get(2).copied()
+        );
+        assert_eq!(attempt.span.name, "embeddings gpt-4o");
 
         // With an org budget the request's admission leases a slice from the control plane:
         // the gateway's Lease call carries the request's trace context, so the control
