@@ -153,6 +153,14 @@ impl Collector {
     }
 
     /// Waits (bounded) until a received span satisfies `done`.
+    /// The gateway's span for one provider call in `trace_id`.
+    async fn attempt_in(&self, trace_id: &str) -> Received {
+        self.wait_for("gen_ai.attempt", |s| {
+            hex::encode(&s.span.trace_id) == trace_id && s.attr("switchyard.provider").is_some()
+        })
+        .await
+    }
+
     async fn wait_for(&self, what: &str, done: impl Fn(&Received) -> bool) -> Received {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -268,6 +276,22 @@ fn otel_config_follows_the_standard_variables() {
 
 /// The tracing layer is this thread's default and the runtime is single-threaded, so every
 /// task of the in-process system reports into it (as `ops::secrets_never_reach_logs…`).
+/// The parent span id of the provider's last request, which must be in `trace_id`.
+fn provider_parent(mock: &MockOpenAi, trace_id: &str) -> String {
+    let upstream = mock.last_request().expect("the mock was called");
+    let traceparent = upstream
+        .header("traceparent")
+        .expect("traceparent injected into the provider request")
+        .to_owned();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(
+        parts[1], trace_id,
+        "provider got another trace: {traceparent}"
+    );
+    parts[2].to_owned()
+}
+
 #[test]
 fn gateway_exports_genai_spans_and_propagates_trace_context() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -323,18 +347,11 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
             let _ = response.text().await.unwrap();
 
             // The provider saw the same trace, parented on the gateway's attempt span.
-            let upstream = mock.last_request().expect("the mock was called");
-            let traceparent = upstream
-                .header("traceparent")
-                .expect("traceparent injected into the provider request")
-                .to_owned();
-            let parts: Vec<&str> = traceparent.split('-').collect();
-            assert_eq!(parts.len(), 4, "{traceparent}");
-            assert_eq!(
-                parts[1], trace_id,
-                "provider got another trace: {traceparent}"
+            let provider_parent = provider_parent(&mock, trace_id);
+            assert_ne!(
+                provider_parent, client_span_id,
+                "the gateway adds its own span"
             );
-            assert_ne!(parts[2], client_span_id, "the gateway adds its own span");
 
             let generation = collector
                 .wait_for("gen_ai with usage", |s| {
@@ -375,14 +392,9 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
             assert!(generation_id.len() >= 32, "{generation_id}");
 
             // One child span per upstream attempt; its id is the provider's parent id.
-            let attempt = collector
-                .wait_for("gen_ai.attempt", |s| {
-                    hex::encode(&s.span.trace_id) == trace_id
-                        && s.attr("switchyard.provider").is_some()
-                })
-                .await;
+            let attempt = collector.attempt_in(trace_id).await;
             assert_eq!(attempt.span.parent_span_id, generation.span.span_id);
-            assert_eq!(hex::encode(&attempt.span.span_id), parts[2]);
+            assert_eq!(hex::encode(&attempt.span.span_id), provider_parent);
             assert_eq!(attempt.span.name, "chat gpt-4o");
             assert_eq!(
                 attempt.str_attr("gen_ai.request.model").as_deref(),
@@ -441,24 +453,10 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
         );
         // The provider call is an attempt span of its own, as for chat, and the provider
         // is parented on it.
-        let upstream = mock.last_request().expect("the mock was called");
-        let traceparent = upstream
-            .header("traceparent")
-            .expect("traceparent injected into the provider request")
-            .to_owned();
-        let parts: Vec<&str> = traceparent.split('-').collect();
-        assert_eq!(parts.get(1), Some(&embeddings_trace), "{traceparent}");
-        let attempt = collector
-            .wait_for("embeddings gen_ai.attempt", |s| {
-                hex::encode(&s.span.trace_id) == embeddings_trace
-                    && s.attr("switchyard.provider").is_some()
-            })
-            .await;
+        let provider_parent = provider_parent(&mock, embeddings_trace);
+        let attempt = collector.attempt_in(embeddings_trace).await;
         assert_eq!(attempt.span.parent_span_id, embeddings.span.span_id);
-        assert_eq!(
-            Some(hex::encode(&attempt.span.span_id).as_str()),
-            parts.get(2).copied()
-        );
+        assert_eq!(hex::encode(&attempt.span.span_id), provider_parent);
         assert_eq!(attempt.span.name, "embeddings gpt-4o");
 
         // With an org budget the request's admission leases a slice from the control plane:
