@@ -51,7 +51,15 @@ pub fn sse_stream(body: &[u8]) {
     ];
     let mut events =
         futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>)).eventsource();
-    let mut parsers: Vec<_> = WIRES.iter().map(|w| w.stream_parser("fuzz")).collect();
+    let mut parsers: Vec<_> = WIRES
+        .iter()
+        .flat_map(|w| {
+            [
+                w.stream_parser("fuzz", true),
+                w.stream_parser("fuzz", false),
+            ]
+        })
+        .collect();
     // The input stream is always ready, so every poll completes at once. A decoding error
     // ends the stream, as it does in `upstream::decode_sse`.
     while let Some(Some(Ok(event))) = events.next().now_or_never() {

@@ -115,11 +115,14 @@ impl Upstream {
 
     /// Sends one attempt to one endpoint. Errors are returned before any byte reached the
     /// client, so the caller may try another endpoint.
+    /// `located_chunks`: an OpenAI-format provider's streamed chunks are passed on located
+    /// (`Completion::OpenAi`) rather than parsed into trees.
     pub async fn send(
         &self,
         request: &ChatRequest,
         endpoint: &EndpointEntry,
         model_id: &str,
+        located_chunks: bool,
     ) -> Result<Reply, ApiError> {
         match Wire::of(endpoint.provider.kind) {
             None => Ok(if request.stream {
@@ -130,7 +133,10 @@ impl Upstream {
             } else {
                 Reply::Complete(providers::echo::complete(request, model_id).into())
             }),
-            Some(wire) => attempt("chat", endpoint, self.send_http(wire, request, endpoint)).await,
+            Some(wire) => {
+                let reply = self.send_http(wire, request, endpoint, located_chunks);
+                attempt("chat", endpoint, reply).await
+            }
         }
     }
 
@@ -139,6 +145,7 @@ impl Upstream {
         wire: Wire,
         request: &ChatRequest,
         endpoint: &EndpointEntry,
+        located_chunks: bool,
     ) -> Result<Reply, ApiError> {
         let provider = &endpoint.provider.slug;
         let timeouts = endpoint.provider.timeouts;
@@ -149,7 +156,7 @@ impl Upstream {
         if request.stream {
             Ok(Reply::Stream(decode_sse(
                 response,
-                wire.stream_parser(provider),
+                wire.stream_parser(provider, located_chunks),
                 provider.clone(),
                 timeouts.stream_idle.unwrap_or(RESPONSE_TIMEOUT),
             )))

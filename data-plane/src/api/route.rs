@@ -85,6 +85,9 @@ pub struct Generation<'a> {
     pub config_version: u64,
     pub started: Instant,
     pub api: &'static str,
+    /// The client's encoder takes OpenAI-format chunks as located bytes (see
+    /// `StreamEncoder::PATCHES_OPENAI_CHUNKS`); other skins want them as trees.
+    pub located_chunks: bool,
     pub tags: Arc<super::usage_tags::RequestTags>,
     /// The conversation, for prompt-cache-aware sticky routing and cache statistics.
     pub conversation: Option<&'a crate::routing::sticky::Conversation>,
@@ -263,7 +266,7 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         let sent_at = Instant::now();
         match state
             .upstream
-            .send(g.request, endpoint, &attempt.model.id)
+            .send(g.request, endpoint, &attempt.model.id, g.located_chunks)
             .await
         {
             Ok(reply) => {

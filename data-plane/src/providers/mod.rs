@@ -157,9 +157,11 @@ impl Wire {
         Ok(Completion::Canonical(value))
     }
 
-    pub fn stream_parser(self, provider: &str) -> Box<dyn StreamParser> {
+    /// `located`: OpenAI-format chunks as `Completion::OpenAi` (for clients whose encoder
+    /// patches them), not trees; other formats are always translated into trees.
+    pub fn stream_parser(self, provider: &str, located: bool) -> Box<dyn StreamParser> {
         match self {
-            Wire::OpenAi => Box::new(openai::OpenAiStream::new(provider)),
+            Wire::OpenAi => Box::new(openai::OpenAiStream::new(provider, located)),
             Wire::Anthropic => Box::new(anthropic::AnthropicStream::new(provider)),
             Wire::Gemini => Box::new(gemini::GeminiStream::new(provider)),
         }

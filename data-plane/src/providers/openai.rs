@@ -182,12 +182,15 @@ pub fn parse_usage(usage: &Value) -> Option<UsageDims> {
 /// `error` object inside the stream, or a close before `[DONE]`, is a failure.
 pub struct OpenAiStream {
     provider: String,
+    /// Chunks are located, not parsed (see `Wire::stream_parser`).
+    located: bool,
 }
 
 impl OpenAiStream {
-    pub fn new(provider: &str) -> Self {
+    pub fn new(provider: &str, located: bool) -> Self {
         Self {
             provider: provider.to_owned(),
+            located,
         }
     }
 }
@@ -206,7 +209,9 @@ impl StreamParser for OpenAiStream {
         }
         // Most chunks take the located path; an error, or anything else it does not
         // rewrite itself, is parsed into a tree below.
-        if let Some(chunk) = OpenAiAnswer::read(Bytes::copy_from_slice(data.as_bytes())) {
+        if self.located
+            && let Some(chunk) = OpenAiAnswer::read(Bytes::copy_from_slice(data.as_bytes()))
+        {
             return Ok(Parsed {
                 chunks: vec![Completion::OpenAi(chunk)],
                 done: false,
@@ -283,14 +288,30 @@ mod tests {
     #[test]
     fn parses_the_documented_stream() {
         use crate::providers::fixtures;
-        let mut parser = OpenAiStream::new("openai");
-        let (chunks, done) = fixtures::run_stream(&mut parser, "openai", "stream.sse");
+        let mut located = OpenAiStream::new("openai", true);
+        let (chunks, done) = fixtures::run_stream(&mut located, "openai", "stream.sse");
         assert!(done, "[DONE] ends the stream");
         // Comments are not events; every data chunk passes through unchanged.
         assert_eq!(chunks.len(), 4);
         assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hello");
         assert_eq!(chunks[3]["usage"]["prompt_tokens"], 9);
-        let mut parser = OpenAiStream::new("openai");
+        let mut tree = OpenAiStream::new("openai", false);
+        assert_eq!(
+            fixtures::run_stream(&mut tree, "openai", "stream.sse"),
+            (chunks, done),
+            "located and parsed chunks are the same JSON"
+        );
+        let data = r#"{"choices":[{"delta":{"content":"x"}}]}"#;
+        let located = [true, false].map(|located| {
+            let parsed = OpenAiStream::new("openai", located).event("", data);
+            matches!(parsed.unwrap().chunks.as_slice(), [Completion::OpenAi(_)])
+        });
+        assert_eq!(
+            located,
+            [true, false],
+            "only a located parser keeps the bytes"
+        );
+        let mut parser = OpenAiStream::new("openai", true);
         assert!(
             parser.closed().is_err(),
             "a close before [DONE] is a failure"
