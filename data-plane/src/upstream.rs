@@ -115,14 +115,14 @@ impl Upstream {
 
     /// Sends one attempt to one endpoint. Errors are returned before any byte reached the
     /// client, so the caller may try another endpoint.
-    /// `located_chunks`: an OpenAI-format provider's streamed chunks are passed on located
+    /// `located`: an OpenAI-format provider's answer or chunks are passed on located
     /// (`Completion::OpenAi`) rather than parsed into trees.
     pub async fn send(
         &self,
         request: &ChatRequest,
         endpoint: &EndpointEntry,
         model_id: &str,
-        located_chunks: bool,
+        located: bool,
     ) -> Result<Reply, ApiError> {
         match Wire::of(endpoint.provider.kind) {
             None => Ok(if request.stream {
@@ -134,7 +134,7 @@ impl Upstream {
                 Reply::Complete(providers::echo::complete(request, model_id).into())
             }),
             Some(wire) => {
-                let reply = self.send_http(wire, request, endpoint, located_chunks);
+                let reply = self.send_http(wire, request, endpoint, located);
                 attempt("chat", endpoint, reply).await
             }
         }
@@ -145,7 +145,7 @@ impl Upstream {
         wire: Wire,
         request: &ChatRequest,
         endpoint: &EndpointEntry,
-        located_chunks: bool,
+        located: bool,
     ) -> Result<Reply, ApiError> {
         let provider = &endpoint.provider.slug;
         let timeouts = endpoint.provider.timeouts;
@@ -156,7 +156,7 @@ impl Upstream {
         if request.stream {
             Ok(Reply::Stream(decode_sse(
                 response,
-                wire.stream_parser(provider, located_chunks),
+                wire.stream_parser(provider, located),
                 provider.clone(),
                 timeouts.stream_idle.unwrap_or(RESPONSE_TIMEOUT),
             )))
@@ -166,7 +166,7 @@ impl Upstream {
                 .await
                 .map_err(|e| transport_failure(&e, provider))?;
             Ok(Reply::Complete(
-                wire.completion(body, provider)
+                wire.completion(body, provider, located)
                     .map_err(ApiError::Upstream)?,
             ))
         }

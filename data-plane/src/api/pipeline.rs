@@ -123,7 +123,7 @@ async fn serve<S: Skin>(
         config_version: snapshot.version,
         started,
         api: skin.api(),
-        located_chunks: <S::Encoder as super::skin::StreamEncoder>::PATCHES_OPENAI_CHUNKS,
+        located: S::RENDERS_CANONICAL,
         tags,
         conversation: conversation.as_ref(),
     })

@@ -85,9 +85,9 @@ pub struct Generation<'a> {
     pub config_version: u64,
     pub started: Instant,
     pub api: &'static str,
-    /// The client's encoder takes OpenAI-format chunks as located bytes (see
-    /// `StreamEncoder::PATCHES_OPENAI_CHUNKS`); other skins want them as trees.
-    pub located_chunks: bool,
+    /// The skin takes an OpenAI-format provider's answers and chunks located, as bytes to
+    /// patch (`Skin::RENDERS_CANONICAL`); other skins want them as trees.
+    pub located: bool,
     pub tags: Arc<super::usage_tags::RequestTags>,
     /// The conversation, for prompt-cache-aware sticky routing and cache statistics.
     pub conversation: Option<&'a crate::routing::sticky::Conversation>,
@@ -266,7 +266,7 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         let sent_at = Instant::now();
         match state
             .upstream
-            .send(g.request, endpoint, &attempt.model.id, g.located_chunks)
+            .send(g.request, endpoint, &attempt.model.id, g.located)
             .await
         {
             Ok(reply) => {

@@ -131,15 +131,17 @@ impl Wire {
         }
     }
 
-    /// A whole answer as received: an OpenAI-format body is located and kept as bytes when
-    /// it can be (see `openai_answer`), anything else is parsed. A body that is not JSON
-    /// is a failure here, so the next endpoint is tried.
+    /// A whole answer as received: with `located`, an OpenAI-format body is located and
+    /// kept as bytes when it can be (see `openai_answer`); anything else is parsed. A body
+    /// that is not JSON is a failure here, so the next endpoint is tried.
     pub fn completion(
         self,
         body: bytes::Bytes,
         provider: &str,
+        located: bool,
     ) -> Result<Completion, UpstreamFailure> {
         if self == Wire::OpenAi
+            && located
             && let Some(answer) = openai_answer::OpenAiAnswer::read(body.clone())
         {
             return Ok(Completion::OpenAi(answer));

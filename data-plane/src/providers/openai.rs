@@ -345,18 +345,23 @@ mod tests {
     #[test]
     fn an_answer_that_is_not_an_object_is_a_provider_failure() {
         use crate::providers::Wire;
-        for body in [&b"[1,2]"[..], b"\"text\"", b"not json"] {
-            let err = Wire::OpenAi
-                .completion(bytes::Bytes::copy_from_slice(body), "acme")
-                .expect_err("refused");
-            assert_eq!(err.status, StatusCode::BAD_GATEWAY);
-            assert_eq!(err.error_type, "provider_unavailable");
+        for located in [true, false] {
+            for body in [&b"[1,2]"[..], b"\"text\"", b"not json"] {
+                let err = Wire::OpenAi
+                    .completion(bytes::Bytes::copy_from_slice(body), "acme", located)
+                    .expect_err("refused");
+                assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+                assert_eq!(err.error_type, "provider_unavailable");
+            }
+            let answer = Wire::OpenAi
+                .completion(
+                    bytes::Bytes::from_static(b"{\"choices\":[]}"),
+                    "acme",
+                    located,
+                )
+                .expect("an object is an answer");
+            assert_eq!(matches!(answer, Completion::OpenAi(_)), located);
         }
-        assert!(
-            Wire::OpenAi
-                .completion(bytes::Bytes::from_static(b"{\"choices\":[]}"), "acme")
-                .is_ok()
-        );
     }
 
     #[test]
