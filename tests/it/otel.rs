@@ -459,6 +459,43 @@ fn gateway_exports_genai_spans_and_propagates_trace_context() {
         assert_eq!(hex::encode(&attempt.span.span_id), provider_parent);
         assert_eq!(attempt.span.name, "embeddings gpt-4o");
 
+        // A management request the gateway forwards to the control plane: the control
+        // plane's server span is a child of the gateway's, not of the client's span.
+        let forward_trace = "3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f";
+        let client_span = "a1b2c3d4e5f60718";
+        let response = system
+            .http
+            .get(format!("{}/key", system.base_url()))
+            .bearer_auth(system.api_key())
+            .header(
+                "traceparent",
+                format!("00-{forward_trace}-{client_span}-01"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let in_trace = |s: &Received| hex::encode(&s.span.trace_id) == forward_trace;
+        let gateway = collector
+            .wait_for("the gateway's span of the forwarded request", |s| {
+                in_trace(s) && hex::encode(&s.span.parent_span_id) == client_span
+            })
+            .await;
+        collector
+            .wait_for("the control plane's span, the gateway's child", |s| {
+                in_trace(s) && s.span.parent_span_id == gateway.span.span_id
+            })
+            .await;
+        assert_eq!(
+            collector
+                .all()
+                .iter()
+                .filter(|s| in_trace(s) && hex::encode(&s.span.parent_span_id) == client_span)
+                .count(),
+            1,
+            "only the gateway's span hangs off the client's"
+        );
+
         // With an org budget the request's admission leases a slice from the control plane:
         // the gateway's Lease call carries the request's trace context, so the control
         // plane's server span for it is in the client's trace, a child of the gateway's

@@ -80,6 +80,12 @@ pub async fn forward(
             headers.append(n, v);
         }
     }
+    // The control plane's span is this request's child, not a sibling under the client's
+    // span: the current context replaces the client's `traceparent` (with tracing off,
+    // nothing is injected and the client's passes through).
+    for (name, value) in &crate::telemetry::otel::inject(&tracing::Span::current()) {
+        headers.insert(name.clone(), value.clone());
+    }
     let body: Bytes = axum::body::to_bytes(request.into_body(), MAX_FORWARD_BODY)
         .await
         .map_err(|_| ApiError::PayloadTooLarge {
