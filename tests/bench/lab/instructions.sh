@@ -1,10 +1,12 @@
 #!/bin/bash
 # Instructions per request of a gateway binary at c=1 (callgrind; counters zeroed after a
 # warm-up, so start-up is not counted), against the lab of start.sh, whose gateway it
-# replaces while it runs. Usage: [SCRIPT=post-stream] instructions.sh GATEWAY_BIN NAME
-# (SCRIPT names the wrk script under $LAB: post, the default, or post-stream for streamed answers)
+# replaces while it runs. Usage: [SCRIPT=post-stream] [ENDPOINT=/api/v1/messages] instructions.sh GATEWAY_BIN NAME
+# (SCRIPT names the wrk script under $LAB: post, the default, post-stream for streamed answers, or
+# post-messages for the Anthropic skin, with ENDPOINT=/api/v1/messages)
 set -uo pipefail
-D=${LAB:-/tmp/switchyard-lab}; U=http://127.0.0.1:18090/api/v1/chat/completions
+D=${LAB:-/tmp/switchyard-lab}; READY=http://127.0.0.1:18090/api/v1/chat/completions
+U=http://127.0.0.1:18090${ENDPOINT:-/api/v1/chat/completions}
 AK=sk-sy-v1-$(printf "b%.0s" $(seq 64))
 ARGS="--listen 127.0.0.1:18090 --control-plane http://127.0.0.1:18081 --control-plane-http http://127.0.0.1:18080 --node-token nodetoken-0123456789 --node-id lab"
 pkill -f -- "--node-id lab" || true; sleep 0.5
@@ -13,7 +15,7 @@ rm -rf "$D/spool-cg" "$D/cg-$2.out"*
 SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$D/cg-$2.out" "$1" $ARGS --spool-dir "$D/spool-cg" > "$D/gwcg.log" 2>&1 &
 VG=$!
 for _ in $(seq 300); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $AK" -H 'content-type: application/json' $U -d @"$D/body.json")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $AK" -H 'content-type: application/json' $READY -d @"$D/body.json")
   [ "$code" = 200 ] && break; sleep 0.2
 done
 S="$D/${SCRIPT:-post}.lua"

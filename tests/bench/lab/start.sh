@@ -27,8 +27,10 @@ for _ in $(seq 100); do
     127.0.0.1:18090/api/v1/chat/completions -d "$BODY"); [ "$code" = 200 ] && break; sleep 0.1
 done
 echo "first answer: HTTP $code"
-# post.lua: the body as it is; post-stream.lua: the same with "stream":true (20 content chunks).
-for variant in post:"$BODY" post-stream:"${BODY%\}},\"stream\":true}"; do
+# post.lua: the body as it is; post-stream.lua: the same with "stream":true (20 content chunks);
+# post-messages.lua: the same request in Anthropic's shape, for /api/v1/messages.
+MESSAGES='{"model":"bench/model","system":"You are a terse assistant.","messages":[{"role":"user","content":"Say hello to the benchmark in one short sentence."}],"max_tokens":32}'
+for variant in post:"$BODY" post-stream:"${BODY%\}},\"stream\":true}" post-messages:"$MESSAGES"; do
   cat > "$D/${variant%%:*}.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '${variant#*:}'
