@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Slices of the spool's segment buffers, shipped as they are.
+        .bytes(".switchyard.v1.SpooledUsageBatch.records")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=switchyard");
     Ok(())

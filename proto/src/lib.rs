@@ -4,6 +4,7 @@
 pub mod ids;
 pub mod keys;
 pub mod money;
+pub mod spooled;
 
 /// Generated protobuf and gRPC code for package `switchyard.v1`.
 pub mod pb {

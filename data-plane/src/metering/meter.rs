@@ -204,10 +204,10 @@ impl Appender {
 
     /// A failed append (disk full, I/O error) is retried with the same records: nothing is
     /// dropped while the gateway runs. `None` only when the appender was abandoned.
-    fn append_until_durable(&self, batch: Vec<pb::UsageRecord>) -> Option<u64> {
+    fn append_until_durable(&self, mut batch: Vec<pb::UsageRecord>) -> Option<u64> {
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.spool.append(batch.clone()) {
+            match self.spool.append(&mut batch) {
                 Ok(last) => return Some(last),
                 Err(err) => {
                     tracing::error!(error = %err, records = batch.len(), "could not append usage to the spool; retrying");

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchyard_proto::pb;
-use switchyard_proto::pb::usage_service_client::UsageServiceClient;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
-use super::spool::{Spool, SpoolError};
+use super::spool::{Spool, SpoolError, SpooledRecord};
 
 /// Unacked batches allowed on one stream: enough to keep the pipe full across a round trip
 /// without resending much after a reconnect.
@@ -199,7 +198,7 @@ struct Failure {
 impl Shipper {
     /// The next batch after `after`: from memory when it is recent, else read back from the
     /// spool's segments off the async threads (a control-plane outage's backlog).
-    async fn pending_after(&self, after: u64) -> Result<Vec<pb::UsageRecord>, ShipError> {
+    async fn pending_after(&self, after: u64) -> Result<Vec<SpooledRecord>, ShipError> {
         if let Some(records) = self.spool.recent_after(after, self.batch_size) {
             return Ok(records);
         }
@@ -284,8 +283,9 @@ impl<'a> Session<'a> {
             .metadata_mut()
             .insert("authorization", shipper.auth.clone());
         crate::telemetry::otel::inject_grpc(&tracing::Span::current(), request.metadata_mut());
-        let mut client = UsageServiceClient::new(shipper.channel.clone());
-        let acks = client.report(request).await?.into_inner();
+        let acks = switchyard_proto::spooled::report_spooled(shipper.channel.clone(), request)
+            .await?
+            .into_inner();
         tracing::debug!(
             from_seq = window.last_sent,
             pending = shipper.spool.pending_len(),
@@ -404,7 +404,7 @@ impl<'a> Session<'a> {
 
 /// Batches sent on one stream and not yet acked.
 struct Window {
-    tx: mpsc::Sender<pb::UsageBatch>,
+    tx: mpsc::Sender<pb::SpooledUsageBatch>,
     /// Last seq of each unacked batch, oldest first.
     in_flight: VecDeque<u64>,
     last_sent: u64,
@@ -420,9 +420,9 @@ impl Window {
                 break;
             };
             let (first, last, count) = (first.seq, last.seq, records.len());
-            let batch = pb::UsageBatch {
+            let batch = pb::SpooledUsageBatch {
                 node_id: shipper.node_id.clone(),
-                records,
+                records: records.into_iter().map(|r| r.payload).collect(),
             };
             // The channel holds no more than the window, so it is never full here; an error
             // means tonic dropped the request stream.
@@ -662,7 +662,7 @@ mod tests {
     impl Harness {
         async fn append(&self, prefix: &str, n: usize) -> Vec<String> {
             let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-            let records = ids
+            let mut records: Vec<_> = ids
                 .iter()
                 .map(|id| pb::UsageRecord {
                     request_id: id.clone(),
@@ -670,7 +670,7 @@ mod tests {
                 })
                 .collect();
             let spool = Arc::clone(&self.spool);
-            tokio::task::spawn_blocking(move || spool.append(records))
+            tokio::task::spawn_blocking(move || spool.append(&mut records))
                 .await
                 .unwrap()
                 .unwrap();
@@ -850,13 +850,13 @@ mod tests {
 
         // Appended straight into the spool, as a last request finishing during shutdown
         // might be, with no wake-up: only the final flush can ship these.
-        let records = (0..10)
+        let mut records: Vec<_> = (0..10)
             .map(|i| pb::UsageRecord {
                 request_id: format!("last-{i}"),
                 ..Default::default()
             })
             .collect();
-        h.spool.append(records).unwrap();
+        h.spool.append(&mut records).unwrap();
         let dir = h.stop().await;
 
         let spool = Spool::open(dir.path()).unwrap();

@@ -20,17 +20,19 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
 use switchyard_proto::pb;
 
+pub use super::spool_frame::SpooledRecord;
 use super::spool_frame::{Frames, Torn, encode_frame, parse_frames};
 
 const SEGMENT_LIMIT: u64 = 8 * 1024 * 1024;
-/// Unacked records kept decoded in memory, the newest ones: in steady state the shipper
-/// sends what was just appended and never reads a segment back. A decoded record costs
-/// ~1.5 KB against ~440 B on disk, so holding a whole control-plane outage's backlog (lab:
-/// +85 MiB of gateway memory for 26 MB spooled) would let memory grow to several times the
-/// spool's disk cap; older records are read back from their segment when the shipper
-/// reaches them. Well above what the shipper has in flight (4 batches of 256).
+/// Unacked records kept in memory (encoded, ~440 B each), the newest ones: in steady state
+/// the shipper sends what was just appended and never reads a segment back. Holding a whole
+/// control-plane outage's backlog would let memory grow with the spool's disk cap (lab,
+/// when records were kept decoded: +85 MiB of gateway memory for 26 MB spooled), so older
+/// records are read back from their segment when the shipper reaches them. Well above what
+/// the shipper has in flight (4 batches of 256).
 const RECENT_RECORDS: usize = 4096;
 const ACKED_FILE: &str = "acked";
 /// Left by versions that replaced the ack mark through a temp file; removed on open.
@@ -119,7 +121,7 @@ struct State {
     /// Every segment file, by the seq it was opened for.
     segments: BTreeMap<u64, Segment>,
     /// The newest unacked records, at most `recent_limit`, in seq order.
-    recent: VecDeque<pb::UsageRecord>,
+    recent: VecDeque<SpooledRecord>,
     /// Every unacked record with seq >= this is in `recent`.
     recent_from: u64,
     acked_seq: u64,
@@ -131,7 +133,7 @@ struct State {
 }
 
 impl State {
-    fn remember(&mut self, records: Vec<pb::UsageRecord>, limit: usize) {
+    fn remember(&mut self, records: Vec<SpooledRecord>, limit: usize) {
         self.recent.extend(records);
         let excess = self.recent.len().saturating_sub(limit);
         if let Some(dropped) = self.recent.drain(..excess).next_back() {
@@ -150,7 +152,7 @@ impl State {
     }
 
     /// The records `pending_after` returns, if all of them are in memory.
-    fn recent_after(&self, after: u64, max: usize) -> Option<Vec<pb::UsageRecord>> {
+    fn recent_after(&self, after: u64, max: usize) -> Option<Vec<SpooledRecord>> {
         if after.max(self.acked_seq) + 1 < self.recent_from {
             return None;
         }
@@ -191,11 +193,12 @@ struct ReadBack {
 }
 
 impl ReadBack {
-    fn read(self) -> Result<Vec<pb::UsageRecord>, SpoolError> {
+    fn read(self) -> Result<Vec<SpooledRecord>, SpoolError> {
         let mut bytes = vec![0; self.len];
         File::open(&self.path)
             .and_then(|file| file.read_exact_at(&mut bytes, self.offset))
             .map_err(io_err("read back", &self.path))?;
+        let bytes = Bytes::from(bytes);
         let frames = parse_frames(&bytes, &self.path, self.offset, self.first_seq)?;
         // These frames were whole and synced when indexed, so anything short of all of
         // them means the file changed underneath the spool.
@@ -281,10 +284,20 @@ impl Spool {
                     offset: u64::from(u32::MAX),
                     reason: "segment larger than 4 GiB".to_owned(),
                 })?;
-            // One segment's records at a time: opening after a long outage must not hold
-            // the whole backlog decoded.
-            let unacked = frames.records.into_iter().filter(|r| r.seq > acked_seq);
-            state.remember(unacked.collect(), recent_limit);
+            // One segment at a time, and only the newest records copied out of its buffer:
+            // opening after a long outage must not hold the backlog in memory.
+            let unacked: Vec<_> = frames
+                .records
+                .iter()
+                .filter(|r| r.seq > acked_seq)
+                .collect();
+            let older = unacked.len().saturating_sub(recent_limit);
+            if let Some(first_kept) = unacked.get(older).filter(|_| older > 0) {
+                state.recent.clear();
+                state.recent_from = first_kept.seq;
+            }
+            let kept = unacked[older..].iter().map(|r| r.detached()).collect();
+            state.remember(kept, recent_limit);
             state.disk_bytes += bytes;
             state.segments.insert(
                 first_seq,
@@ -318,18 +331,17 @@ impl Spool {
     ///
     /// On `Err` the records may or may not have reached the disk; their seqs are never handed
     /// out again, and appending them once more is safe because the ledger dedupes by request_id.
-    pub fn append(&self, mut records: Vec<pb::UsageRecord>) -> Result<u64, SpoolError> {
+    pub fn append(&self, records: &mut [pb::UsageRecord]) -> Result<u64, SpoolError> {
         let mut w = lock(&self.writer);
         if records.is_empty() {
             return Ok(w.last_seq);
         }
         let first_seq = w.last_seq + 1;
         let mut buf = Vec::new();
-        let mut ends_in_buf = Vec::with_capacity(records.len());
+        let mut payloads = Vec::with_capacity(records.len());
         for (seq, record) in (first_seq..).zip(records.iter_mut()) {
             record.seq = seq;
-            encode_frame(record, &mut buf)?;
-            ends_in_buf.push(buf.len() as u64);
+            payloads.push(encode_frame(record, &mut buf)?);
         }
         if u32::try_from(buf.len()).is_err() {
             return Err(SpoolError::BatchTooLarge { size: buf.len() });
@@ -361,14 +373,21 @@ impl Spool {
                     segment.bytes = start_len + buf.len() as u64;
                     segment.last_seq = batch_last;
                     // Below u32::MAX: checked before the write.
-                    let ends = ends_in_buf.iter().map(|&end| (start_len + end) as u32);
+                    let ends = payloads.iter().map(|p| (start_len + p.end as u64) as u32);
                     segment.ends.extend(ends);
                 }
                 s.last_seq = batch_last;
                 s.disk_bytes += buf.len() as u64;
                 s.pending_bytes += buf.len() as u64;
-                s.pending_len += records.len();
-                s.remember(records, self.recent_limit);
+                s.pending_len += payloads.len();
+                let buf = Bytes::from(buf);
+                let spooled = (first_seq..)
+                    .zip(payloads)
+                    .map(|(seq, payload)| SpooledRecord {
+                        seq,
+                        payload: buf.slice(payload),
+                    });
+                s.remember(spooled.collect(), self.recent_limit);
                 Ok(batch_last)
             }
             Err(source) => {
@@ -398,11 +417,7 @@ impl Spool {
     /// Up to `max` unacked records with seq > `after`, in seq order. Records older than the
     /// in-memory window are read back from their segment, at most one segment per call:
     /// blocking I/O then, so async callers try `recent_after` first.
-    pub fn pending_after(
-        &self,
-        after: u64,
-        max: usize,
-    ) -> Result<Vec<pb::UsageRecord>, SpoolError> {
+    pub fn pending_after(&self, after: u64, max: usize) -> Result<Vec<SpooledRecord>, SpoolError> {
         let read_back = {
             let s = lock(&self.state);
             if let Some(records) = s.recent_after(after, max) {
@@ -424,7 +439,7 @@ impl Spool {
 
     /// What `pending_after` returns, when it can be served from memory without blocking;
     /// `None` when it has to read a segment.
-    pub fn recent_after(&self, after: u64, max: usize) -> Option<Vec<pb::UsageRecord>> {
+    pub fn recent_after(&self, after: u64, max: usize) -> Option<Vec<SpooledRecord>> {
         lock(&self.state).recent_after(after, max)
     }
 
@@ -571,7 +586,7 @@ fn missing_active(dir: &Path) -> SpoolError {
 
 /// Reads one segment, truncating a torn tail. Returns its frames and its length afterwards.
 fn recover_segment(path: &Path, first_seq: u64) -> Result<(Frames, u64), SpoolError> {
-    let bytes = fs::read(path).map_err(io_err("read segment", path))?;
+    let bytes = Bytes::from(fs::read(path).map_err(io_err("read segment", path))?);
     let frames = parse_frames(&bytes, path, 0, first_seq)?;
     if let Some(Torn { valid_len, reason }) = frames.torn {
         // Only a write that never returned (crash, or a failed append) leaves a torn tail,
@@ -735,12 +750,25 @@ mod tests {
         (0..n).map(|i| record(&format!("{prefix}-{i}"))).collect()
     }
 
-    fn ids(records: &[pb::UsageRecord]) -> Vec<String> {
-        records.iter().map(|r| r.request_id.clone()).collect()
+    /// The records as the control plane will read them; each must carry the seq it is
+    /// held under.
+    fn decoded(records: &[SpooledRecord]) -> Vec<pb::UsageRecord> {
+        records
+            .iter()
+            .map(|r| {
+                let record = pb::UsageRecord::decode(r.payload.as_ref()).unwrap();
+                assert_eq!(record.seq, r.seq);
+                record
+            })
+            .collect()
     }
 
-    fn seqs(records: &[pb::UsageRecord]) -> Vec<u64> {
-        records.iter().map(|r| r.seq).collect()
+    fn ids(records: &[SpooledRecord]) -> Vec<String> {
+        decoded(records).into_iter().map(|r| r.request_id).collect()
+    }
+
+    fn seqs(records: &[SpooledRecord]) -> Vec<u64> {
+        decoded(records).iter().map(|r| r.seq).collect()
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -761,8 +789,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = Spool::open(dir.path()).unwrap();
-            assert_eq!(spool.append(records("a", 3)).unwrap(), 3);
-            assert_eq!(spool.append(records("b", 2)).unwrap(), 5);
+            assert_eq!(spool.append(&mut records("a", 3)).unwrap(), 3);
+            assert_eq!(spool.append(&mut records("b", 2)).unwrap(), 5);
             assert_eq!(spool.pending_len(), 5);
             assert!(spool.disk_bytes() > 0);
         }
@@ -770,11 +798,11 @@ mod tests {
         let pending = spool.pending_after(0, 100).unwrap();
         assert_eq!(seqs(&pending), vec![1, 2, 3, 4, 5]);
         assert_eq!(ids(&pending), vec!["a-0", "a-1", "a-2", "b-0", "b-1"]);
-        assert_eq!(pending[0].cost_nanos, 1_234);
+        assert_eq!(decoded(&pending)[0].cost_nanos, 1_234);
         assert_eq!((spool.last_seq(), spool.acked_seq()), (5, 0));
 
         // Seqs continue after restart, in a fresh segment.
-        assert_eq!(spool.append(records("c", 1)).unwrap(), 6);
+        assert_eq!(spool.append(&mut records("c", 1)).unwrap(), 6);
         assert_eq!(segment_files(dir.path()).len(), 2);
         drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
@@ -788,14 +816,14 @@ mod tests {
     fn append_of_nothing_assigns_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(spool.append(Vec::new()).unwrap(), 0);
-        spool.append(records("a", 2)).unwrap();
-        assert_eq!(spool.append(Vec::new()).unwrap(), 2);
+        assert_eq!(spool.append(&mut []).unwrap(), 0);
+        spool.append(&mut records("a", 2)).unwrap();
+        assert_eq!(spool.append(&mut []).unwrap(), 2);
         assert_eq!(spool.pending_len(), 2);
     }
 
     /// Pages through everything pending, `page` records at a time, as the shipper does.
-    fn drain_pages(spool: &Spool, page: usize) -> Vec<pb::UsageRecord> {
+    fn drain_pages(spool: &Spool, page: usize) -> Vec<SpooledRecord> {
         let mut after = spool.acked_seq();
         let mut all = Vec::new();
         loop {
@@ -810,13 +838,37 @@ mod tests {
     }
 
     #[test]
+    fn reopening_keeps_only_the_newest_records_of_a_segment_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open_with(dir.path(), SEGMENT_LIMIT, 4).unwrap();
+            for i in 0..3 {
+                spool.append(&mut records(&format!("r{i}"), 5)).unwrap();
+            }
+            spool.ack(2).unwrap();
+        }
+        let spool = Spool::open_with(dir.path(), SEGMENT_LIMIT, 4).unwrap();
+        assert_eq!(segment_files(dir.path()).len(), 1);
+        let recent: Vec<_> = lock(&spool.state).recent.iter().cloned().collect();
+        assert_eq!(seqs(&recent), vec![12, 13, 14, 15]);
+        assert!(spool.recent_after(10, 10).is_none());
+        assert_eq!(
+            seqs(&spool.recent_after(11, 10).unwrap()),
+            vec![12, 13, 14, 15]
+        );
+        let all = drain_pages(&spool, 5);
+        assert_eq!(seqs(&all), (3..=15).collect::<Vec<_>>());
+        assert_eq!(ids(&all[..3]), vec!["r0-2", "r0-3", "r0-4"]);
+    }
+
+    #[test]
     fn a_backlog_beyond_the_memory_window_is_read_back_from_its_segments() {
         let dir = tempfile::tempdir().unwrap();
         let (segment_limit, window) = (400, 8);
         {
             let spool = Spool::open_with(dir.path(), segment_limit, window).unwrap();
             for i in 0..10 {
-                spool.append(records(&format!("b{i}"), 5)).unwrap();
+                spool.append(&mut records(&format!("b{i}"), 5)).unwrap();
             }
             assert!(segment_files(dir.path()).len() > 2, "expected rotation");
             assert_eq!(lock(&spool.state).recent.len(), window);
@@ -834,20 +886,20 @@ mod tests {
                 ids(&all[..6]),
                 vec!["b0-0", "b0-1", "b0-2", "b0-3", "b0-4", "b1-0"]
             );
-            assert!(all.iter().all(|r| r.cost_nanos == 1_234));
+            assert!(decoded(&all).iter().all(|r| r.cost_nanos == 1_234));
 
             spool.ack(20).unwrap();
             assert_eq!(spool.pending_len(), 30);
             assert_eq!(seqs(&spool.pending_after(0, 3).unwrap()), vec![21, 22, 23]);
         }
-        // Reopening keeps only the window decoded, and reads the rest back as before.
+        // Reopening keeps only the window in memory, and reads the rest back as before.
         let spool = Spool::open_with(dir.path(), segment_limit, window).unwrap();
         assert_eq!(lock(&spool.state).recent.len(), window);
         assert_eq!(spool.pending_len(), 30);
         assert_eq!(seqs(&drain_pages(&spool, 4)), (21..=50).collect::<Vec<_>>());
         let bytes: u64 = drain_pages(&spool, 100)
             .iter()
-            .map(|r| (FRAME_HEADER + r.encoded_len()) as u64)
+            .map(|r| (FRAME_HEADER + r.payload.len()) as u64)
             .sum();
         assert_eq!(spool.pending_bytes(), bytes);
     }
@@ -856,7 +908,7 @@ mod tests {
     fn a_segment_changed_under_the_spool_fails_the_read_back_instead_of_returning_wrong_records() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open_with(dir.path(), SEGMENT_LIMIT, 2).unwrap();
-        spool.append(records("a", 5)).unwrap();
+        spool.append(&mut records("a", 5)).unwrap();
         let segment = dir.path().join(segment_name(1));
         let mut bytes = fs::read(&segment).unwrap();
         bytes[FRAME_HEADER + 2] ^= 0x01;
@@ -874,7 +926,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.pending_bytes(), 0);
-        spool.append(records("a", 10)).unwrap();
+        spool.append(&mut records("a", 10)).unwrap();
         let full = spool.pending_bytes();
         assert_eq!(full, spool.disk_bytes(), "one segment, nothing acked");
         spool.ack(4).unwrap();
@@ -895,7 +947,7 @@ mod tests {
         {
             let spool = Spool::open_with(dir.path(), 1, RECENT_RECORDS).unwrap();
             for i in 0..4 {
-                spool.append(records(&format!("s{i}"), 2)).unwrap();
+                spool.append(&mut records(&format!("s{i}"), 2)).unwrap();
             }
             assert_eq!(segment_files(dir.path()).len(), 4);
             let before = spool.disk_bytes();
@@ -935,7 +987,7 @@ mod tests {
         // Recovered segments are never appended to, so fully acked ones go at open.
         assert!(segment_files(dir.path()).is_empty());
         assert_eq!(spool.disk_bytes(), 0);
-        assert_eq!(spool.append(records("after", 1)).unwrap(), 9);
+        assert_eq!(spool.append(&mut records("after", 1)).unwrap(), 9);
     }
 
     #[test]
@@ -943,7 +995,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = Spool::open(dir.path()).unwrap();
-            spool.append(records("a", 5)).unwrap();
+            spool.append(&mut records("a", 5)).unwrap();
             spool.ack(2).unwrap();
         }
         let mark = fs::read_to_string(dir.path().join(ACKED_FILE)).unwrap();
@@ -957,11 +1009,11 @@ mod tests {
     fn ack_past_last_seq_is_clamped() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        spool.append(records("a", 2)).unwrap();
+        spool.append(&mut records("a", 2)).unwrap();
         spool.ack(1_000).unwrap();
         assert_eq!(spool.acked_seq(), 2);
         // Records appended later are not covered by the earlier, over-reaching ack.
-        spool.append(records("b", 1)).unwrap();
+        spool.append(&mut records("b", 1)).unwrap();
         assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), vec![3]);
     }
 
@@ -988,7 +1040,7 @@ mod tests {
             let good_len;
             {
                 let spool = Spool::open(dir.path()).unwrap();
-                spool.append(records("ok", 3)).unwrap();
+                spool.append(&mut records("ok", 3)).unwrap();
                 good_len = spool.disk_bytes();
             }
             let segment = dir.path().join(segment_name(1));
@@ -998,7 +1050,7 @@ mod tests {
             assert_eq!(spool.pending_len(), 3, "{what}");
             assert_eq!(fs::metadata(&segment).unwrap().len(), good_len, "{what}");
             assert_eq!(spool.disk_bytes(), good_len, "{what}");
-            assert_eq!(spool.append(records("next", 1)).unwrap(), 4, "{what}");
+            assert_eq!(spool.append(&mut records("next", 1)).unwrap(), 4, "{what}");
             drop(spool);
             let spool = Spool::open(dir.path()).unwrap();
             assert_eq!(
@@ -1014,7 +1066,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = Spool::open(dir.path()).unwrap();
-            spool.append(records("a", 2)).unwrap();
+            spool.append(&mut records("a", 2)).unwrap();
         }
         // A crash right after creating the next segment, mid-way through its first frame.
         let next = dir.path().join(segment_name(3));
@@ -1022,7 +1074,7 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.pending_len(), 2);
         assert!(!next.exists());
-        assert_eq!(spool.append(records("b", 1)).unwrap(), 3);
+        assert_eq!(spool.append(&mut records("b", 1)).unwrap(), 3);
     }
 
     #[test]
@@ -1030,7 +1082,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = Spool::open(dir.path()).unwrap();
-            spool.append(records("a", 2)).unwrap();
+            spool.append(&mut records("a", 2)).unwrap();
         }
         // What a failed append whose rollback also failed leaves behind: half a frame in
         // the retired segment, seqs 3..=4 burned, the next batch in a new segment.
@@ -1043,7 +1095,7 @@ mod tests {
 
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), vec![1, 2, 5]);
-        assert_eq!(spool.append(records("c", 1)).unwrap(), 6);
+        assert_eq!(spool.append(&mut records("c", 1)).unwrap(), 6);
     }
 
     #[test]
@@ -1051,7 +1103,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = Spool::open(dir.path()).unwrap();
-            spool.append(records("a", 3)).unwrap();
+            spool.append(&mut records("a", 3)).unwrap();
         }
         let segment = dir.path().join(segment_name(1));
         let mut bytes = fs::read(&segment).unwrap();
@@ -1094,14 +1146,14 @@ mod tests {
         let limit = 600;
         let spool = Spool::open_with(dir.path(), limit, RECENT_RECORDS).unwrap();
         for i in 0..50 {
-            spool.append(vec![record(&format!("r{i}"))]).unwrap();
+            spool.append(&mut [record(&format!("r{i}"))]).unwrap();
         }
         let files = list_segments(dir.path()).unwrap();
         assert!(files.len() > 2, "expected rotation, got {files:?}");
         assert_eq!(files[0].0, 1);
         let mut total = 0;
         for (i, (first_seq, path)) in files.iter().enumerate() {
-            let bytes = fs::read(path).unwrap();
+            let bytes = Bytes::from(fs::read(path).unwrap());
             total += bytes.len() as u64;
             let frames = parse_frames(&bytes, path, 0, *first_seq).unwrap();
             assert!(frames.torn.is_none());
@@ -1133,7 +1185,7 @@ mod tests {
         for i in 0..130 {
             let mut r = record(&format!("big{i}"));
             r.upstream_id = big.clone();
-            spool.append(vec![r]).unwrap();
+            spool.append(&mut [r]).unwrap();
         }
         let files = list_segments(dir.path()).unwrap();
         assert_eq!(files.len(), 2, "{files:?}");
@@ -1145,7 +1197,7 @@ mod tests {
     fn pending_after_paginates() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        spool.append(records("p", 10)).unwrap();
+        spool.append(&mut records("p", 10)).unwrap();
 
         let mut after = 0;
         let mut pages = Vec::new();

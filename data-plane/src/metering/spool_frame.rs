@@ -2,8 +2,10 @@
 //! prost-encoded `UsageRecord`, and the reader that tells a torn tail (a write that never
 //! returned) from corruption in the middle of a segment.
 
+use std::ops::Range;
 use std::path::Path;
 
+use bytes::Bytes;
 use prost::Message;
 use switchyard_proto::pb;
 
@@ -11,24 +13,51 @@ use super::spool::SpoolError;
 
 pub(super) const FRAME_HEADER: usize = 8;
 
-pub(super) fn encode_frame(record: &pb::UsageRecord, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
-    let payload = record.encode_to_vec();
-    let len = u32::try_from(payload.len()).map_err(|_| SpoolError::RecordTooLarge {
-        size: payload.len(),
-    })?;
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    buf.extend_from_slice(&payload);
-    Ok(())
+/// An unacked record as the spool holds and the shipper sends it: its prost encoding (a
+/// slice of the buffer it was written from or read back into), which is what a
+/// `UsageBatch` carries for it on the wire. A decoded record costs ~3x the memory and a
+/// clone and a re-encode on the way out, and would drop fields a newer version wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpooledRecord {
+    pub seq: u64,
+    pub payload: Bytes,
+}
+
+impl SpooledRecord {
+    /// The same record in a buffer of its own, so keeping it does not keep the rest of a
+    /// whole segment read at start-up alive.
+    pub(super) fn detached(&self) -> SpooledRecord {
+        SpooledRecord {
+            seq: self.seq,
+            payload: Bytes::copy_from_slice(&self.payload),
+        }
+    }
+}
+
+/// Appends `record`'s frame to `buf`; returns where its payload lies in `buf`.
+pub(super) fn encode_frame(
+    record: &pb::UsageRecord,
+    buf: &mut Vec<u8>,
+) -> Result<Range<usize>, SpoolError> {
+    let size = record.encoded_len();
+    let len = u32::try_from(size).map_err(|_| SpoolError::RecordTooLarge { size })?;
+    let header = buf.len();
+    buf.extend_from_slice(&[0; FRAME_HEADER]);
+    record
+        .encode(buf)
+        .map_err(|_| SpoolError::RecordTooLarge { size })?;
+    let payload = header + FRAME_HEADER..buf.len();
+    let crc = crc32fast::hash(&buf[payload.clone()]);
+    buf[header..header + 4].copy_from_slice(&len.to_le_bytes());
+    buf[header + 4..header + FRAME_HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(payload)
 }
 
 /// Whole frames read from a run of a segment.
 #[derive(Debug, Default)]
 pub(super) struct Frames {
-    pub records: Vec<pb::UsageRecord>,
-    /// End offset of each record's frame in the segment. Kept rather than recomputed from
-    /// the decoded record: a record written by a newer version may carry fields this one
-    /// drops, so re-encoding it would give a shorter length than the one on disk.
+    pub records: Vec<SpooledRecord>,
+    /// End offset of each record's frame in the segment.
     pub ends: Vec<u64>,
     /// Set when the run ends in a partial or damaged final frame.
     pub torn: Option<Torn>,
@@ -42,9 +71,10 @@ pub(super) struct Torn {
 
 /// Parses `bytes`, which start at byte `base` of the segment at `path`, as frames whose
 /// records carry consecutive seqs from `first_seq`: a segment is only ever written by whole
-/// batches of consecutive seqs, and a failed write retires it.
+/// batches of consecutive seqs, and a failed write retires it. Each record is decoded once
+/// to check it (and its seq) but kept as the slice of `bytes` it was read from.
 pub(super) fn parse_frames(
-    bytes: &[u8],
+    bytes: &Bytes,
     path: &Path,
     base: u64,
     first_seq: u64,
@@ -102,7 +132,10 @@ pub(super) fn parse_frames(
                 record.seq
             )));
         }
-        frames.records.push(record);
+        frames.records.push(SpooledRecord {
+            seq: record.seq,
+            payload: bytes.slice(pos + FRAME_HEADER..pos + FRAME_HEADER + len),
+        });
         pos += FRAME_HEADER + len;
         frames.ends.push(base + pos as u64);
     }
