@@ -183,6 +183,30 @@ pub struct Lab {
 pub const PROXY_CPUS: &str = "1";
 pub const CLIENT_CPUS: &str = "0";
 
+/// The Switchyard arm's directory under the run's work dir, and its control plane's
+/// database and gateway's spool inside it.
+const SWITCHYARD_DIR: &str = "switchyard";
+const DATA_DIR: &str = "data";
+const SPOOL_DIR: &str = "spool";
+
+/// Removes the Switchyard arm's database and spool under `work_dir` once a run is over, and
+/// returns the bytes they held: repeated `--full` runs otherwise pile up more than a
+/// gigabyte each. The logs next to them stay.
+pub fn remove_state(work_dir: &Path) -> std::io::Result<u64> {
+    let arm = work_dir.join(SWITCHYARD_DIR);
+    let mut freed = 0;
+    for dir in [arm.join(DATA_DIR), arm.join(SPOOL_DIR)] {
+        if !dir.exists() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir)? {
+            freed += entry?.metadata()?.len();
+        }
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(freed)
+}
+
 const MESSAGES: &str = r#"[{"role":"system","content":"You are a terse assistant."},{"role":"user","content":"Say hello to the benchmark in one short sentence."}]"#;
 
 fn chat_body(model: &str, stream: bool) -> Bytes {
@@ -439,7 +463,7 @@ async fn start_switchyard(
             bin.display()
         );
     }
-    let dir = options.work_dir.join("switchyard");
+    let dir = options.work_dir.join(SWITCHYARD_DIR);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -457,7 +481,7 @@ async fn start_switchyard(
         &[
             "control-plane".into(),
             "--data-dir".into(),
-            dir.join("data").display().to_string(),
+            dir.join(DATA_DIR).display().to_string(),
             "--http-listen".into(),
             http.to_string(),
             "--grpc-listen".into(),
@@ -499,7 +523,7 @@ async fn start_switchyard(
             "--node-id".into(),
             "bench-gateway".into(),
             "--spool-dir".into(),
-            dir.join("spool").display().to_string(),
+            dir.join(SPOOL_DIR).display().to_string(),
         ],
         &[("SWITCHYARD_LOG", "warn".into())],
         pin_gateway,
@@ -573,7 +597,7 @@ async fn start_switchyard(
             key_hash: api_key.hash().as_str().to_owned(),
             gateway,
             http: client,
-            database: dir.join("data").join("switchyard.db"),
+            database: dir.join(DATA_DIR).join("switchyard.db"),
         }),
     })
 }

@@ -84,6 +84,10 @@ struct RunArgs {
     /// Load-generator threads (1 = a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Keep the Switchyard arm's database and spool after a finished run (removed by
+    /// default: a --full run leaves over 1 GB there; logs are always kept).
+    #[arg(long)]
+    keep_state: bool,
 }
 
 #[derive(Args)]
@@ -345,6 +349,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             json_path.display(),
             md_path.display()
         ));
+        if !args.keep_state {
+            let freed = switchyard_e2e::bench::arms::remove_state(&work_dir)?;
+            progress(&format!(
+                "removed the control plane's database and the gateway's spool ({:.0} MiB; --keep-state keeps them); logs stay in {}",
+                freed as f64 / (1024.0 * 1024.0),
+                work_dir.display()
+            ));
+        }
         Ok(())
     })
 }
