@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    switchyard_e2e::crate_dir().join("..")
 }
 
 fn read(path: &str) -> String {

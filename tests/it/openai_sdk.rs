@@ -22,7 +22,8 @@ async fn official_openai_python_sdk_plain_and_streaming() {
         return;
     };
     let system = System::start().await.unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_python_check.py");
+    let script = switchyard_e2e::crate_dir().join("sdk/openai_python_check.py");
+    let script = script.to_str().expect("a UTF-8 checkout path");
     let output = tokio::process::Command::new(&python)
         .args([
             script,

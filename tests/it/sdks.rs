@@ -73,7 +73,8 @@ async fn official_anthropic_python_sdk() {
     };
     let (_mock, system) = claude_system().await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/anthropic_python_check.py");
+    let script = switchyard_e2e::crate_dir().join("sdk/anthropic_python_check.py");
+    let script = script.to_str().expect("a UTF-8 checkout path");
     // What ANTHROPIC_BASE_URL would be: the SDK appends `/v1/messages`.
     let base = format!("http://{}/api", system.gateway.addr);
     let output = tokio::process::Command::new(&python)
@@ -168,7 +169,8 @@ async fn official_openai_python_sdk_responses() {
     let version = system.store.config_version().await.unwrap();
     system.gateway.wait_for_config(version).await.unwrap();
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_responses_check.py");
+    let script = switchyard_e2e::crate_dir().join("sdk/openai_responses_check.py");
+    let script = script.to_str().expect("a UTF-8 checkout path");
     let output = tokio::process::Command::new(&python)
         .args([
             script,
@@ -244,7 +246,8 @@ async fn official_typescript_sdks() {
     };
     let (_mock, system) = claude_system().await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/ts_sdk_check.cjs");
+    let script = switchyard_e2e::crate_dir().join("sdk/ts_sdk_check.cjs");
+    let script = script.to_str().expect("a UTF-8 checkout path");
     let root = format!("http://{}", system.gateway.addr);
     let output = tokio::process::Command::new("node")
         .env("NODE_PATH", &modules)

@@ -6,7 +6,7 @@
 //! browser is an error. Override the binaries with `SWITCHYARD_CHROMIUM` and
 //! `SWITCHYARD_CHROMEDRIVER`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ fn find(env: &str, names: &[&str], extra: &[&str]) -> Option<PathBuf> {
 
 /// Where screenshots go: `target/console-screenshots/` in the workspace.
 pub fn screenshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::crate_dir()
         .join("..")
         .join("target")
         .join("console-screenshots")

@@ -608,9 +608,7 @@ impl Drop for PrivatePostgres {
 }
 
 fn pg_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("pg")
-        .join(name)
+    crate::crate_dir().join("pg").join(name)
 }
 
 fn is_root() -> bool {

@@ -5,10 +5,11 @@ use serde_json::Value;
 use super::{Completion, StreamParser};
 
 pub fn text(provider: &str, name: &str) -> String {
-    let path = format!(
-        "{}/../tests/fixtures/{provider}/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    // Cargo's run-time value first: with a target directory shared between checkouts, a
+    // crate reused from a build elsewhere carries that checkout's compile-time path.
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{dir}/../tests/fixtures/{provider}/{name}");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
