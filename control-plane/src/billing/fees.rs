@@ -35,9 +35,10 @@ pub fn fee_posting(row: &UsageRow, fee: i64) -> Posting {
     }
 }
 
-/// Posts the fees of a rated batch. Idempotent: a redelivered record's fee is not posted
-/// twice, and a batch whose usage was ingested but whose fees failed gets them on redelivery.
-pub async fn post_fees(store: &dyn Store, rows: &[UsageRow]) -> StoreResult<u32> {
+/// The fee postings of rated rows, at each org's current rate. Posting them is idempotent
+/// (`fee:<request id>`): a redelivered record's fee is not posted twice, and a batch whose
+/// fees failed gets them on redelivery.
+pub async fn fee_postings(store: &dyn Store, rows: &[UsageRow]) -> StoreResult<Vec<Posting>> {
     let mut bps: HashMap<&str, i64> = HashMap::new();
     let mut postings = Vec::new();
     for row in rows {
@@ -54,7 +55,12 @@ pub async fn post_fees(store: &dyn Store, rows: &[UsageRow]) -> StoreResult<u32>
             postings.push(fee_posting(row, fee));
         }
     }
-    store.post_once(&postings).await
+    Ok(postings)
+}
+
+/// Posts the fees of rated rows (`fee_postings`) in their own transaction.
+pub async fn post_fees(store: &dyn Store, rows: &[UsageRow]) -> StoreResult<u32> {
+    store.post_once(&fee_postings(store, rows).await?).await
 }
 
 #[cfg(test)]

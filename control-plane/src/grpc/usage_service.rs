@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::NodeAuthenticator;
 use crate::rating::Rater;
-use crate::store::Store;
+use crate::store::{Store, UsageBatchWrite};
 
 pub struct UsageServiceImpl {
     pub store: Arc<dyn Store>,
@@ -67,38 +67,26 @@ impl UsageService for UsageServiceImpl {
                     batch.records.into_iter().partition(|r| r.provisional);
                 let rows = rater.rate_batch(&batch.node_id, &finals).await;
                 let held = rater.rate_batch(&batch.node_id, &provisional).await;
-                // Tags first: a failure leaves the batch unacked, and both writes are
-                // idempotent, so the redelivery completes whichever half was missing. A
-                // provisional record's tags are written too, for when it is settled.
                 let mut tags = crate::billing::tags::tag_rows(&finals, &rows);
+                // A provisional record's tags are written too, for when it is settled.
                 tags.extend(crate::billing::tags::tag_rows(&provisional, &held));
-                if let Err(err) = store.add_usage_tags(&tags).await {
-                    tracing::warn!(error = %err, "writing usage tags failed; the batch will be redelivered");
-                    let _ = tx.send(Err(tonic::Status::from(err))).await;
-                    return;
-                }
-                // Caching diagnostics, idempotent like the tags.
                 let facts = crate::api::cache_stats::facts_of(&finals);
-                if let Err(err) = store.record_cache_facts(&facts).await {
-                    tracing::warn!(error = %err, "writing cache facts failed; the batch will be redelivered");
-                    let _ = tx.send(Err(tonic::Status::from(err))).await;
-                    return;
-                }
-                // Held before the finals, so a final in the same batch deletes its own.
-                if let Err(err) = store.hold_provisional_usage(&held).await {
-                    tracing::warn!(error = %err, "holding provisional usage failed; the batch will be redelivered");
-                    let _ = tx.send(Err(tonic::Status::from(err))).await;
-                    return;
-                }
-                let mut ingest = store.ingest_usage(&rows).await;
-                // The platform fee is its own posting, written after the usage it is on; a
-                // failure leaves the batch unacked and the redelivery posts what is missing.
-                if let Ok(outcome) = &ingest {
-                    let outcome = *outcome;
-                    ingest = crate::billing::fees::post_fees(store.as_ref(), &rows)
-                        .await
-                        .map(|_| outcome);
-                }
+                let ingest = match crate::billing::fees::fee_postings(store.as_ref(), &rows).await {
+                    // One transaction: a failure leaves the whole batch unacked, and the
+                    // gateway sends it again.
+                    Ok(fees) => {
+                        store
+                            .ingest_batch(&UsageBatchWrite {
+                                tags: &tags,
+                                cache_facts: &facts,
+                                provisional: &held,
+                                rows: &rows,
+                                fees: &fees,
+                            })
+                            .await
+                    }
+                    Err(err) => Err(err),
+                };
                 metrics.observe_ingest(&ingest);
                 let reply = match ingest {
                     Ok(outcome) => {
@@ -111,7 +99,10 @@ impl UsageService for UsageServiceImpl {
                         })
                     }
                     // Not acked: the gateway keeps the records and sends them again.
-                    Err(err) => Err(tonic::Status::from(err)),
+                    Err(err) => {
+                        tracing::warn!(node_id = %batch.node_id, error = %err, "ingesting a usage batch failed; the gateway will send it again");
+                        Err(tonic::Status::from(err))
+                    }
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {

@@ -26,6 +26,25 @@ macro_rules! impl_billing_store {
 
             type Tx<'a> = sqlx::Transaction<'a, $db>;
 
+            /// `(request_id, org_id, tags)`; a tag already stored for the request is kept.
+            pub(super) async fn insert_usage_tags(tx: &mut Tx<'_>, rows: &[$crate::billing::tags::TagRow]) -> StoreResult<()> {
+                for (request_id, org_id, tags) in rows {
+                    for (k, v) in tags {
+                        sqlx::query(
+                            "INSERT INTO usage_tags (request_id, org_id, tag_key, tag_value) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (request_id, tag_key) DO NOTHING",
+                        )
+                        .bind(request_id)
+                        .bind(org_id)
+                        .bind(k)
+                        .bind(v)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                Ok(())
+            }
+
             async fn lock_org(tx: &mut Tx<'_>, org_id: &str) -> StoreResult<()> {
                 let done = sqlx::query("UPDATE orgs SET name = name WHERE id = $1").bind(org_id).execute(&mut **tx).await?;
                 if done.rows_affected() == 0 {
@@ -443,20 +462,7 @@ macro_rules! impl_billing_store {
                         return Ok(());
                     }
                     let mut tx = self.pool.begin().await?;
-                    for (request_id, org_id, tags) in rows {
-                        for (k, v) in tags {
-                            sqlx::query(
-                                "INSERT INTO usage_tags (request_id, org_id, tag_key, tag_value) VALUES ($1, $2, $3, $4)
-                                 ON CONFLICT (request_id, tag_key) DO NOTHING",
-                            )
-                            .bind(request_id)
-                            .bind(org_id)
-                            .bind(k)
-                            .bind(v)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
+                    insert_usage_tags(&mut tx, rows).await?;
                     tx.commit().await?;
                     Ok(())
                 }

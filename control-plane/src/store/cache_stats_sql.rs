@@ -11,31 +11,36 @@ macro_rules! impl_cache_stats_store {
             const FILTER: &str = "u.org_id = $1 AND ($2 = '' OR u.key_hash = $2)
                  AND ($3 = '' OR f.conversation_id = $3) AND u.finished_at >= $4";
 
+            /// Idempotent on the request id. Multi-row statements: a statement per fact was a
+            /// round trip to SQLite's thread per request ingested.
+            pub(super) async fn insert_cache_facts(tx: &mut sqlx::Transaction<'_, $db>, facts: &[CacheFact]) -> StoreResult<()> {
+                for chunk in facts.chunks(1000) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at) ",
+                    );
+                    insert.push_values(chunk, |mut b, f| {
+                        b.push_bind(&f.request_id)
+                            .push_bind(&f.org_id)
+                            .push_bind(&f.key_hash)
+                            .push_bind(&f.conversation_id)
+                            .push_bind(f.response_cache_hit)
+                            .push_bind(&f.sticky_fallback_reason)
+                            .push_bind(f.finished_at);
+                    });
+                    insert.push(" ON CONFLICT (request_id) DO NOTHING");
+                    insert.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
             #[async_trait::async_trait]
             impl CacheStatsStore for $store {
                 async fn record_cache_facts(&self, facts: &[CacheFact]) -> StoreResult<()> {
                     if facts.is_empty() {
                         return Ok(());
                     }
-                    // One multi-row statement per chunk: a statement per fact was a round
-                    // trip to SQLite's thread per request ingested.
                     let mut tx = self.pool.begin().await?;
-                    for chunk in facts.chunks(1000) {
-                        let mut insert = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at) ",
-                        );
-                        insert.push_values(chunk, |mut b, f| {
-                            b.push_bind(&f.request_id)
-                                .push_bind(&f.org_id)
-                                .push_bind(&f.key_hash)
-                                .push_bind(&f.conversation_id)
-                                .push_bind(f.response_cache_hit)
-                                .push_bind(&f.sticky_fallback_reason)
-                                .push_bind(f.finished_at);
-                        });
-                        insert.push(" ON CONFLICT (request_id) DO NOTHING");
-                        insert.build().execute(&mut *tx).await?;
-                    }
+                    insert_cache_facts(&mut tx, facts).await?;
                     tx.commit().await?;
                     Ok(())
                 }

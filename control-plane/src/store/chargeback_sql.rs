@@ -13,6 +13,19 @@ macro_rules! impl_chargeback_store {
 
             type Tx<'a> = sqlx::Transaction<'a, $db>;
 
+            /// `ChargebackStore::post_once` inside a caller's transaction, in id order.
+            pub(super) async fn insert_postings_once(tx: &mut Tx<'_>, postings: &[Posting]) -> StoreResult<u32> {
+                let mut ordered: Vec<&Posting> = postings.iter().collect();
+                ordered.sort_by(|a, b| a.id.cmp(&b.id));
+                let mut fresh = 0;
+                for p in ordered {
+                    if insert_once(tx, p).await? {
+                        fresh += 1;
+                    }
+                }
+                Ok(fresh)
+            }
+
             /// Inserts a posting unless its id exists; true when it was new.
             async fn insert_once(tx: &mut Tx<'_>, p: &Posting) -> StoreResult<bool> {
                 let sum: i128 = p.legs.iter().map(|(_, a)| i128::from(*a)).sum();
@@ -106,15 +119,8 @@ macro_rules! impl_chargeback_store {
                     if postings.is_empty() {
                         return Ok(0);
                     }
-                    let mut ordered: Vec<&Posting> = postings.iter().collect();
-                    ordered.sort_by(|a, b| a.id.cmp(&b.id));
                     let mut tx = self.pool.begin().await?;
-                    let mut fresh = 0;
-                    for p in ordered {
-                        if insert_once(&mut tx, p).await? {
-                            fresh += 1;
-                        }
-                    }
+                    let fresh = insert_postings_once(&mut tx, postings).await?;
                     tx.commit().await?;
                     Ok(fresh)
                 }

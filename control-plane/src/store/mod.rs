@@ -140,6 +140,10 @@ pub trait Store:
     async fn record_node_ack(&self, ack: &NodeAck) -> StoreResult<()>;
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
 
+    /// Writes one usage batch in one transaction on the ingestion connection: tags, caching
+    /// facts, provisional rows, final rows with their postings, fees. All or nothing, and
+    /// every part idempotent, so a failed batch is simply redelivered whole.
+    async fn ingest_batch(&self, batch: &UsageBatchWrite<'_>) -> StoreResult<IngestOutcome>;
     /// Inserts usage rows and posts their ledger entries in one transaction; rows whose
     /// request id is already present are skipped (redelivery never bills twice).
     async fn ingest_usage(&self, rows: &[UsageRow]) -> StoreResult<IngestOutcome>;

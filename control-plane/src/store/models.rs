@@ -308,6 +308,20 @@ pub struct UsageRow {
     pub provider_responses: String,
 }
 
+/// Everything one usage batch from a gateway writes (`Store::ingest_batch`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageBatchWrite<'a> {
+    /// `(request_id, org_id, tags)` of final and provisional records alike.
+    pub tags: &'a [crate::billing::tags::TagRow],
+    pub cache_facts: &'a [super::CacheFact],
+    /// Streams' write-ahead rows, held off the ledger (`Store::hold_provisional_usage`).
+    pub provisional: &'a [UsageRow],
+    /// Final rows, inserted with their ledger postings (`Store::ingest_usage`).
+    pub rows: &'a [UsageRow],
+    /// The rows' platform fees, each posted once (`ChargebackStore::post_once`).
+    pub fees: &'a [super::Posting],
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     pub inserted: u32,

@@ -13,6 +13,8 @@ const CHANNEL: &str = "switchyard_config";
 
 pub struct PgStore {
     pool: sqlx::PgPool,
+    /// Usage ingestion's connections: the same pool (Postgres has no single-writer limit).
+    writer: sqlx::PgPool,
     changes: watch::Sender<u64>,
 }
 
@@ -29,6 +31,7 @@ impl PgStore {
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         let store = Self {
+            writer: pool.clone(),
             pool,
             changes: watch::channel(0).0,
         };

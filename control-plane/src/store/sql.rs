@@ -113,6 +113,63 @@ macro_rules! impl_store {
             Ok(new)
         }
 
+        /// `Store::ingest_usage` inside a caller's transaction.
+        async fn insert_usage(tx: &mut Tx<'_>, rows: &[UsageRow]) -> StoreResult<IngestOutcome> {
+            let mut outcome = IngestOutcome::default();
+            if rows.is_empty() {
+                return Ok(outcome);
+            }
+            // A fixed lock order: concurrent batches that share request ids (redelivery
+            // racing a retry) would otherwise deadlock on Postgres.
+            let mut ordered: Vec<&UsageRow> = rows.iter().collect();
+            ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+            ordered.dedup_by(|a, b| a.request_id == b.request_id);
+            outcome.duplicates += u32::try_from(rows.len() - ordered.len()).unwrap_or(0);
+            // A final record supersedes the stream's provisional one (deleted first: the
+            // sweeper locks the two tables in the same order). Only streams have one; a
+            // provisional row left over anyway settles as a no-op duplicate.
+            let streamed: Vec<&str> = ordered.iter().filter(|r| r.streamed).map(|r| r.request_id.as_str()).collect();
+            for chunk in streamed.chunks(USAGE_ROWS_PER_STATEMENT) {
+                let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM provisional_usage WHERE request_id IN (");
+                let mut ids = delete.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                ids.push_unseparated(")");
+                delete.build().execute(&mut **tx).await?;
+            }
+            let new = insert_usage_rows(tx, &ordered).await?;
+            outcome.inserted += u32::try_from(new.len()).unwrap_or(0);
+            outcome.duplicates += u32::try_from(ordered.len() - new.len()).unwrap_or(0);
+            // Daily rollup of the rows actually inserted (console.rs).
+            let mut daily = console::DailyDeltas::default();
+            for r in new {
+                daily.add_row(r);
+            }
+            console_impl::apply_daily(tx, &daily).await?;
+            Ok(outcome)
+        }
+
+        /// `Store::hold_provisional_usage` inside a caller's transaction.
+        async fn insert_provisional(tx: &mut Tx<'_>, rows: &[UsageRow]) -> StoreResult<u32> {
+            let mut ordered: Vec<&UsageRow> = rows.iter().collect();
+            ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+            // Held only while no final record exists: a provisional record arriving after
+            // its final (reordered or redelivered) is a no-op. A final committed
+            // concurrently can still leave one behind; settling it is then a no-op too.
+            let mut held = 0u32;
+            for r in ordered {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT "));
+                push_usage(insert.separated(", "), r);
+                insert.push(" WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = ");
+                insert.push_bind(&r.request_id);
+                insert.push(") ON CONFLICT (request_id) DO NOTHING");
+                let n = insert.build().execute(&mut **tx).await?.rows_affected();
+                held += u32::try_from(n).unwrap_or(0);
+            }
+            Ok(held)
+        }
+
         async fn insert_key(tx: &mut Tx<'_>, key: &NewKey, now: i64) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO api_keys (hash, org_id, name, label, kind, disabled, limit_nanos, limit_reset, include_byok_in_limit, expires_at, created_at, updated_at)
@@ -567,40 +624,29 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn ingest_batch(&self, batch: &UsageBatchWrite<'_>) -> StoreResult<IngestOutcome> {
+                let UsageBatchWrite { tags, cache_facts, provisional, rows, fees } = *batch;
+                if tags.is_empty() && cache_facts.is_empty() && provisional.is_empty() && rows.is_empty() && fees.is_empty() {
+                    return Ok(IngestOutcome::default());
+                }
+                let mut tx = self.writer.begin().await?;
+                billing_impl::insert_usage_tags(&mut tx, tags).await?;
+                cache_stats_impl::insert_cache_facts(&mut tx, cache_facts).await?;
+                // Held before the finals, so a final in the same batch deletes its own.
+                insert_provisional(&mut tx, provisional).await?;
+                let outcome = insert_usage(&mut tx, rows).await?;
+                // The platform fee is its own posting, after the usage it is on.
+                chargeback_impl::insert_postings_once(&mut tx, fees).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
             async fn ingest_usage(&self, rows: &[UsageRow]) -> StoreResult<IngestOutcome> {
-                let mut outcome = IngestOutcome::default();
                 if rows.is_empty() {
-                    return Ok(outcome);
+                    return Ok(IngestOutcome::default());
                 }
-                // A fixed lock order: concurrent batches that share request ids (redelivery
-                // racing a retry) would otherwise deadlock on Postgres.
-                let mut ordered: Vec<&UsageRow> = rows.iter().collect();
-                ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
-                ordered.dedup_by(|a, b| a.request_id == b.request_id);
-                outcome.duplicates += u32::try_from(rows.len() - ordered.len()).unwrap_or(0);
-                let mut tx = self.pool.begin().await?;
-                // A final record supersedes the stream's provisional one (deleted first: the
-                // sweeper locks the two tables in the same order). Only streams have one; a
-                // provisional row left over anyway settles as a no-op duplicate.
-                let streamed: Vec<&str> = ordered.iter().filter(|r| r.streamed).map(|r| r.request_id.as_str()).collect();
-                for chunk in streamed.chunks(USAGE_ROWS_PER_STATEMENT) {
-                    let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM provisional_usage WHERE request_id IN (");
-                    let mut ids = delete.separated(", ");
-                    for id in chunk {
-                        ids.push_bind(*id);
-                    }
-                    ids.push_unseparated(")");
-                    delete.build().execute(&mut *tx).await?;
-                }
-                let new = insert_usage_rows(&mut tx, &ordered).await?;
-                outcome.inserted += u32::try_from(new.len()).unwrap_or(0);
-                outcome.duplicates += u32::try_from(ordered.len() - new.len()).unwrap_or(0);
-                // Daily rollup of the rows actually inserted (console.rs).
-                let mut daily = console::DailyDeltas::default();
-                for r in new {
-                    daily.add_row(r);
-                }
-                console_impl::apply_daily(&mut tx, &daily).await?;
+                let mut tx = self.writer.begin().await?;
+                let outcome = insert_usage(&mut tx, rows).await?;
                 tx.commit().await?;
                 Ok(outcome)
             }
@@ -609,22 +655,8 @@ macro_rules! impl_store {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                let mut ordered: Vec<&UsageRow> = rows.iter().collect();
-                ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
-                // Held only while no final record exists: a provisional record arriving after
-                // its final (reordered or redelivered) is a no-op. A final committed
-                // concurrently can still leave one behind; settling it is then a no-op too.
-                let mut tx = self.pool.begin().await?;
-                let mut held = 0u32;
-                for r in ordered {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT "));
-                    push_usage(insert.separated(", "), r);
-                    insert.push(" WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = ");
-                    insert.push_bind(&r.request_id);
-                    insert.push(") ON CONFLICT (request_id) DO NOTHING");
-                    let n = insert.build().execute(&mut *tx).await?.rows_affected();
-                    held += u32::try_from(n).unwrap_or(0);
-                }
+                let mut tx = self.writer.begin().await?;
+                let held = insert_provisional(&mut tx, rows).await?;
                 tx.commit().await?;
                 Ok(held)
             }
@@ -641,7 +673,7 @@ macro_rules! impl_store {
                 // One transaction per generation, taking the provisional row first like
                 // `ingest_usage` does, so a final arriving now can never deadlock with this.
                 for (request_id,) in due {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let row: Option<UsageRow> = sqlx::query_as(&format!(
                         "DELETE FROM provisional_usage WHERE request_id = $1 AND ingested_at < $2 RETURNING {USAGE_COLUMNS}"
                     ))

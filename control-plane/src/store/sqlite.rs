@@ -10,6 +10,10 @@ use super::{StoreError, StoreResult};
 
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
+    /// Usage ingestion's own connection. SQLite has one writer at a time anyway, and in WAL
+    /// mode a connection drops its page cache whenever another one has committed, so
+    /// batches spread over the pool's connections read every page they touch back in.
+    writer: sqlx::SqlitePool,
     changes: watch::Sender<u64>,
 }
 
@@ -28,11 +32,16 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         let store = Self {
             pool,
+            writer,
             changes: watch::channel(0).0,
         };
         let version = super::Store::config_version(&store).await?;

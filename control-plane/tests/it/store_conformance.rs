@@ -13,8 +13,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use switchyard_control_plane::store::{
-    BootstrapPlan, IngestOutcome, KeyKind, KeyPatch, KeyRecord, ModelPatch, NewEndpoint, NewKey,
-    NewModel, NewProvider, NodeAck, Org, ProviderPolicy, Store, StoreError, UsageRow, accounts,
+    BootstrapPlan, CacheFact, CacheStatsFilter, IngestOutcome, KeyKind, KeyPatch, KeyRecord,
+    ModelPatch, NewEndpoint, NewKey, NewModel, NewProvider, NodeAck, Org, PLATFORM_FEES, Posting,
+    ProviderPolicy, Store, StoreError, UsageBatchWrite, UsageRow, accounts, chargeback_kinds,
     now_ms,
 };
 use switchyard_proto::PriceSheet;
@@ -27,6 +28,7 @@ both_backends!(
     story_providers_and_models,
     story_config_snapshot,
     story_usage_exactly_once,
+    story_usage_batch_all_or_nothing,
     story_concurrent_ingestion,
     story_concurrent_ingestion_mixed_order,
     story_nodes,
@@ -1365,6 +1367,169 @@ async fn story_usage_exactly_once(store: &dyn Store, _url: &str) {
 
 /// Concurrent redelivery: 8 ingesters push overlapping batches of the same 50 request ids.
 /// Every batch lists its ids in the same (ascending) order, as retries of one spool do.
+/// A gateway's batch (tags, caching facts, a stream's provisional row, a final row and its
+/// fee) commits whole or not at all: a batch that fails part-way leaves nothing behind for
+/// its redelivery to trip over, and the redelivery writes everything once.
+async fn story_usage_batch_all_or_nothing(store: &dyn Store, _url: &str) {
+    bootstrap(store).await;
+    let t0 = 1_800_000_000_000_i64;
+    let mut done = usage(ORG, INFERENCE_KEY, "req-final", 2_000_000, t0);
+    done.streamed = false;
+    let streaming = usage(ORG, INFERENCE_KEY, "req-streaming", 500_000, t0);
+    let fact = |hit: bool, reason: &str| CacheFact {
+        request_id: done.request_id.clone(),
+        org_id: ORG.to_owned(),
+        key_hash: INFERENCE_KEY.to_owned(),
+        conversation_id: "conv-1".to_owned(),
+        response_cache_hit: hit,
+        sticky_fallback_reason: reason.to_owned(),
+        finished_at: t0,
+    };
+    let fee = |id: &str, legs: [i64; 2]| Posting {
+        id: id.to_owned(),
+        org_id: ORG.to_owned(),
+        kind: chargeback_kinds::FEE,
+        memo: ECHO_MODEL.to_owned(),
+        ref_id: Some(done.request_id.clone()),
+        created_at: t0,
+        legs: vec![
+            (accounts::ORG_CREDITS.to_owned(), legs[0]),
+            (PLATFORM_FEES.to_owned(), legs[1]),
+        ],
+    };
+    let tags = |value: &str| {
+        vec![(
+            done.request_id.clone(),
+            ORG.to_owned(),
+            vec![("team".to_owned(), value.to_owned())],
+        )]
+    };
+
+    // The last write of the batch (an unbalanced posting) fails.
+    let failing_tags = tags("from-the-failed-batch");
+    let failing_facts = [fact(false, "from the failed batch")];
+    let failing_fees = [
+        fee("fee:req-final", [-110_000, 110_000]),
+        fee("fee:unbalanced", [-1, 2]),
+    ];
+    let failed = store
+        .ingest_batch(&UsageBatchWrite {
+            tags: &failing_tags,
+            cache_facts: &failing_facts,
+            provisional: std::slice::from_ref(&streaming),
+            rows: std::slice::from_ref(&done),
+            fees: &failing_fees,
+        })
+        .await;
+    assert_conflict(failed, "a batch with an unbalanced fee posting");
+    assert_eq!(store.count_usage(ORG).await.unwrap(), 0, "no usage row");
+    assert_eq!(
+        store.count_provisional_usage().await.unwrap(),
+        0,
+        "no provisional row"
+    );
+    assert_eq!(
+        store
+            .account_balance(ORG, accounts::ORG_CREDITS)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.fee_of(ORG, "req-final").await.unwrap(), 0, "no fee");
+
+    // The redelivery (fixed) lands whole, with its own tags and facts, not the failed ones.
+    let good_tags = tags("search");
+    let good_facts = [fact(true, "")];
+    let good_fees = [fee("fee:req-final", [-110_000, 110_000])];
+    let batch = UsageBatchWrite {
+        tags: &good_tags,
+        cache_facts: &good_facts,
+        provisional: std::slice::from_ref(&streaming),
+        rows: std::slice::from_ref(&done),
+        fees: &good_fees,
+    };
+    let outcome = store.ingest_batch(&batch).await.expect("ingest_batch");
+    assert_eq!(
+        outcome,
+        IngestOutcome {
+            inserted: 1,
+            duplicates: 0
+        }
+    );
+    let check = |what: &'static str| async move {
+        assert_eq!(
+            store.count_usage(ORG).await.unwrap(),
+            1,
+            "{what}: usage rows"
+        );
+        assert_eq!(
+            store.count_provisional_usage().await.unwrap(),
+            1,
+            "{what}: held stream"
+        );
+        assert_eq!(
+            store
+                .account_balance(ORG, accounts::ORG_CREDITS)
+                .await
+                .unwrap(),
+            -2_110_000,
+            "{what}: usage and fee debited once"
+        );
+        assert_eq!(
+            store.fee_of(ORG, "req-final").await.unwrap(),
+            110_000,
+            "{what}: fee"
+        );
+        assert_eq!(
+            store.window_tags(ORG, t0, t0 + 1_000).await.unwrap(),
+            [(
+                "req-final".to_owned(),
+                "team".to_owned(),
+                "search".to_owned()
+            )],
+            "{what}: tags"
+        );
+        let stats = store
+            .cache_stats(&CacheStatsFilter {
+                org_id: ORG.to_owned(),
+                since_ms: 0,
+                ..CacheStatsFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            stats
+                .iter()
+                .map(|r| (r.requests, r.response_cache_hits, r.sticky_fallbacks))
+                .collect::<Vec<_>>(),
+            [(1, 1, 0)],
+            "{what}: caching facts"
+        );
+    };
+    check("after the redelivery").await;
+
+    // Delivered again: every part is idempotent.
+    let outcome = store
+        .ingest_batch(&batch)
+        .await
+        .expect("ingest_batch(again)");
+    assert_eq!(
+        outcome,
+        IngestOutcome {
+            inserted: 0,
+            duplicates: 1
+        }
+    );
+    check("after a second delivery").await;
+    assert_eq!(
+        store
+            .ingest_batch(&UsageBatchWrite::default())
+            .await
+            .expect("empty batch"),
+        IngestOutcome::default()
+    );
+}
+
 async fn story_concurrent_ingestion(store: &dyn Store, _url: &str) {
     concurrent_ingestion(store, false).await;
 }
@@ -1571,7 +1736,10 @@ async fn story_node_first_ack_failed(store: &dyn Store, _url: &str) {
 /// Both backends must ship the same migrations, or one of them drifts.
 #[test]
 fn migrations_have_the_same_versions_on_both_backends() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    // Cargo's run-time value: a reused build may carry another checkout's compile-time path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let root = std::path::Path::new(&manifest_dir).join("../migrations");
     let versions = |backend: &str| -> BTreeSet<u64> {
         let dir = root.join(backend);
         let mut versions = BTreeSet::new();
