@@ -19,6 +19,9 @@ pub const THRESHOLDS: [i64; 3] = [50, 80, 100];
 /// Deliveries tried per alert before it is marked `failed`.
 const MAX_ATTEMPTS: i64 = 5;
 
+/// How long an evaluation waits after usage arrived, so a burst of batches costs one.
+const AFTER_INGEST_PAUSE: Duration = Duration::from_millis(200);
+
 #[derive(Debug, Clone, Copy)]
 pub struct AlertConfig {
     /// How often budgets are re-evaluated even without new usage.
@@ -204,10 +207,19 @@ pub async fn run(
         .build()
         .unwrap_or_default();
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(config.interval) => {}
+            () = wake.notified() => true,
+            () = tokio::time::sleep(config.interval) => false,
+        };
+        if woken {
+            // Batches arrive every few ms under load; evaluating after each one was a
+            // few queries per batch for an answer that changes at thresholds. Later
+            // batches of the pause are covered by this evaluation.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(AFTER_INGEST_PAUSE) => {}
+            }
         }
         if let Err(err) = evaluate_once(&*store, &http, config.policy, now_ms()).await {
             tracing::warn!(error = %err, "evaluating budget alerts failed");

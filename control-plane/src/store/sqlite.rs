@@ -30,14 +30,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // No ping before handing out a connection: an embedded database's connection cannot
+        // have gone away, and each ping is a round trip to the connection's thread.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        // Ingestion's multi-row inserts with ON CONFLICT keep a statement journal; past
+        // 64 KiB SQLite spills it to a temporary file (created, written, deleted) unless
+        // temporary storage is memory. Only this connection: analytics sorts stay on disk.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .test_before_acquire(false)
+            .connect_with(options.pragma("temp_store", "memory"))
             .await?;
         let store = Self {
             pool,

@@ -235,13 +235,15 @@ fn targets(
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port nothing listens on right now (for a child process to bind).
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_for_port(addr: SocketAddr, patience: Duration) -> anyhow::Result<()> {
+/// Waits until something accepts connections on `addr` (a child process is up).
+pub async fn wait_for_port(addr: SocketAddr, patience: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + patience;
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {

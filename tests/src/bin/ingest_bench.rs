@@ -1,0 +1,256 @@
+//! `switchyard-ingest-bench`: the control plane's CPU per usage record it ingests.
+//!
+//! Starts a release `switchyard control-plane` (a fresh SQLite database, or `--database-url`),
+//! then plays a gateway: streams usage batches of each `--batch` size over gRPC on one
+//! `UsageService.Report` stream, at most four unacknowledged like the gateway's shipper, and
+//! reads the control plane's CPU time from `/proc` around each size. Records look like the
+//! bench's chat requests (a conversation id, one provider attempt, token counts), so each one
+//! writes what a real request writes: a usage row, two ledger entries, a caching-facts row
+//! and the daily rollup. It asserts no timing: it prints figures.
+//!
+//!     cargo build --release -p switchyard-control-plane -p switchyard-e2e --bins
+//!     target/release/switchyard-ingest-bench --records 20000 --batch 1,10,100,500
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchyard_e2e::bench::arms::{free_port, wait_for_port};
+use switchyard_e2e::bench::procs::{Proc, cpu_seconds};
+use switchyard_proto::ApiKeySecret;
+use switchyard_proto::pb;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+
+#[derive(Parser)]
+#[command(name = "switchyard-ingest-bench")]
+struct Cli {
+    /// Usage records sent at each batch size.
+    #[arg(long, default_value_t = 20_000)]
+    records: usize,
+    /// Batch sizes, comma-separated (the gateway ships up to 500 a batch).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,500")]
+    batch: Vec<usize>,
+    /// `postgres://…` to ingest into Postgres instead of a fresh SQLite database. Use an
+    /// empty database: the control plane bootstraps it.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Directory holding the release `switchyard` binary [default: this binary's].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+/// Unacknowledged batches on the stream, as the gateway's shipper allows.
+const MAX_IN_FLIGHT: usize = 4;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    anyhow::ensure!(
+        cli.records > 0 && cli.batch.iter().all(|b| *b > 0),
+        "--records and every --batch size must be positive"
+    );
+    let bin_dir = match cli.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary has no directory")?
+            .to_owned(),
+    };
+    let cp_bin = bin_dir.join("switchyard");
+    anyhow::ensure!(
+        cp_bin.exists(),
+        "{} is missing: build it with `cargo build --release -p switchyard-control-plane`",
+        cp_bin.display()
+    );
+    let dir = tempfile::tempdir()?;
+    let management = ApiKeySecret::generate();
+    let api_key = ApiKeySecret::generate();
+    let node_token = ApiKeySecret::generate().expose().to_owned();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let mut args = vec![
+        "control-plane".to_owned(),
+        "--data-dir".to_owned(),
+        dir.path().join("data").display().to_string(),
+        "--http-listen".to_owned(),
+        http.to_string(),
+        "--grpc-listen".to_owned(),
+        grpc.to_string(),
+        "--node-token".to_owned(),
+        node_token.clone(),
+    ];
+    if let Some(url) = &cli.database_url {
+        args.extend(["--database-url".to_owned(), url.clone()]);
+    }
+    let log = dir.path().join("control-plane.log");
+    let cp = Proc::spawn(
+        "switchyard control-plane",
+        &cp_bin,
+        &args,
+        &[
+            (
+                "SWITCHYARD_BOOTSTRAP_MANAGEMENT_KEY",
+                management.expose().to_owned(),
+            ),
+            ("SWITCHYARD_BOOTSTRAP_API_KEY", api_key.expose().to_owned()),
+            ("SWITCHYARD_LOG", "warn".to_owned()),
+        ],
+        None,
+        &log,
+    )?;
+    wait_for_port(http, Duration::from_secs(30))
+        .await
+        .with_context(|| {
+            format!(
+                "control plane: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })?;
+    let orgs: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{http}/api/v1/orgs"))
+        .bearer_auth(management.expose())
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let org_id = orgs["data"][0]["id"]
+        .as_str()
+        .context("GET /api/v1/orgs named no org")?
+        .to_owned();
+    let key_hash = api_key.hash().as_str().to_owned();
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let mut client = pb::usage_service_client::UsageServiceClient::new(channel);
+    let backend = if cli.database_url.is_some() {
+        "Postgres"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "control plane ingestion ({backend}), {} records per batch size",
+        cli.records
+    );
+    println!("| batch | records/s | control plane CPU-µs per record |");
+    println!("|---|---|---|");
+    let mut seq = 0u64;
+    for &size in &cli.batch {
+        let batches: Vec<pb::UsageBatch> = (0..cli.records.div_ceil(size))
+            .map(|_| pb::UsageBatch {
+                node_id: "ingest-bench".to_owned(),
+                records: (0..size)
+                    .map(|_| {
+                        seq += 1;
+                        record(seq, &org_id, &key_hash)
+                    })
+                    .collect(),
+            })
+            .collect();
+        let records: usize = batches.iter().map(|b| b.records.len()).sum();
+        let last_seq = seq;
+        let cpu_before = cpu_seconds(cp.pid);
+        let started = Instant::now();
+        send(&mut client, &node_token, batches, last_seq).await?;
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(cp.pid) - cpu_before;
+        #[expect(clippy::cast_precision_loss, reason = "a printed figure")]
+        let records = records as f64;
+        println!(
+            "| {size} | {:.0} | {:.1} |",
+            records / wall,
+            cpu * 1e6 / records
+        );
+    }
+    drop(cp);
+    Ok(())
+}
+
+/// Streams the batches on one `Report` call, keeping at most `MAX_IN_FLIGHT` unacknowledged,
+/// until `last_seq` is acknowledged.
+async fn send(
+    client: &mut pb::usage_service_client::UsageServiceClient<tonic::transport::Channel>,
+    node_token: &str,
+    batches: Vec<pb::UsageBatch>,
+    last_seq: u64,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {node_token}").parse()?);
+    let mut pending = batches.into_iter();
+    let mut in_flight = 0;
+    for batch in pending.by_ref().take(MAX_IN_FLIGHT) {
+        tx.send(batch).await?;
+        in_flight += 1;
+    }
+    let mut acks = client.report(request).await?.into_inner();
+    while in_flight > 0 {
+        let ack = acks
+            .next()
+            .await
+            .context("the control plane closed the stream")??;
+        in_flight -= 1;
+        if ack.acked_seq == last_seq {
+            break;
+        }
+        if let Some(batch) = pending.next() {
+            tx.send(batch).await?;
+            in_flight += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A usage record like the gateway's for the bench's chat request.
+fn record(seq: u64, org_id: &str, key_hash: &str) -> pb::UsageRecord {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    pb::UsageRecord {
+        seq,
+        request_id: uuid::Uuid::now_v7().to_string(),
+        org_id: org_id.to_owned(),
+        key_hash: key_hash.to_owned(),
+        model: "bench/model".to_owned(),
+        endpoint_id: "ep-bench".to_owned(),
+        provider_id: "prov-bench".to_owned(),
+        provider_slug: "bench-mock".to_owned(),
+        upstream_model: "bench-model".to_owned(),
+        config_version: 3,
+        started_at_ms: now - 2,
+        finished_at_ms: now,
+        finish_reason: "stop".to_owned(),
+        native_finish_reason: "stop".to_owned(),
+        http_status: 200,
+        usage: Some(pb::UsageDimensions {
+            input_tokens: 24,
+            output_tokens: 12,
+            ..pb::UsageDimensions::default()
+        }),
+        cost_nanos: 10_800,
+        upstream_id: format!("chatcmpl-{seq}"),
+        api: "chat".to_owned(),
+        node_id: "ingest-bench".to_owned(),
+        provider_responses: vec![pb::ProviderAttempt {
+            model: "bench/model".to_owned(),
+            endpoint_id: "ep-bench".to_owned(),
+            provider_slug: "bench-mock".to_owned(),
+            status: 200,
+            error_type: String::new(),
+            latency_ms: 1,
+        }],
+        conversation_id: format!("{:016x}", seq / 4),
+        ..pb::UsageRecord::default()
+    }
+}
