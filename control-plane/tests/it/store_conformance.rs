@@ -1412,14 +1412,16 @@ async fn story_usage_batch_all_or_nothing(store: &dyn Store, _url: &str) {
         fee("fee:req-final", [-110_000, 110_000]),
         fee("fee:unbalanced", [-1, 2]),
     ];
+    // The same stream and final row each time; tags, facts and fees vary.
+    let batch = |tags, cache_facts, fees| UsageBatchWrite {
+        tags,
+        cache_facts,
+        provisional: std::slice::from_ref(&streaming),
+        rows: std::slice::from_ref(&done),
+        fees,
+    };
     let failed = store
-        .ingest_batch(&UsageBatchWrite {
-            tags: &failing_tags,
-            cache_facts: &failing_facts,
-            provisional: std::slice::from_ref(&streaming),
-            rows: std::slice::from_ref(&done),
-            fees: &failing_fees,
-        })
+        .ingest_batch(&batch(&failing_tags, &failing_facts, &failing_fees))
         .await;
     assert_conflict(failed, "a batch with an unbalanced fee posting");
     assert_eq!(store.count_usage(ORG).await.unwrap(), 0, "no usage row");
@@ -1441,13 +1443,7 @@ async fn story_usage_batch_all_or_nothing(store: &dyn Store, _url: &str) {
     let good_tags = tags("search");
     let good_facts = [fact(true, "")];
     let good_fees = [fee("fee:req-final", [-110_000, 110_000])];
-    let batch = UsageBatchWrite {
-        tags: &good_tags,
-        cache_facts: &good_facts,
-        provisional: std::slice::from_ref(&streaming),
-        rows: std::slice::from_ref(&done),
-        fees: &good_fees,
-    };
+    let batch = batch(&good_tags, &good_facts, &good_fees);
     let outcome = store.ingest_batch(&batch).await.expect("ingest_batch");
     assert_eq!(
         outcome,
