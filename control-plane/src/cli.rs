@@ -134,6 +134,10 @@ struct ServeArgs {
         default_value = "127.0.0.1:8000"
     )]
     gateway_listen: SocketAddr,
+    /// PEM bundle of private CAs the embedded gateway trusts for `https://` providers, in
+    /// addition to the public roots.
+    #[arg(long, env = "SWITCHYARD_PROVIDER_CA")]
+    provider_ca: Option<PathBuf>,
 }
 
 /// `SWITCHYARD_LOG` sets the filter, `SWITCHYARD_LOG_FORMAT=json` one JSON object per line.
@@ -264,6 +268,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             limits: args.common.listener.limits()?,
             tls: args.common.listener.server_tls()?,
             control_plane_tls: None,
+            provider_ca: args.provider_ca.clone(),
             ..switchyard_gateway::ServeOptions::default()
         },
     ));

@@ -130,6 +130,8 @@ pub struct ServeOptions {
     pub control_plane_tls: Option<tls::ClientTlsFiles>,
     /// Disk cap of the usage spool in bytes (0: none); see `metering::spool_cap`.
     pub spool_max_bytes: u64,
+    /// PEM bundle of private CAs trusted for `https://` providers, beside the public roots.
+    pub provider_ca: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -139,6 +141,7 @@ impl Default for ServeOptions {
             tls: None,
             control_plane_tls: None,
             spool_max_bytes: metering::spool_cap::DEFAULT_SPOOL_MAX_BYTES,
+            provider_ca: None,
         }
     }
 }
@@ -250,7 +253,7 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
     let state = state::AppState::new(state::Inner {
         live,
-        upstream: upstream::Upstream::new()?,
+        upstream: upstream::Upstream::new(options.provider_ca.as_deref())?,
         meter,
         node_id: Arc::from(config.node_id.as_str()),
         control_plane_http: config

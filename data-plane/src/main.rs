@@ -54,6 +54,10 @@ struct Cli {
     /// PEM private key of `--client-cert`.
     #[arg(long, env = "SWITCHYARD_CLIENT_KEY")]
     client_key: Option<PathBuf>,
+    /// PEM bundle of private CAs to trust for `https://` providers (a model server behind an
+    /// internal CA), in addition to the public roots.
+    #[arg(long, env = "SWITCHYARD_PROVIDER_CA")]
+    provider_ca: Option<PathBuf>,
     /// Disk cap of the usage spool in bytes (0: none). At the cap new requests get 503
     /// until the control plane acknowledges usage again; nothing served goes unrecorded.
     #[arg(long, env = "SWITCHYARD_SPOOL_MAX_BYTES", default_value_t = switchyard_gateway::metering::spool_cap::DEFAULT_SPOOL_MAX_BYTES)]
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             cli.client_key,
         )?,
         spool_max_bytes: cli.spool_max_bytes,
+        provider_ca: cli.provider_ca,
     };
     switchyard_gateway::run_with(config, listener, shutdown, options).await?;
     Ok(())

@@ -186,6 +186,30 @@ impl ClientTlsFiles {
     }
 }
 
+/// TLS for provider calls: the public web PKI roots (as reqwest's `rustls-tls` has them)
+/// plus, with `extra_ca`, a PEM bundle of private CAs — a self-hosted model server behind
+/// an internal CA. No ALPN: the client that uses it sets the protocols it speaks.
+pub fn provider_client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        for cert in read_certs(path)? {
+            roots.add(cert).map_err(|e| TlsError::Read {
+                path: path.to_owned(),
+                message: format!("not a CA certificate: {e}"),
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Config(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::Read {
         path: path.to_owned(),

@@ -2,17 +2,24 @@
 //! over TLS, a gateway with a client certificate gets its config over mutual TLS and
 //! serves HTTPS itself, and a gateway without a certificate (or with one from another CA)
 //! is refused during the handshake. Management routes forwarded by the gateway reach the
-//! HTTPS control plane through a client that trusts the control plane's CA.
+//! HTTPS control plane through a client that trusts the control plane's CA. A provider
+//! behind a private CA is reached over HTTPS (HTTP/2 by ALPN) by a gateway given that CA
+//! (`--provider-ca`), and refused by one without it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
+use serde_json::{Value, json};
 use switchyard_control_plane::bootstrap::{self, BootstrapOptions};
 use switchyard_control_plane::{Listeners, RunOptions};
+use switchyard_e2e::harness::System;
+use switchyard_e2e::mock_openai::{MockConfig, MockOpenAi};
 use switchyard_gateway::tls::{ClientTlsFiles, ServerTlsFiles};
 use switchyard_gateway::{GatewayConfig, GatewayStatus, ServeOptions};
 use switchyard_proto::pb;
@@ -280,6 +287,138 @@ async fn https_and_mutual_tls_between_gateway_and_control_plane() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// HTTPS in front of a plain mock provider (which speaks HTTP/1.1 and, by prior knowledge,
+/// HTTP/2): records the ALPN protocol of every completed handshake.
+async fn tls_front(pki: &Pki, backend: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let acceptor = ServerTlsFiles {
+        cert: pki.path("server.pem"),
+        key: pki.path("server.key"),
+        client_ca: None,
+    }
+    .acceptor()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(Mutex::new(Vec::new()));
+    let seen = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A refused handshake is what an untrusting client produces; nothing to relay.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let alpn = tls.get_ref().1.alpn_protocol().unwrap_or(b"none");
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(alpn).into_owned());
+                let mut plain = tokio::net::TcpStream::connect(backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, handshakes)
+}
+
+#[tokio::test]
+async fn a_provider_behind_a_private_ca_is_reached_over_https_only_when_its_ca_is_trusted() {
+    let pki = pki();
+    let mock = MockOpenAi::start(MockConfig {
+        api_key: Some("sk-mock".into()),
+        fixed_usage: Some((9, 4)),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (front, handshakes) = tls_front(&pki, mock.addr()).await;
+    let system = System::start().await.unwrap();
+    system
+        .add_openai_model(
+            &format!("https://{front}/v1"),
+            "private/model",
+            "gpt-4o-mini",
+            "0.00000015",
+            "0.0000006",
+        )
+        .await
+        .unwrap();
+    let trusting = system
+        .start_extra_gateway_with(
+            None,
+            ServeOptions {
+                provider_ca: Some(pki.path("ca.pem")),
+                ..ServeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let chat = |base: String, stream: bool| {
+        system
+            .http
+            .post(format!("{base}/chat/completions"))
+            .bearer_auth(system.api_key())
+            .json(&json!({"model": "private/model", "stream": stream,
+                "messages": [{"role": "user", "content": "hello over TLS"}]}))
+            .send()
+    };
+
+    let plain = chat(format!("http://{}/api/v1", trusting.addr), false)
+        .await
+        .unwrap();
+    let status = plain.status();
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 9, "{body}");
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
+    let streamed = chat(format!("http://{}/api/v1", trusting.addr), true)
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let (chunks, done) = crate::sse::chunks(&streamed.text().await.unwrap());
+    assert!(done, "the stream ends with [DONE]");
+    assert!(chunks.len() > 1, "{chunks:?}");
+    assert_eq!(mock.request_count(), 2);
+    let seen = handshakes.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the calls went through the TLS front");
+    assert!(
+        seen.iter().all(|alpn| alpn == "h2"),
+        "HTTP/2 negotiated by ALPN: {seen:?}"
+    );
+    let headers = &mock.last_request().unwrap().headers;
+    assert_eq!(
+        headers.get("authorization").map(String::as_str),
+        Some("Bearer sk-mock")
+    );
+    assert!(
+        headers
+            .get("user-agent")
+            .is_some_and(|ua| ua.starts_with("switchyard/")),
+        "{headers:?}"
+    );
+
+    // The harness's gateway trusts only the public roots: the handshake fails, the client
+    // gets a provider error, and the provider sees nothing.
+    let refused = chat(system.base_url(), false).await.unwrap();
+    let status = refused.status();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("connection failed") || m.contains("could not be reached")),
+        "{body}"
+    );
+    assert_eq!(
+        mock.request_count(),
+        2,
+        "no request passed the refused handshake"
+    );
 }
 
 #[test]

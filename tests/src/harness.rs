@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use switchyard_control_plane::bootstrap::{self, BootstrapOptions, FirstStart};
 use switchyard_control_plane::store::{self, Store};
 use switchyard_control_plane::{Listeners, RunOptions};
-use switchyard_gateway::{GatewayConfig, GatewayStatus};
+use switchyard_gateway::{GatewayConfig, GatewayStatus, ServeOptions};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -149,16 +149,27 @@ impl System {
         &self,
         redis_url: Option<&str>,
     ) -> anyhow::Result<Gateway> {
+        self.start_extra_gateway_with(redis_url, ServeOptions::default())
+            .await
+    }
+
+    /// Another gateway with its own spool and the given serving options.
+    pub async fn start_extra_gateway_with(
+        &self,
+        redis_url: Option<&str>,
+        options: ServeOptions,
+    ) -> anyhow::Result<Gateway> {
         let spool = self
             .dir
             .path()
             .join(format!("spool-{}", uuid::Uuid::now_v7().simple()));
-        let gateway = Gateway::start_with_redis(
+        let gateway = Gateway::start_with(
             &self.control_plane,
             &self.secrets.node_token,
             spool,
             "127.0.0.1:0".parse()?,
             redis_url,
+            options,
         )
         .await?;
         gateway
@@ -347,6 +358,26 @@ impl Gateway {
         addr: SocketAddr,
         redis_url: Option<&str>,
     ) -> anyhow::Result<Gateway> {
+        Self::start_with(
+            cp,
+            node_token,
+            spool_dir,
+            addr,
+            redis_url,
+            ServeOptions::default(),
+        )
+        .await
+    }
+
+    /// A gateway with the given Redis (or none) and serving options.
+    pub async fn start_with(
+        cp: &ControlPlane,
+        node_token: &str,
+        spool_dir: PathBuf,
+        addr: SocketAddr,
+        redis_url: Option<&str>,
+        options: ServeOptions,
+    ) -> anyhow::Result<Gateway> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let status = GatewayStatus::default();
@@ -361,7 +392,12 @@ impl Gateway {
             status: status.clone(),
             redis_url: redis_url.map(str::to_owned),
         };
-        let task = tokio::spawn(switchyard_gateway::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(switchyard_gateway::run_with(
+            config,
+            listener,
+            shutdown.clone(),
+            options,
+        ));
         Ok(Gateway {
             addr,
             status,

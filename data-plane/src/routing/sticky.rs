@@ -62,11 +62,10 @@ impl Conversation {
                 hasher.update(request.model().as_bytes());
                 hasher.update([0]);
                 hasher.update(first_user.text().as_bytes());
-                let mut id = String::from("auto-");
-                for byte in &hasher.finalize()[..8] {
-                    let _ = write!(id, "{byte:02x}");
-                }
-                id
+                let mut prefix = [0u8; 8];
+                prefix.copy_from_slice(&hasher.finalize()[..8]);
+                // One formatting call, not one per byte: this runs on every request.
+                format!("auto-{:016x}", u64::from_be_bytes(prefix))
             }
         };
         let one_hour = messages.iter().any(|m| marks_one_hour(&m.content))

@@ -1,10 +1,14 @@
-//! The only place that talks to providers: one pooled HTTP client (TCP_NODELAY, HTTP/2 when
-//! offered via ALPN), timeouts, and SSE decoding of streamed replies.
+//! The only place that talks to providers: pooled HTTP clients (TCP_NODELAY, HTTP/2 when
+//! offered via ALPN, see `transport`), timeouts, and SSE decoding of streamed replies.
 
-use std::collections::VecDeque;
+mod transport;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use bytes::Bytes;
 use eventsource_stream2::Eventsource;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -16,6 +20,7 @@ use crate::providers::{
     Wire,
 };
 use crate::snapshot::{EndpointEntry, ProviderKind, ProviderTimeouts};
+use transport::{ResponseBody, Settings, Transport, TransportError};
 
 /// Upper bound for a whole non-streaming call, and for the gap between streamed events.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -23,92 +28,80 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: reqwest::Client,
-    /// Clients for providers with their own connect timeout (reqwest sets it per client);
-    /// keyed by the timeout in ms. A handful at most, each with its own pool.
-    by_connect_timeout:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u128, reqwest::Client>>>,
-    urls: std::sync::Arc<ParsedUrls>,
+    transport: Arc<Transport>,
+    /// Clients for providers with their own connect timeout (set per connector); keyed by
+    /// the timeout in ms. A handful at most, each with its own pool.
+    by_connect_timeout: Arc<Mutex<HashMap<u128, Arc<Transport>>>>,
+    settings: Arc<Settings>,
+    uris: Arc<ParsedUris>,
 }
 
-/// Upstream URLs parsed once: parsing (with IDNA host processing) was ~6 % of the
-/// gateway's instructions per request, and a provider's URLs are few and fixed.
+/// Upstream URLs parsed once: a provider's URLs are few and fixed.
 #[derive(Default)]
-struct ParsedUrls(std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>);
+struct ParsedUris(RwLock<HashMap<String, http::Uri>>);
 
-impl ParsedUrls {
+impl ParsedUris {
     /// Bounded so per-model URLs (Gemini) of a long-lived node cannot grow without limit.
     const MAX: usize = 4096;
 
-    fn get(&self, raw: &str) -> Option<reqwest::Url> {
-        let read = self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(url) = read.get(raw) {
-            return Some(url.clone());
+    fn get(&self, raw: &str) -> Option<http::Uri> {
+        let read = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(uri) = read.get(raw) {
+            return Some(uri.clone());
         }
         drop(read);
-        let url = reqwest::Url::parse(raw).ok()?;
-        let mut write = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let uri = http::Uri::try_from(raw).ok()?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return None;
+        }
+        let mut write = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if write.len() >= Self::MAX {
             write.clear();
         }
-        write.insert(raw.to_owned(), url.clone());
-        Some(url)
+        write.insert(raw.to_owned(), uri.clone());
+        Some(uri)
     }
-}
-
-fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        // A provider answers; it does not redirect. Following one would send the credential
-        // to wherever the redirect points, past the SSRF check of the configured base URL.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 impl Upstream {
-    pub fn new() -> Result<Self, crate::GatewayError> {
-        let client = build_client(CONNECT_TIMEOUT)
-            .map_err(|e| crate::GatewayError::Config(format!("HTTP client: {e}")))?;
+    /// Clients trusting the public web PKI and, with `provider_ca`, the CAs in that PEM
+    /// bundle; through a proxy when the environment names one.
+    pub fn new(provider_ca: Option<&std::path::Path>) -> Result<Self, crate::GatewayError> {
+        let tls = crate::tls::provider_client_config(provider_ca)
+            .map_err(|e| crate::GatewayError::Config(format!("provider TLS: {e}")))?;
+        let proxied = transport::proxy_configured(|name| std::env::var(name).ok());
+        let settings = Arc::new(Settings::new(tls, proxied));
+        let transport = Transport::new(&settings, CONNECT_TIMEOUT)
+            .map_err(|e| crate::GatewayError::Config(format!("HTTP client: {e}")))?
+            .into();
         Ok(Self {
-            client,
-            by_connect_timeout: std::sync::Arc::default(),
-            urls: std::sync::Arc::default(),
+            transport,
+            by_connect_timeout: Arc::default(),
+            settings,
+            uris: Arc::default(),
         })
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.client
-    }
-
-    fn client_for(&self, timeouts: &ProviderTimeouts) -> reqwest::Client {
+    fn transport_for(&self, timeouts: &ProviderTimeouts) -> Arc<Transport> {
         let Some(connect) = timeouts.connect else {
-            return self.client.clone();
+            return self.transport.clone();
         };
         let mut clients = self
             .by_connect_timeout
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = clients.get(&connect.as_millis()) {
             return c.clone();
         }
-        match build_client(connect) {
+        match Transport::new(&self.settings, connect) {
             Ok(c) => {
+                let c = Arc::new(c);
                 clients.insert(connect.as_millis(), c.clone());
                 c
             }
             Err(err) => {
                 tracing::warn!(error = %err, "could not build an HTTP client with the provider's connect timeout; using the default");
-                self.client.clone()
+                self.transport.clone()
             }
         }
     }
@@ -150,21 +143,16 @@ impl Upstream {
         let provider = &endpoint.provider.slug;
         let timeouts = endpoint.provider.timeouts;
         let upstream = wire.build_request(request, endpoint)?;
-        let response = self
-            .execute(wire, upstream, provider, &timeouts, !request.stream)
-            .await?;
         if request.stream {
+            let response = self.execute(wire, upstream, provider, &timeouts).await?;
             Ok(Reply::Stream(decode_sse(
-                response,
+                response.into_body(),
                 wire.stream_parser(provider, located),
                 provider.clone(),
                 timeouts.stream_idle.unwrap_or(RESPONSE_TIMEOUT),
             )))
         } else {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| transport_failure(&e, provider))?;
+            let body = self.call(wire, upstream, provider, &timeouts).await?;
             Ok(Reply::Complete(
                 wire.completion(body, provider, located)
                     .map_err(ApiError::Upstream)?,
@@ -186,19 +174,14 @@ impl Upstream {
         Some(
             attempt("count_tokens", endpoint, async {
                 let upstream = providers::anthropic::build_count_tokens(request, endpoint)?;
-                let response = self
-                    .execute(
+                let body = self
+                    .call(
                         Wire::Anthropic,
                         upstream,
                         provider,
                         &endpoint.provider.timeouts,
-                        true,
                     )
                     .await?;
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| transport_failure(&e, provider))?;
                 serde_json::from_slice::<Value>(&body)
                     .ok()
                     .and_then(|v| v.get("input_tokens").and_then(Value::as_u64))
@@ -236,13 +219,9 @@ impl Upstream {
         };
         Some(
             attempt("embeddings", endpoint, async {
-                let response = self
-                    .execute(wire, upstream?, provider, &endpoint.provider.timeouts, true)
+                let body = self
+                    .call(wire, upstream?, provider, &endpoint.provider.timeouts)
                     .await?;
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| transport_failure(&e, provider))?;
                 let value: Value = serde_json::from_slice(&body).map_err(|_| {
                     ApiError::Upstream(UpstreamFailure::new(
                         StatusCode::BAD_GATEWAY,
@@ -261,6 +240,26 @@ impl Upstream {
         )
     }
 
+    /// A call whose whole answer is wanted: sent, answered and read within
+    /// `RESPONSE_TIMEOUT`.
+    async fn call(
+        &self,
+        wire: Wire,
+        upstream: UpstreamRequest,
+        provider: &str,
+        timeouts: &ProviderTimeouts,
+    ) -> Result<Bytes, ApiError> {
+        let call = async {
+            let response = self.execute(wire, upstream, provider, timeouts).await?;
+            transport::read_body(response.into_body())
+                .await
+                .map_err(|e| transport_failure(e, provider))
+        };
+        tokio::time::timeout(RESPONSE_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(transport_failure(TransportError::Timeout, provider)))
+    }
+
     /// Sends a built request; a non-2xx answer becomes the mapped error, before any byte
     /// reached the client.
     async fn execute(
@@ -269,9 +268,8 @@ impl Upstream {
         upstream: UpstreamRequest,
         provider: &str,
         timeouts: &ProviderTimeouts,
-        whole_body_timeout: bool,
-    ) -> Result<reqwest::Response, ApiError> {
-        let url = self.urls.get(&upstream.url).ok_or_else(|| {
+    ) -> Result<http::Response<ResponseBody>, ApiError> {
+        let uri = self.uris.get(&upstream.url).ok_or_else(|| {
             ApiError::Upstream(UpstreamFailure::new(
                 StatusCode::BAD_GATEWAY,
                 "provider_unavailable",
@@ -279,21 +277,32 @@ impl Upstream {
                 "has a base URL that is not a valid URL",
             ))
         })?;
-        let mut builder = self.client_for(timeouts).post(url).body(upstream.body);
+        let mut request = http::Request::post(uri)
+            .body(Bytes::from(upstream.body))
+            .map_err(|_| transport_failure(TransportError::Broken, provider))?;
+        let headers = request.headers_mut();
         for (name, value) in &upstream.headers {
-            builder = builder.header(*name, value);
+            // Values come from the provider's config (keys, versions); one that is not a
+            // valid header value is a configuration error the provider would reject too.
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                ApiError::Upstream(UpstreamFailure::new(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_unavailable",
+                    provider,
+                    "has a credential or header that is not a valid HTTP header value",
+                ))
+            })?;
+            headers.append(*name, value);
         }
         // W3C trace context of the current (attempt) span; nothing when tracing is off.
-        builder = builder.headers(crate::telemetry::otel::inject(&tracing::Span::current()));
-        if whole_body_timeout {
-            builder = builder.timeout(RESPONSE_TIMEOUT);
-        }
+        headers.extend(crate::telemetry::otel::inject(&tracing::Span::current()));
         // The first-byte bound covers connecting, sending and waiting for the status line:
         // a provider that accepts the connection and then says nothing is given up on
         // while another endpoint can still be tried.
         let first_byte = timeouts.first_byte.unwrap_or(RESPONSE_TIMEOUT);
-        let response = match tokio::time::timeout(first_byte, builder.send()).await {
-            Ok(sent) => sent.map_err(|e| transport_failure(&e, provider))?,
+        let transport = self.transport_for(timeouts);
+        let response = match tokio::time::timeout(first_byte, transport.send(request)).await {
+            Ok(sent) => sent.map_err(|e| transport_failure(e, provider))?,
             Err(_) => {
                 return Err(ApiError::Upstream(UpstreamFailure::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -309,11 +318,12 @@ impl Upstream {
         }
         let retry_after = response
             .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = response.bytes().await.unwrap_or_default();
-        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = transport::read_body(response.into_body())
+            .await
+            .unwrap_or_default();
         Err(ApiError::Upstream(wire.map_error(
             status,
             &body,
@@ -349,37 +359,34 @@ async fn attempt<T>(
     result
 }
 
-fn transport_failure(err: &reqwest::Error, provider: &str) -> ApiError {
-    let f = if err.is_timeout() {
-        UpstreamFailure::new(
+fn transport_failure(err: TransportError, provider: &str) -> ApiError {
+    ApiError::Upstream(match err {
+        TransportError::Timeout => UpstreamFailure::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             provider,
             "timed out",
-        )
-    } else if err.is_connect() {
-        UpstreamFailure::new(
+        ),
+        TransportError::Connect => UpstreamFailure::new(
             StatusCode::BAD_GATEWAY,
             "provider_unavailable",
             provider,
             "could not be reached",
-        )
-    } else {
-        UpstreamFailure::new(
+        ),
+        TransportError::Broken => UpstreamFailure::new(
             StatusCode::BAD_GATEWAY,
             "provider_unavailable",
             provider,
             "connection failed",
-        )
-    };
-    ApiError::Upstream(f)
+        ),
+    })
 }
 
 /// Decodes an SSE body into canonical chunks with the format's parser. Comment lines are
 /// ignored by the SSE decoder; a failure (reported by the provider, a broken connection,
 /// a stall) becomes the last item so the relay can end the client's stream with an error.
 fn decode_sse(
-    response: reqwest::Response,
+    body: ResponseBody,
     parser: Box<dyn StreamParser>,
     provider: String,
     idle_timeout: Duration,
@@ -393,7 +400,7 @@ fn decode_sse(
         idle_timeout: Duration,
     }
     let state = State {
-        events: response.bytes_stream().eventsource(),
+        events: http_body_util::BodyDataStream::new(body).eventsource(),
         parser,
         pending: VecDeque::new(),
         finished: false,
