@@ -76,19 +76,7 @@ pub fn sse_stream(body: &[u8]) {
 mod tests {
     use super::*;
 
-    /// A small deterministic mutator (xorshift), so the run is reproducible.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
         let mut out = seed.to_vec();

@@ -22,6 +22,8 @@ pub mod ssrf;
 mod state;
 mod sync;
 pub mod telemetry;
+#[cfg(test)]
+mod test_rng;
 pub mod tls;
 mod upstream;
 

@@ -10,136 +10,94 @@
 //! names — and the caller parses the body into a `Value`, which handles every case.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use switchyard_proto::UsageDims;
 
+use super::json_scan::{self, Member, Scanner};
 use super::openai;
 
-/// A JSON object's members in order, their values left unparsed — except an answer's
-/// `choices`, whose objects are located in the same pass rather than scanned once as a
-/// whole and then again member by member.
-struct RawObject<'a>(Vec<(Cow<'a, str>, Slot<'a>)>);
-
-enum Slot<'a> {
-    Raw(&'a RawValue),
-    /// The top level's `choices`: `None` for `null`.
-    Choices(Option<Vec<RawObject<'a>>>),
+/// An answer's members located in one pass: its top level, and the objects of its
+/// `choices` (rather than scanning `choices` once as a whole and again member by member).
+struct Located {
+    members: Vec<Member>,
+    /// `None`: no `choices`; `Some(None)`: `null`; else the choices' members.
+    choices: Option<Option<Vec<Vec<Member>>>>,
 }
 
-/// An answer: a `RawObject` whose `choices` member is read as `Slot::Choices`.
-struct Answer<'a>(RawObject<'a>);
-
-/// A member name, borrowed from the input unless it contains escapes.
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// Reads an object's members; `top` reads `choices` as `Slot::Choices`.
-struct Members {
-    top: bool,
-}
-
-impl<'de> Visitor<'de> for Members {
-    type Value = RawObject<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
-        while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
-            let slot = if self.top && key == "choices" {
-                Slot::Choices(map.next_value()?)
-            } else {
-                Slot::Raw(map.next_value()?)
-            };
-            members.push((key, slot));
-        }
-        Ok(RawObject(members))
-    }
-}
-
-impl<'de> Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(Members { top: false })
-    }
-}
-
-impl<'de> Deserialize<'de> for Answer<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_map(Members { top: true })
-            .map(Answer)
-    }
-}
-
-/// Where one member's name and value are in the body.
-#[derive(Debug, Clone)]
-struct Member {
-    key: Range<usize>,
-    value: Range<usize>,
-}
-
-/// Members located in `body`; `None` for escaped or duplicate names.
-fn locate(body: &[u8], object: &RawObject<'_>) -> Option<Vec<Member>> {
-    let at = |s: &str| {
-        let start = s.as_ptr() as usize - body.as_ptr() as usize;
-        start..start + s.len()
-    };
-    let mut members: Vec<Member> = Vec::with_capacity(object.0.len());
-    for (key, value) in &object.0 {
-        let Cow::Borrowed(key) = key else { return None };
-        if members
-            .iter()
-            .any(|m| &body[m.key.clone()] == key.as_bytes())
-        {
+/// `None` unless `text` is one JSON object with unescaped, unique member names whose
+/// `choices`, if present, is `null` or an array of such objects.
+fn locate(text: &str) -> Option<Located> {
+    let bytes = text.as_bytes();
+    let mut scanner = Scanner::new(text);
+    let mut members: Vec<Member> = Vec::with_capacity(12);
+    let mut choices = None;
+    scanner.object(0, |s, key| {
+        let name = &bytes[key.clone()];
+        if members.iter().any(|m| &bytes[m.key.clone()] == name) {
             return None;
         }
-        members.push(Member {
-            key: at(key),
-            // `choices` is written from its located objects, never copied.
-            value: match value {
-                Slot::Raw(raw) => at(raw.get()),
-                Slot::Choices(_) => 0..0,
-            },
-        });
-    }
-    Some(members)
+        let value = if name == b"choices" && s.peek()? == b'[' {
+            let mut list = Vec::new();
+            let range = s.array(1, |s| {
+                list.push(json_scan::members(s, 2)?);
+                Some(())
+            })?;
+            choices = Some(Some(list));
+            // Written from its located objects, never copied.
+            range.start..range.start
+        } else {
+            let range = s.value(1)?;
+            if name == b"choices" {
+                if &bytes[range.clone()] != b"null" {
+                    return None;
+                }
+                choices = Some(None);
+            }
+            range
+        };
+        members.push(Member { key, value });
+        Some(())
+    })?;
+    scanner.at_end().then_some(Located { members, choices })
 }
 
-fn is_null(raw: &RawValue) -> bool {
-    raw.get() == "null"
+/// A member's value as text; `None` when absent.
+fn get<'t>(text: &'t str, members: &[Member], key: &str) -> Option<&'t str> {
+    members
+        .iter()
+        .find(|m| &text[m.key.clone()] == key)
+        .map(|m| &text[m.value.clone()])
+}
+
+/// Present with a value other than `null`.
+fn has(text: &str, members: &[Member], key: &str) -> bool {
+    get(text, members, key).is_some_and(|v| v != "null")
+}
+
+/// Members of an object given as text, by name; `None` for each when it is not an object.
+fn members_of<'t, const N: usize>(object: &'t str, keys: [&str; N]) -> [Option<&'t str>; N] {
+    let members = json_scan::members(&mut Scanner::new(object), 0);
+    keys.map(|key| get(object, members.as_deref()?, key))
+}
+
+/// Bytes in a string value; 0 for anything else.
+fn text_len(raw: Option<&str>) -> usize {
+    raw.and_then(string).map_or(0, |s| s.len())
 }
 
 /// A string value; `None` for any other JSON type.
-fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    if !raw.get().starts_with('"') {
+fn string(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.starts_with('"') {
         return None;
     }
     #[derive(Deserialize)]
     struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-    serde_json::from_str::<Text<'_>>(raw.get())
-        .ok()
-        .map(|t| t.0)
-}
-
-impl RawObject<'_> {
-    fn get(&self, key: &str) -> Option<&RawValue> {
-        self.0.iter().find_map(|(k, v)| match v {
-            Slot::Raw(raw) if k == key => Some(*raw),
-            _ => None,
-        })
-    }
-
-    /// Present with a value other than `null`.
-    fn has(&self, key: &str) -> bool {
-        self.get(key).is_some_and(|v| !is_null(v))
-    }
+    serde_json::from_str::<Text<'_>>(raw).ok().map(|t| t.0)
 }
 
 /// One choice: its members, and its finish reason as the provider gave it.
@@ -183,23 +141,17 @@ pub struct OpenAiAnswer {
 impl OpenAiAnswer {
     /// `None` when the answer needs the `Value` path (see the module docs).
     pub fn read(body: Bytes) -> Option<Self> {
-        // Validated once here: read from `&[u8]`, serde_json re-validates every string and
-        // every located value as UTF-8 (~2 k instructions a streamed chunk, callgrind).
         let text = std::str::from_utf8(&body).ok()?;
-        let Answer(object) = serde_json::from_str(text).ok()?;
-        if object.has("error") {
+        let Located { members, choices } = locate(text)?;
+        if has(text, &members, "error") {
             return None;
         }
-        let members = locate(&body, &object)?;
-        let (choices, no_choices) = match object.0.iter().find_map(|(_, v)| match v {
-            Slot::Choices(choices) => Some(choices),
-            Slot::Raw(_) => None,
-        }) {
+        let (choices, no_choices) = match choices {
             Some(Some(choices)) if !choices.is_empty() => (
                 Some(
                     choices
-                        .iter()
-                        .map(|c| Choice::read(&body, c))
+                        .into_iter()
+                        .map(|c| Choice::read(text, c))
                         .collect::<Option<Vec<_>>>()?,
                 ),
                 &b""[..],
@@ -207,9 +159,8 @@ impl OpenAiAnswer {
             Some(Some(_)) => (None, &b"[]"[..]),
             _ => (None, &b"null"[..]),
         };
-        let usage = object.get("usage").and_then(read_usage);
-        let upstream_id = object
-            .get("id")
+        let usage = get(text, &members, "usage").and_then(read_usage);
+        let upstream_id = get(text, &members, "id")
             .and_then(string)
             .map(Cow::into_owned)
             .unwrap_or_default();
@@ -219,7 +170,6 @@ impl OpenAiAnswer {
             .next()
             .and_then(|c| c.native.clone())
             .unwrap_or_default();
-        drop(object);
         Some(Self {
             body,
             members,
@@ -240,23 +190,15 @@ impl OpenAiAnswer {
     /// Bytes of text in the first choice's message, for estimating usage the provider did
     /// not report.
     pub fn content_chars(&self) -> usize {
-        #[derive(Deserialize)]
-        struct Message<'a> {
-            #[serde(borrow)]
-            content: Option<&'a RawValue>,
-        }
-        let Some(message) = self.choices.iter().flatten().next().and_then(|c| {
-            c.members
-                .iter()
-                .find(|m| &self.body[m.key.clone()] == b"message")
-        }) else {
-            return 0;
-        };
-        self.text(&message.value)
-            .and_then(|text| serde_json::from_str::<Message<'_>>(text).ok())
-            .and_then(|m| m.content)
-            .and_then(string)
-            .map_or(0, |s| s.len())
+        self.choices
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|c| self.value_of(&c.members, b"message"))
+            .map_or(0, |message| {
+                let [content] = members_of(message, ["content"]);
+                text_len(content)
+            })
     }
 
     /// The client's answer: the provider's members in order, with `id`, `model`,
@@ -324,15 +266,6 @@ impl OpenAiAnswer {
     /// arguments), for estimating usage the provider never reports.
     pub fn delta_chars(&self) -> usize {
         #[derive(Deserialize)]
-        struct Delta<'a> {
-            #[serde(borrow)]
-            content: Option<&'a RawValue>,
-            #[serde(borrow)]
-            reasoning: Option<&'a RawValue>,
-            #[serde(borrow)]
-            tool_calls: Option<&'a RawValue>,
-        }
-        #[derive(Deserialize)]
         struct Call<'a> {
             #[serde(borrow)]
             function: Option<&'a RawValue>,
@@ -342,25 +275,24 @@ impl OpenAiAnswer {
             #[serde(borrow)]
             arguments: Option<&'a RawValue>,
         }
-        let text = |raw: Option<&RawValue>| raw.and_then(string).map_or(0, |s| s.len());
         let arguments = |raw: &RawValue| {
             serde_json::from_str::<Call<'_>>(raw.get())
                 .ok()
                 .and_then(|c| c.function)
                 .and_then(|f| serde_json::from_str::<Function<'_>>(f.get()).ok())
-                .map_or(0, |f| text(f.arguments))
+                .map_or(0, |f| text_len(f.arguments.map(RawValue::get)))
         };
         self.choices
             .iter()
             .flatten()
             .filter_map(|c| self.value_of(&c.members, b"delta"))
-            .filter_map(|raw| serde_json::from_str::<Delta<'_>>(raw).ok())
             .map(|delta| {
-                let calls = delta
-                    .tool_calls
-                    .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+                let [content, reasoning, tool_calls] =
+                    members_of(delta, ["content", "reasoning", "tool_calls"]);
+                let calls = tool_calls
+                    .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw).ok())
                     .map_or(0, |calls| calls.into_iter().map(arguments).sum());
-                text(delta.content) + text(delta.reasoning) + calls
+                text_len(content) + text_len(reasoning) + calls
             })
             .sum()
     }
@@ -380,25 +312,21 @@ impl OpenAiAnswer {
 }
 
 impl Choice {
-    fn read(body: &[u8], object: &RawObject<'_>) -> Option<Self> {
-        if object.has("error") {
+    fn read(text: &str, members: Vec<Member>) -> Option<Self> {
+        if has(text, &members, "error") {
             return None;
         }
-        let finish = object.get("finish_reason").and_then(string);
+        let finish = get(text, &members, "finish_reason").and_then(string);
         if finish.as_deref() == Some("error") {
             return None;
         }
         let native = finish.map(|finish| {
-            object
-                .get("native_finish_reason")
+            get(text, &members, "native_finish_reason")
                 .and_then(string)
                 .unwrap_or(finish)
                 .into_owned()
         });
-        Some(Self {
-            members: locate(body, object)?,
-            native,
-        })
+        Some(Self { members, native })
     }
 
     fn write(&self, out: &mut Writer<'_>, normalize: fn(&str) -> &'static str) {
@@ -417,7 +345,7 @@ impl Choice {
 
 /// OpenAI's usage object, read without a tree; anything unexpected in it (a count that is
 /// not a non-negative integer) is read the lenient way, through `openai::parse_usage`.
-fn read_usage(raw: &RawValue) -> Option<UsageDims> {
+fn read_usage(raw: &str) -> Option<UsageDims> {
     #[derive(Deserialize, Default)]
     struct Prompt {
         #[serde(default)]
@@ -441,11 +369,11 @@ fn read_usage(raw: &RawValue) -> Option<UsageDims> {
         prompt_tokens_details: Option<Prompt>,
         completion_tokens_details: Option<Completion>,
     }
-    if is_null(raw) {
+    if raw == "null" {
         return None;
     }
-    let Ok(usage) = serde_json::from_str::<Usage>(raw.get()) else {
-        return openai::parse_usage(&serde_json::from_str::<Value>(raw.get()).ok()?);
+    let Ok(usage) = serde_json::from_str::<Usage>(raw) else {
+        return openai::parse_usage(&serde_json::from_str::<Value>(raw).ok()?);
     };
     let prompt = usage.prompt_tokens_details.unwrap_or_default();
     let writes_1h = prompt.cache_write_1h_tokens.min(prompt.cache_write_tokens);
