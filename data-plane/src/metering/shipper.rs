@@ -29,9 +29,12 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a wake-up waits for more records before sending a partial batch. Each batch
 /// is one ingestion transaction (and one ack) on the control plane; at a steady 2k req/s
 /// the appender's 2 ms group commits made ~4-record batches, and the control plane's
-/// per-batch work cost more CPU than the gateway itself (`switchyard-bench`). Usage
-/// reaches the ledger this much later; nothing waits on it on the request path.
-const SHIP_LINGER: Duration = Duration::from_millis(20);
+/// per-batch work cost more CPU than the gateway itself (`switchyard-bench`). 20 ms made
+/// ~40-record batches at 2k req/s (control plane: ~105 CPU-µs per request); 100 ms makes
+/// ~200 (~62 µs, `switchyard-bench --full --only cpu`). Usage reaches the ledger this
+/// much later; nothing waits on it on the request path, and budgets are enforced on the
+/// gateways.
+const SHIP_LINGER: Duration = Duration::from_millis(100);
 /// Shutdown must not hang on an unreachable control plane; unshipped records stay spooled.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
