@@ -29,12 +29,14 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a wake-up waits for more records before sending a partial batch. Each batch
 /// is one ingestion transaction (and one ack) on the control plane; at a steady 2k req/s
 /// the appender's 2 ms group commits made ~4-record batches, and the control plane's
-/// per-batch work cost more CPU than the gateway itself (`switchyard-bench`). 20 ms made
-/// ~40-record batches at 2k req/s (control plane: ~105 CPU-µs per request); 100 ms makes
-/// ~200 (~62 µs, `switchyard-bench --full --only cpu`). Usage reaches the ledger this
-/// much later; nothing waits on it on the request path, and budgets are enforced on the
-/// gateways.
-const SHIP_LINGER: Duration = Duration::from_millis(100);
+/// per-batch work cost more CPU than the gateway itself (`switchyard-bench`). Longer is
+/// cheaper for the control plane but burstier: at 2k req/s its CPU per request was ~105 /
+/// ~88 / ~62 µs at 20 / 50 / 100 ms (`--only cpu`), while co-located on two cores the
+/// gateway's c=1 added p99 / p99.9 grew from 1061–1577 / 1735–2200 µs to 1401–1458 /
+/// 2326–2823 and 1371–1834 / 2819–3365 (`--only c1`, alternating binaries): a batch's
+/// transaction holds a core for longer. The tail won. Usage reaches the ledger this much
+/// later; nothing waits on it on the request path.
+const SHIP_LINGER: Duration = Duration::from_millis(20);
 /// Shutdown must not hang on an unreachable control plane; unshipped records stay spooled.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
