@@ -50,7 +50,12 @@ impl ParsedUris {
             return Some(uri.clone());
         }
         drop(read);
-        let uri = http::Uri::try_from(raw).ok()?;
+        // `http::Uri` takes ASCII only; a URL with an international host name or
+        // unescaped characters gets its WHATWG form (punycode, percent-escapes) first.
+        let uri = http::Uri::try_from(raw).ok().or_else(|| {
+            let url = reqwest::Url::parse(raw).ok()?;
+            http::Uri::try_from(url.as_str()).ok()
+        })?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return None;
         }
@@ -449,4 +454,26 @@ fn decode_sse(
         }
     });
     Box::pin(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ParsedUris;
+
+    #[test]
+    fn provider_urls_parse_once_in_their_ascii_form() {
+        let uris = ParsedUris::default();
+        let plain = uris.get("https://api.example.com/v1/chat/completions");
+        assert_eq!(
+            plain.as_ref().and_then(http::Uri::host),
+            Some("api.example.com")
+        );
+        let international = uris.get("https://bücher.example/v1/chat completions");
+        assert_eq!(
+            international.map(|u| u.to_string()),
+            Some("https://xn--bcher-kva.example/v1/chat%20completions".to_owned())
+        );
+        assert!(uris.get("ftp://files.example/v1").is_none());
+        assert!(uris.get("not a url").is_none());
+    }
 }
