@@ -122,6 +122,40 @@ impl Admin {
             .with_context(|| format!("unexpected /readyz answer {text:?}"))
     }
 
+    /// Usage records the gateway holds unacknowledged, from its `/metrics`.
+    async fn spool_pending(&self) -> anyhow::Result<u64> {
+        const GAUGE: &str = "switchyard_gateway_spool_pending_records ";
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.gateway))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(GAUGE))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no `{}` in the gateway's /metrics", GAUGE.trim_end()))
+    }
+
+    /// Waits until the control plane has acknowledged every usage record the gateway
+    /// metered (after an outage, the backlog's ingestion would otherwise load the cores
+    /// during the next measurement).
+    pub async fn wait_until_shipped(&self, patience: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let pending = self.spool_pending().await?;
+            if pending == 0 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{pending} usage records still unacknowledged after {patience:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends `body` to `path` (under `/api/v1`) and waits until the gateway serves the new
     /// snapshot. Returns the answer's JSON (`null` for an empty body).
     pub async fn apply(
@@ -177,7 +211,24 @@ pub struct Lab {
     pub mock_pid: u32,
     pub arms: Vec<Arm>,
     procs: Vec<Proc>,
+    /// How the Switchyard arm's control plane was started, to start it again.
+    control_plane: Option<ControlPlaneLaunch>,
 }
+
+/// A control plane's command line, environment and address: enough to start it again on the
+/// same database and ports after [`Lab::stop_control_plane`].
+struct ControlPlaneLaunch {
+    program: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
+    pin: Option<&'static str>,
+    log: PathBuf,
+    http: SocketAddr,
+}
+
+/// Process names the lab finds its Switchyard children by.
+const CONTROL_PLANE: &str = "switchyard control-plane";
+const GATEWAY: &str = "switchyard-gateway";
 
 /// CPU lists for `taskset` when pinning: proxies on core 1, everything else on core 0.
 pub const PROXY_CPUS: &str = "1";
@@ -290,6 +341,7 @@ impl Lab {
         let pin_client = options.pin.then_some(CLIENT_CPUS);
         let pin_proxy = options.pin.then_some(PROXY_CPUS);
         let mut procs = Vec::new();
+        let mut control_plane = None;
 
         super::progress("starting the mock provider");
         let m = &options.mock;
@@ -349,7 +401,15 @@ impl Lab {
                     start_forwarder(&me, mock_addr, pin_proxy, &options.work_dir, &mut procs).await
                 }
                 ArmKind::Switchyard => {
-                    start_switchyard(options, &mock_base, pin_proxy, pin_client, &mut procs).await
+                    start_switchyard(
+                        options,
+                        &mock_base,
+                        pin_proxy,
+                        pin_client,
+                        &mut procs,
+                        &mut control_plane,
+                    )
+                    .await
                 }
                 ArmKind::Litellm | ArmKind::Portkey => {
                     start_peer(*kind, options, &mock_base, pin_proxy, &mut procs).await
@@ -377,6 +437,7 @@ impl Lab {
             mock_pid,
             arms,
             procs,
+            control_plane,
         })
     }
 
@@ -393,16 +454,48 @@ impl Lab {
 
     /// Stops only the control plane (the hot path must not notice).
     pub async fn stop_control_plane(&mut self) -> bool {
-        if let Some(i) = self
-            .procs
-            .iter()
-            .position(|p| p.name == "switchyard control-plane")
-        {
+        if let Some(i) = self.procs.iter().position(|p| p.name == CONTROL_PLANE) {
             let proc = self.procs.remove(i);
             proc.stop(Duration::from_secs(5)).await;
             return true;
         }
         false
+    }
+
+    /// Starts the stopped control plane again on its database and ports and waits until it
+    /// listens; the gateway reconnects on its own.
+    pub async fn start_control_plane(&mut self) -> anyhow::Result<()> {
+        let launch = self
+            .control_plane
+            .as_ref()
+            .context("this lab has no control plane")?;
+        anyhow::ensure!(
+            !self.procs.iter().any(|p| p.name == CONTROL_PLANE),
+            "the control plane is running already"
+        );
+        let proc = Proc::spawn(
+            CONTROL_PLANE,
+            &launch.program,
+            &launch.args,
+            &launch.envs,
+            launch.pin,
+            &launch.log,
+        )?;
+        let pid = proc.pid;
+        // Before the gateway, which `stop` then stops first, as on the first start.
+        let at = self
+            .procs
+            .iter()
+            .position(|p| p.name == GATEWAY)
+            .unwrap_or(self.procs.len());
+        self.procs.insert(at, proc);
+        wait_for_port(launch.http, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("control plane: {}", tail(&launch.log, 3)))?;
+        if let Some(arm) = self.arms.iter_mut().find(|a| a.kind == ArmKind::Switchyard) {
+            arm.aux_pid = Some(pid);
+        }
+        Ok(())
     }
 }
 
@@ -453,8 +546,9 @@ async fn start_switchyard(
     options: &LabOptions,
     mock_base: &str,
     pin_gateway: Option<&str>,
-    pin_cp: Option<&str>,
+    pin_cp: Option<&'static str>,
     procs: &mut Vec<Proc>,
+    control_plane: &mut Option<ControlPlaneLaunch>,
 ) -> anyhow::Result<Arm> {
     let cp_bin = options.bin_dir.join("switchyard");
     let gw_bin = options.bin_dir.join("switchyard-gateway");
@@ -477,10 +571,9 @@ async fn start_switchyard(
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
 
-    let cp = Proc::spawn(
-        "switchyard control-plane",
-        &cp_bin,
-        &[
+    let launch = ControlPlaneLaunch {
+        program: cp_bin,
+        args: vec![
             "control-plane".into(),
             "--data-dir".into(),
             dir.join(DATA_DIR).display().to_string(),
@@ -491,7 +584,7 @@ async fn start_switchyard(
             "--node-token".into(),
             node_token.clone(),
         ],
-        &[
+        envs: vec![
             (
                 "SWITCHYARD_BOOTSTRAP_MANAGEMENT_KEY",
                 management.expose().to_owned(),
@@ -501,17 +594,27 @@ async fn start_switchyard(
             // The mock provider listens on loopback, which split deployments refuse by default.
             ("SWITCHYARD_ALLOW_PRIVATE_UPSTREAMS", "true".into()),
         ],
-        pin_cp,
-        &dir.join("control-plane.log"),
+        pin: pin_cp,
+        log: dir.join("control-plane.log"),
+        http,
+    };
+    let cp = Proc::spawn(
+        CONTROL_PLANE,
+        &launch.program,
+        &launch.args,
+        &launch.envs,
+        launch.pin,
+        &launch.log,
     )?;
     let cp_pid = cp.pid;
     procs.push(cp);
     wait_for_port(http, Duration::from_secs(30))
         .await
-        .with_context(|| format!("control plane: {}", tail(&dir.join("control-plane.log"), 3)))?;
+        .with_context(|| format!("control plane: {}", tail(&launch.log, 3)))?;
+    *control_plane = Some(launch);
 
     let gw = Proc::spawn(
-        "switchyard-gateway",
+        GATEWAY,
         &gw_bin,
         &[
             "--listen".into(),

@@ -11,6 +11,7 @@ pub mod arms;
 pub mod forwarder;
 pub mod loadgen;
 pub mod mock;
+pub mod outage;
 pub mod procs;
 pub mod report;
 pub mod scenarios;

@@ -55,7 +55,7 @@ struct RunArgs {
     /// Skip these scenarios (same names as --only).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
-    /// Override the rounds of the c=1 and streaming scenarios.
+    /// Override the rounds of the c=1, streaming and control-plane outage scenarios.
     #[arg(long)]
     rounds: Option<usize>,
     /// Override the fixed open-loop rates, e.g. 1000,2000,5000,10000.
@@ -210,11 +210,12 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     };
     if let Some(rounds) = args.rounds {
         plan.rounds = rounds;
+        plan.outage_rounds = rounds;
     }
     if !args.rates.is_empty() {
         plan.rates = args.rates.clone();
     }
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 9] = [
         "c1",
         "rates",
         "saturation",
@@ -222,6 +223,7 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
         "delay",
         "streaming",
         "cpu",
+        "ladder",
         "cp-outage",
     ];
     for name in args.only.iter().chain(&args.skip) {
