@@ -80,7 +80,7 @@ pub async fn totals(
     if principal.key().is_none() {
         principal.require(Permission::BillingRead)?;
     }
-    let t = state.store.credit_totals(principal.org_id()).await?;
+    let t = state.store.rollup_credit_totals(principal.org_id()).await?;
     Ok(Json(json!({
         "data": {
             "total_credits": usd(t.credits_nanos),
@@ -199,7 +199,7 @@ pub async fn grant(
         ],
     };
     state.store.post(&posting).await?;
-    let totals = state.store.credit_totals(&org).await?;
+    let totals = state.store.rollup_credit_totals(&org).await?;
     let data = json!({
         "id": posting.id,
         "kind": kind,

@@ -33,7 +33,10 @@ pub async fn check_org(
     {
         return Ok(None);
     }
-    let balance = store.credit_totals(&settings.org_id).await?.balance_nanos;
+    let balance = store
+        .rollup_credit_totals(&settings.org_id)
+        .await?
+        .balance_nanos;
     if balance >= settings.auto_topup_threshold_nanos {
         return Ok(None);
     }

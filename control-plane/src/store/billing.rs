@@ -167,6 +167,8 @@ pub struct AnalyticsRow {
 pub trait BillingStore: Send + Sync + 'static {
     /// Writes one balanced posting atomically; an unbalanced one is refused.
     async fn post(&self, posting: &Posting) -> StoreResult<()>;
+    /// The credit account's totals summed from every one of its postings: the reference
+    /// `ConsoleStore::rollup_credit_totals` (what readers use) is checked against.
     async fn credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals>;
     async fn list_ledger(
         &self,

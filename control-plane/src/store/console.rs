@@ -203,8 +203,10 @@ pub trait ConsoleStore: Send + Sync {
     ) -> StoreResult<ExploreChoices>;
     async fn list_usage(&self, org_id: &str, query: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
     /// `BillingStore::credit_totals` without reading every usage posting: the credit
-    /// account's other postings (indexed by kind) plus the rollup's posted usage cost.
-    async fn console_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals>;
+    /// account's other postings (the partial index ledger_entries_org_account_kind) plus the
+    /// rollup's posted usage cost. What every reader of a balance uses (the console, `/credits`,
+    /// auto top-up after each ingested batch); its cost does not grow with the usage history.
+    async fn rollup_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals>;
     /// A key's spend from each of the UTC days `from_days` (days since the epoch) on, read
     /// from the rollup: the key page's today / this month / all time without scanning the
     /// key's generations (its rollup rows are a few per day; today's is kept current at ingestion).
@@ -412,15 +414,13 @@ macro_rules! impl_console_store {
                     Ok(choices)
                 }
 
-                async fn console_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals> {
-                    // Two index ranges around `usage` (ledger_entries_org_account_kind), as two
-                    // queries: with `OR` SQLite scanned the usage entries between them too.
+                async fn rollup_credit_totals(&self, org_id: &str) -> StoreResult<CreditTotals> {
+                    // `kind <> 'usage'` spelled as in the partial index
+                    // ledger_entries_org_account_kind (which holds no usage postings), so both
+                    // databases read that index rather than every usage posting.
                     let mut rows: Vec<(String, Option<i64>)> = sqlx::query_as(
                         "SELECT kind, CAST(SUM(amount_nanos) AS BIGINT) FROM ledger_entries
-                         WHERE org_id = $1 AND account = $2 AND kind < 'usage' GROUP BY kind
-                         UNION ALL
-                         SELECT kind, CAST(SUM(amount_nanos) AS BIGINT) FROM ledger_entries
-                         WHERE org_id = $1 AND account = $2 AND kind > 'usage' GROUP BY kind",
+                         WHERE org_id = $1 AND account = $2 AND kind <> 'usage' GROUP BY kind",
                     )
                     .bind(org_id)
                     .bind(accounts::ORG_CREDITS)

@@ -62,7 +62,7 @@ async fn billing_page(
     let store = &console.state.store;
     let org = console.org_id();
     // From the rollup: a sum over every usage posting took seconds at a million rows.
-    let totals = store.console_credit_totals(org).await?;
+    let totals = store.rollup_credit_totals(org).await?;
     let entries = store
         .list_ledger(
             org,

@@ -378,7 +378,7 @@ pub async fn overview(console: Console) -> WebResult {
                 ),
             });
         }
-        let balance = store.console_credit_totals(org).await?.balance_nanos;
+        let balance = store.rollup_credit_totals(org).await?.balance_nanos;
         stats.push(Stat {
             label: "Credit balance",
             value: usd(balance),
