@@ -18,6 +18,9 @@ use crate::store::{AutoTopupRow, BillingSettings, Store, StoreResult, now_ms};
 
 /// Checked at least this often even without ingestion (e.g. after a manual refund).
 const SWEEP: Duration = Duration::from_secs(60);
+/// How long a sweep waits after usage arrived, so a burst of batches costs one (as budget
+/// alerts do).
+const AFTER_INGEST_PAUSE: Duration = Duration::from_millis(200);
 const NANOS_PER_CENT: i64 = 10_000_000;
 
 /// One org: starts and settles an auto top-up if its balance is below the threshold.
@@ -103,10 +106,17 @@ pub async fn run(
         if let Err(err) = sweep(store.as_ref(), &stripe).await {
             tracing::warn!(error = %err, "auto top-up sweep failed");
         }
-        tokio::select! {
+        let woken = tokio::select! {
             () = shutdown.cancelled() => return,
-            () = ingested.notified() => {}
-            () = tokio::time::sleep(SWEEP) => {}
+            () = ingested.notified() => true,
+            () = tokio::time::sleep(SWEEP) => false,
+        };
+        if woken {
+            // Under load batches land every few milliseconds; one sweep covers a burst.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(AFTER_INGEST_PAUSE) => {}
+            }
         }
     }
 }
