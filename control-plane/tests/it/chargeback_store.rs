@@ -245,3 +245,59 @@ async fn chargeback_store_on_postgres() {
     };
     story(store).await;
 }
+
+/// `post_once` with many postings in one call, as ingestion sends a batch's fees: ids already
+/// in the ledger are skipped, an id given twice is posted once, and one unbalanced posting
+/// refuses the whole call before anything is written.
+async fn postings_in_one_call(store: Arc<dyn Store>) {
+    let org = bootstrap::ensure(&store, BootstrapOptions::default())
+        .await
+        .unwrap()
+        .unwrap()
+        .org_id;
+    let fee = |n: u32, amount: i64| Posting {
+        id: format!("fee:req-{n:04}"),
+        org_id: org.clone(),
+        kind: "fee",
+        memo: "m".into(),
+        ref_id: Some(format!("req-{n:04}")),
+        created_at: now_ms(),
+        legs: vec![
+            (accounts::ORG_CREDITS.to_owned(), -amount),
+            (PLATFORM_FEES.to_owned(), amount),
+        ],
+    };
+    assert_eq!(store.post_once(&[fee(1, 10)]).await.unwrap(), 1);
+    // 700 postings: more than one id lookup and one INSERT per call.
+    let mut batch: Vec<Posting> = (0..700).map(|n| fee(n, 1)).collect();
+    batch.push(fee(5, 1));
+    assert_eq!(
+        store.post_once(&batch).await.unwrap(),
+        699,
+        "fee 1 was posted before and fee 5 is given twice"
+    );
+    assert_eq!(
+        store.account_balance(&org, PLATFORM_FEES).await.unwrap(),
+        10 + 699
+    );
+    let mut unbalanced = fee(900, 3);
+    unbalanced.legs[1].1 = 2;
+    let refused = store.post_once(&[fee(901, 1), unbalanced]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(store.post_once(&[fee(901, 1)]).await.unwrap(), 1);
+    assert!(store.unbalanced_postings(&org).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postings_in_one_call_on_sqlite() {
+    let (store, _dir) = crate::common::sqlite_store().await;
+    postings_in_one_call(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postings_in_one_call_on_postgres() {
+    let Some((store, _db)) = crate::common::postgres_store().await else {
+        return;
+    };
+    postings_in_one_call(store).await;
+}

@@ -442,6 +442,13 @@ async fn balance_and_posting_lookups_use_the_partial_indexes(store: &dyn Store, 
     )
     .await;
     assert!(posting.contains("ledger_entries_posting"), "{posting}");
+    // The batched lookup of `insert_postings_once`.
+    let postings = plan_of(
+        url,
+        "SELECT DISTINCT posting_id FROM ledger_entries WHERE posting_id IN ('fee:a', 'fee:b')",
+    )
+    .await;
+    assert!(postings.contains("ledger_entries_posting"), "{postings}");
     let totals = store.rollup_credit_totals(ORG).await.unwrap();
     assert_eq!(totals, store.credit_totals(ORG).await.unwrap());
     assert_eq!(

@@ -41,6 +41,10 @@ struct Cli {
     /// Directory holding the release `switchyard` binary [default: this binary's].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Platform fee of the org in basis points (550 = 5.5 %): every record then also posts
+    /// a fee (`PUT /api/v1/billing/platform-fee`).
+    #[arg(long, default_value_t = 0)]
+    platform_fee_bps: u32,
 }
 
 /// Unacknowledged batches on the stream, as the gateway's shipper allows.
@@ -123,6 +127,16 @@ async fn main() -> anyhow::Result<()> {
         .context("GET /api/v1/orgs named no org")?
         .to_owned();
     let key_hash = api_key.hash().as_str().to_owned();
+    if cli.platform_fee_bps > 0 {
+        reqwest::Client::new()
+            .put(format!("http://{http}/api/v1/billing/platform-fee"))
+            .bearer_auth(management.expose())
+            .json(&serde_json::json!({ "bps": cli.platform_fee_bps }))
+            .send()
+            .await?
+            .error_for_status()
+            .context("setting the platform fee")?;
+    }
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
         .connect()
@@ -134,8 +148,8 @@ async fn main() -> anyhow::Result<()> {
         "SQLite"
     };
     println!(
-        "control plane ingestion ({backend}), {} records per batch size",
-        cli.records
+        "control plane ingestion ({backend}, platform fee {} bps), {} records per batch size",
+        cli.platform_fee_bps, cli.records
     );
     println!("| batch | records/s | control plane CPU-µs per record |");
     println!("|---|---|---|");
