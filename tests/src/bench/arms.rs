@@ -107,15 +107,20 @@ impl Admin {
         Ok(conn)
     }
 
-    /// The config version the gateway serves, from `/readyz` ("ready: config version N").
-    async fn served_version(&self) -> anyhow::Result<u64> {
-        let text = self
+    /// The body of the gateway's answer to `GET path`.
+    async fn gateway_text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self
             .http
-            .get(format!("http://{}/readyz", self.gateway))
+            .get(format!("http://{}{path}", self.gateway))
             .send()
             .await?
             .text()
-            .await?;
+            .await?)
+    }
+
+    /// The config version the gateway serves, from `/readyz` ("ready: config version N").
+    async fn served_version(&self) -> anyhow::Result<u64> {
+        let text = self.gateway_text("/readyz").await?;
         text.rsplit(' ')
             .next()
             .and_then(|v| v.trim().parse().ok())
@@ -125,13 +130,7 @@ impl Admin {
     /// Usage records the gateway holds unacknowledged, from its `/metrics`.
     async fn spool_pending(&self) -> anyhow::Result<u64> {
         const GAUGE: &str = "switchyard_gateway_spool_pending_records ";
-        let text = self
-            .http
-            .get(format!("http://{}/metrics", self.gateway))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.gateway_text("/metrics").await?;
         text.lines()
             .find_map(|l| l.strip_prefix(GAUGE))
             .and_then(|v| v.trim().parse().ok())
