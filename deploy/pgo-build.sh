@@ -6,8 +6,9 @@
 # 1. builds `switchyard-bench` (load generator and mock provider) in release,
 # 2. builds instrumented `switchyard` and `switchyard-gateway` (-Cprofile-generate),
 # 3. trains them: `switchyard-bench --quick --no-peers` runs every benchmark scenario through
-#    them (plain, streamed and governed requests, fixed rates, saturation, a control-plane
-#    outage; the control plane ingesting the usage) against the bench mock, all on loopback,
+#    them (plain, streamed and governed requests, fixed rates, saturation; the control plane
+#    ingesting the usage; the control-plane outage scenario is --full only) against the bench
+#    mock, all on loopback,
 # 4. merges the profiles with the toolchain's llvm-profdata (rustup component llvm-tools),
 # 5. builds both again with -Cprofile-use and copies them to OUT_DIR.
 #
