@@ -45,7 +45,7 @@ struct RunArgs {
     /// Smoke preset: every scenario, short (< 2 minutes without peers). The default.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
-    /// The full preset of issue 10 (≈ 10–20 minutes with peers).
+    /// The full preset of issue 10 (≈ 20–25 minutes with peers on two cores).
     #[arg(long)]
     full: bool,
     /// Only these scenarios: c1, rates, saturation, frontier, delay, streaming, cpu, ladder,
