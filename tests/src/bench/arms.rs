@@ -225,6 +225,19 @@ struct ControlPlaneLaunch {
     http: SocketAddr,
 }
 
+impl ControlPlaneLaunch {
+    fn spawn(&self) -> anyhow::Result<Proc> {
+        Proc::spawn(
+            CONTROL_PLANE,
+            &self.program,
+            &self.args,
+            &self.envs,
+            self.pin,
+            &self.log,
+        )
+    }
+}
+
 /// Process names the lab finds its Switchyard children by.
 const CONTROL_PLANE: &str = "switchyard control-plane";
 const GATEWAY: &str = "switchyard-gateway";
@@ -472,14 +485,7 @@ impl Lab {
             !self.procs.iter().any(|p| p.name == CONTROL_PLANE),
             "the control plane is running already"
         );
-        let proc = Proc::spawn(
-            CONTROL_PLANE,
-            &launch.program,
-            &launch.args,
-            &launch.envs,
-            launch.pin,
-            &launch.log,
-        )?;
+        let proc = launch.spawn()?;
         let pid = proc.pid;
         // Before the gateway, which `stop` then stops first, as on the first start.
         let at = self
@@ -597,14 +603,7 @@ async fn start_switchyard(
         log: dir.join("control-plane.log"),
         http,
     };
-    let cp = Proc::spawn(
-        CONTROL_PLANE,
-        &launch.program,
-        &launch.args,
-        &launch.envs,
-        launch.pin,
-        &launch.log,
-    )?;
+    let cp = launch.spawn()?;
     let cp_pid = cp.pid;
     procs.push(cp);
     wait_for_port(http, Duration::from_secs(30))
