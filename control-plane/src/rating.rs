@@ -1,29 +1,152 @@
 //! Rates usage records with the price book. The control plane's rating is what the ledger
 //! posts; the gateway computed the same figure from the same prices for the client, and
 //! both are kept so a difference (a price changed in between) is visible.
+//!
+//! The prices a batch needs (price book, catalog prices, the org's platform fee) are cached
+//! per config version: every write to any of them bumps the version (`add_price_version`,
+//! catalog edits, `set_billing_settings`), in-process or, with Postgres, through the
+//! replicas' NOTIFY listener. Reading them per batch was three of the ~nine statements an
+//! ingested batch cost.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use switchyard_proto::{PriceSheet, UsageDims, pb};
+use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::billing::fees;
 use crate::billing::pricebook::{self, PriceVersion};
-use crate::store::{Store, UsageRow, now_ms};
+use crate::store::{Posting, Store, StoreResult, UsageRow, now_ms};
+
+/// Entries kept per config version before the cache starts over: the catalog bounds the
+/// keys, but records name models and endpoints as the gateway sent them.
+const MAX_CACHED: usize = 10_000;
 
 pub struct Rater {
     store: Arc<dyn Store>,
+    version: watch::Receiver<u64>,
+    cache: Mutex<PriceCache>,
+}
+
+type BookKey = (String, String, String);
+
+#[derive(Default)]
+struct PriceCache {
+    version: u64,
+    books: HashMap<BookKey, Arc<[PriceVersion]>>,
+    sheets: HashMap<String, Option<PriceSheet>>,
+    fee_bps: HashMap<String, i64>,
+}
+
+impl PriceCache {
+    fn len(&self) -> usize {
+        self.books.len() + self.sheets.len() + self.fee_bps.len()
+    }
 }
 
 impl Rater {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            version: store.config_changes(),
+            store,
+            cache: Mutex::new(PriceCache::default()),
+        }
+    }
+
+    /// Looks `get` up in the cache of the current config version (emptied first if the
+    /// version moved), and returns that version too. It is read before any price is, so a
+    /// price read racing a change is stored under the older version and dropped next time.
+    fn cached<T>(&self, get: impl FnOnce(&PriceCache) -> Option<T>) -> (u64, Option<T>) {
+        let version = *self.version.borrow();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.version != version || cache.len() > MAX_CACHED {
+            *cache = PriceCache {
+                version,
+                ..PriceCache::default()
+            };
+        }
+        (version, get(&cache))
+    }
+
+    fn keep<T>(&self, version: u64, put: impl FnOnce(&mut PriceCache) -> T) -> Option<T> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        (cache.version == version).then(|| put(&mut cache))
+    }
+
+    /// The price book of a model at a provider; a failed read is not cached (an empty book
+    /// falls back to the catalog's prices).
+    async fn book(&self, org_id: &str, model: &str, provider_id: &str) -> Arc<[PriceVersion]> {
+        let key = (org_id.to_owned(), model.to_owned(), provider_id.to_owned());
+        let (version, hit) = self.cached(|c| c.books.get(&key).cloned());
+        if let Some(book) = hit {
+            return book;
+        }
+        match self
+            .store
+            .price_versions(org_id, model, Some(provider_id))
+            .await
+        {
+            Ok(versions) => {
+                let book: Arc<[PriceVersion]> = versions.into();
+                self.keep(version, |c| c.books.insert(key, book.clone()));
+                book
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, model, "price book lookup failed; using the catalog's prices");
+                Arc::from(Vec::new())
+            }
+        }
+    }
+
+    /// The catalog's prices of an endpoint; `None` (not cached) when the read failed.
+    async fn sheet(&self, endpoint_id: &str) -> Option<PriceSheet> {
+        let (version, hit) = self.cached(|c| c.sheets.get(endpoint_id).copied());
+        if let Some(sheet) = hit {
+            return sheet;
+        }
+        match self.store.endpoint_prices(endpoint_id).await {
+            Ok(sheet) => {
+                self.keep(version, |c| c.sheets.insert(endpoint_id.to_owned(), sheet));
+                sheet
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, endpoint = %endpoint_id, "price lookup failed; using the gateway's rating");
+                None
+            }
+        }
+    }
+
+    /// An org's platform fee in basis points. A failed read fails the batch (it is sent
+    /// again), as charging no fee would be silent under-billing.
+    async fn fee_bps(&self, org_id: &str) -> StoreResult<i64> {
+        let (version, hit) = self.cached(|c| c.fee_bps.get(org_id).copied());
+        if let Some(bps) = hit {
+            return Ok(bps);
+        }
+        let bps = self.store.billing_settings(org_id).await?.platform_fee_bps;
+        self.keep(version, |c| c.fee_bps.insert(org_id.to_owned(), bps));
+        Ok(bps)
+    }
+
+    /// The fee postings of rated rows at each org's current rate (`fees::fee_postings`,
+    /// with the rates cached).
+    pub async fn fee_postings(&self, rows: &[UsageRow]) -> StoreResult<Vec<Posting>> {
+        let mut bps: HashMap<&str, i64> = HashMap::new();
+        for row in rows {
+            if let Entry::Vacant(slot) = bps.entry(&row.org_id) {
+                slot.insert(self.fee_bps(&row.org_id).await?);
+            }
+        }
+        Ok(fees::postings_at(rows, |org| {
+            bps.get(org).copied().unwrap_or(0)
+        }))
     }
 
     pub async fn rate_batch(&self, node_id: &str, records: &[pb::UsageRecord]) -> Vec<UsageRow> {
         let mut prices: HashMap<&str, Option<PriceSheet>> = HashMap::new();
-        let mut books: HashMap<(&str, &str, &str), Vec<PriceVersion>> = HashMap::new();
+        let mut books: HashMap<(&str, &str, &str), Arc<[PriceVersion]>> = HashMap::new();
         let mut rows = Vec::with_capacity(records.len());
         for r in records {
             if Uuid::parse_str(&r.request_id).is_err() {
@@ -32,28 +155,10 @@ impl Rater {
             }
             let book_key = (r.org_id.as_str(), r.model.as_str(), r.provider_id.as_str());
             if let Entry::Vacant(slot) = books.entry(book_key) {
-                let versions = match self
-                    .store
-                    .price_versions(&r.org_id, &r.model, Some(&r.provider_id))
-                    .await
-                {
-                    Ok(versions) => versions,
-                    Err(err) => {
-                        tracing::warn!(error = %err, model = %r.model, "price book lookup failed; using the catalog's prices");
-                        Vec::new()
-                    }
-                };
-                slot.insert(versions);
+                slot.insert(self.book(&r.org_id, &r.model, &r.provider_id).await);
             }
-            if !prices.contains_key(r.endpoint_id.as_str()) {
-                let sheet = match self.store.endpoint_prices(&r.endpoint_id).await {
-                    Ok(sheet) => sheet,
-                    Err(err) => {
-                        tracing::warn!(error = %err, endpoint = %r.endpoint_id, "price lookup failed; using the gateway's rating");
-                        None
-                    }
-                };
-                prices.insert(&r.endpoint_id, sheet);
+            if let Entry::Vacant(slot) = prices.entry(&r.endpoint_id) {
+                slot.insert(self.sheet(&r.endpoint_id).await);
             }
             let dims = r.usage.as_ref().map(UsageDims::from).unwrap_or_default();
             let failed = r.finish_reason == "error";

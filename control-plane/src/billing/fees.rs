@@ -3,6 +3,7 @@
 //! provider cost and fee apart. Default 0 bps: a self-hosted install adds no markup.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use crate::store::{
     PLATFORM_FEES, Posting, Store, StoreResult, UsageRow, accounts, chargeback_kinds,
@@ -40,22 +41,22 @@ pub fn fee_posting(row: &UsageRow, fee: i64) -> Posting {
 /// fees failed gets them on redelivery.
 pub async fn fee_postings(store: &dyn Store, rows: &[UsageRow]) -> StoreResult<Vec<Posting>> {
     let mut bps: HashMap<&str, i64> = HashMap::new();
-    let mut postings = Vec::new();
     for row in rows {
-        let rate = match bps.get(row.org_id.as_str()) {
-            Some(rate) => *rate,
-            None => {
-                let rate = store.billing_settings(&row.org_id).await?.platform_fee_bps;
-                bps.insert(&row.org_id, rate);
-                rate
-            }
-        };
-        let fee = fee_nanos(row.cost_nanos, rate);
-        if fee > 0 {
-            postings.push(fee_posting(row, fee));
+        if let Entry::Vacant(slot) = bps.entry(&row.org_id) {
+            slot.insert(store.billing_settings(&row.org_id).await?.platform_fee_bps);
         }
     }
-    Ok(postings)
+    Ok(postings_at(rows, |org| bps.get(org).copied().unwrap_or(0)))
+}
+
+/// The fee postings of rated rows at the rates `bps_of` gives per org.
+pub fn postings_at(rows: &[UsageRow], bps_of: impl Fn(&str) -> i64) -> Vec<Posting> {
+    rows.iter()
+        .filter_map(|row| {
+            let fee = fee_nanos(row.cost_nanos, bps_of(&row.org_id));
+            (fee > 0).then(|| fee_posting(row, fee))
+        })
+        .collect()
 }
 
 /// Posts the fees of rated rows (`fee_postings`) in their own transaction.

@@ -71,7 +71,7 @@ impl UsageService for UsageServiceImpl {
                 // A provisional record's tags are written too, for when it is settled.
                 tags.extend(crate::billing::tags::tag_rows(&provisional, &held));
                 let facts = crate::api::cache_stats::facts_of(&finals);
-                let ingest = match crate::billing::fees::fee_postings(store.as_ref(), &rows).await {
+                let ingest = match rater.fee_postings(&rows).await {
                     // One transaction: a failure leaves the whole batch unacked, and the
                     // gateway sends it again.
                     Ok(fees) => {

@@ -345,12 +345,13 @@ macro_rules! impl_billing_store {
 
                     super::console_impl::apply_daily(&mut tx, &daily).await?;
 
+                    // Every price-book change is a config change: the control plane's rater
+                    // caches prices per config version (`rating.rs`).
+                    let (version,): (i64,) =
+                        sqlx::query_as("UPDATE config_state SET version = version + 1 WHERE id = 1 RETURNING version").fetch_one(&mut *tx).await?;
                     // Gateways quote the catalog's prices; keep them equal to the version now in effect.
                     let current = pricebook::in_effect(&versions, new.now).map(PriceVersion::base);
-                    let mut version = None;
                     if let Some(p) = current.filter(|p| endpoints.iter().any(|e| e.prices() != *p)) {
-                        let (v2,): (i64,) =
-                            sqlx::query_as("UPDATE config_state SET version = version + 1 WHERE id = 1 RETURNING version").fetch_one(&mut *tx).await?;
                         sqlx::query(
                             "UPDATE model_endpoints SET price_input = $4, price_output = $5, price_cache_read = $6, price_cache_write_5m = $7,
                                 price_cache_write_1h = $8, price_reasoning = $9, price_per_request = $10
@@ -368,13 +369,10 @@ macro_rules! impl_billing_store {
                         .bind(p.per_request_nanos)
                         .execute(&mut *tx)
                         .await?;
-                        version = Some(u64::try_from(v2).unwrap_or(0));
                         outcome.catalog_updated = true;
                     }
                     tx.commit().await?;
-                    if let Some(version) = version {
-                        self.announce(version);
-                    }
+                    self.announce(u64::try_from(version).unwrap_or(0));
                     Ok(outcome)
                 }
 

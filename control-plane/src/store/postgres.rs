@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{StoreError, StoreResult};
 
@@ -16,6 +17,8 @@ pub struct PgStore {
     /// Usage ingestion's connections: the same pool (Postgres has no single-writer limit).
     writer: sqlx::PgPool,
     changes: watch::Sender<u64>,
+    /// Stops the NOTIFY listener when the store is dropped.
+    _listener: tokio_util::sync::DropGuard,
 }
 
 impl PgStore {
@@ -30,41 +33,15 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        let store = Self {
+        let changes = watch::channel(read_version(&pool).await?).0;
+        let stop = CancellationToken::new();
+        listen_for_other_replicas(&pool, &changes, stop.clone()).await?;
+        Ok(Self {
             writer: pool.clone(),
             pool,
-            changes: watch::channel(0).0,
-        };
-        let version = super::Store::config_version(&store).await?;
-        store.changes.send_replace(version);
-        store.listen_for_other_replicas().await?;
-        Ok(store)
-    }
-
-    /// Other replicas' commits arrive as NOTIFY payloads carrying the new version.
-    async fn listen_for_other_replicas(&self) -> StoreResult<()> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
-        let changes = self.changes.clone();
-        tokio::spawn(async move {
-            loop {
-                match listener.recv().await {
-                    Ok(note) => {
-                        if let Ok(version) = note.payload().parse::<u64>() {
-                            super::advance(&changes, version);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "config change listener lost its connection; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-                if changes.is_closed() {
-                    break;
-                }
-            }
-        });
-        Ok(())
+            changes,
+            _listener: stop.drop_guard(),
+        })
     }
 
     fn announce(&self, version: u64) {
@@ -90,6 +67,67 @@ impl PgStore {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+}
+
+/// Other replicas' commits arrive as NOTIFY payloads carrying the new version. A
+/// notification sent while the listener was disconnected is lost, so after each
+/// reconnection (LISTEN is re-issued first) the version is read from the database.
+async fn listen_for_other_replicas(
+    pool: &sqlx::PgPool,
+    changes: &watch::Sender<u64>,
+    stop: CancellationToken,
+) -> StoreResult<()> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    let changes = changes.clone();
+    let pool = pool.clone();
+    tokio::spawn(stop.run_until_cancelled_owned(async move {
+        let mut connected = true;
+        loop {
+            if !connected {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Reconnects (re-issuing LISTEN) before reading what was missed.
+                if let Err(err) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %err, "config change listener could not reconnect; retrying");
+                    continue;
+                }
+                connected = true;
+                catch_up(&pool, &changes).await;
+            }
+            match listener.try_recv().await {
+                Ok(Some(note)) => {
+                    if let Ok(version) = note.payload().parse::<u64>() {
+                        super::advance(&changes, version);
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!("config change listener reconnected; reading the version it may have missed");
+                    catch_up(&pool, &changes).await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "config change listener lost its connection; retrying");
+                    connected = false;
+                }
+            }
+        }
+    }));
+    Ok(())
+}
+
+async fn read_version(pool: &sqlx::PgPool) -> StoreResult<u64> {
+    let (version,): (i64,) = sqlx::query_as("SELECT version FROM config_state WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(version).unwrap_or(0))
+}
+
+async fn catch_up(pool: &sqlx::PgPool, changes: &watch::Sender<u64>) {
+    match read_version(pool).await {
+        Ok(version) => super::advance(changes, version),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not read the config version after reconnecting");
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use switchyard_control_plane::billing::{fees, tags};
 use switchyard_control_plane::bootstrap::{self, BootstrapOptions};
 use switchyard_control_plane::rating::Rater;
 use switchyard_control_plane::store::{
-    BillingSettings, CatalogModel, PLATFORM_FEES, Posting, Store, accounts, now_ms,
-    platform_accounts, posting_kinds,
+    BillingSettings, CatalogModel, ModelPatch, NewEndpoint, PLATFORM_FEES, Posting, Store,
+    accounts, now_ms, platform_accounts, posting_kinds,
 };
 use switchyard_proto::pb;
 
@@ -300,4 +300,117 @@ async fn postings_in_one_call_on_postgres() {
         return;
     };
     postings_in_one_call(store).await;
+}
+
+/// The rater caches catalog prices and fee rates per config version: the batch after a
+/// catalog edit or a fee change is rated with the new figures.
+async fn rater_follows_price_and_fee_changes(store: Arc<dyn Store>) {
+    let org = bootstrap::ensure(&store, BootstrapOptions::default())
+        .await
+        .unwrap()
+        .unwrap()
+        .org_id;
+    let echo = store.get_model(&org, "switchyard/echo").await.unwrap();
+    let endpoint = echo.endpoints[0].clone();
+    let record = || pb::UsageRecord {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        org_id: org.clone(),
+        model: "switchyard/echo".into(),
+        endpoint_id: endpoint.id.clone(),
+        provider_id: endpoint.provider_id.clone(),
+        started_at_ms: now_ms(),
+        finished_at_ms: now_ms(),
+        finish_reason: "stop".into(),
+        usage: Some(pb::UsageDimensions {
+            input_tokens: 1_000_000,
+            ..Default::default()
+        }),
+        cost_nanos: 1,
+        ..Default::default()
+    };
+    let rater = Rater::new(store.clone());
+    let rows = rater.rate_batch("n1", &[record()]).await;
+    let first_cost = endpoint.prices().input;
+    assert!(first_cost > 0);
+    assert_eq!(rows[0].cost_nanos, first_cost);
+    assert!(
+        rater.fee_postings(&rows).await.unwrap().is_empty(),
+        "no fee by default"
+    );
+
+    let mut prices = endpoint.prices();
+    prices.input *= 3;
+    store
+        .update_model(
+            &org,
+            "switchyard/echo",
+            &ModelPatch {
+                endpoints: Some(
+                    echo.endpoints
+                        .iter()
+                        .map(|e| NewEndpoint {
+                            id: e.id.clone(),
+                            provider_id: e.provider_id.clone(),
+                            upstream_model: e.upstream_model.clone(),
+                            context_length: e.context_length,
+                            max_output_tokens: e.max_output_tokens,
+                            prices: if e.id == endpoint.id {
+                                prices
+                            } else {
+                                e.prices()
+                            },
+                            quantization: e.quantization.clone(),
+                            supported_parameters: e
+                                .supported_parameters
+                                .split(',')
+                                .filter(|p| !p.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
+                        })
+                        .collect(),
+                ),
+                ..ModelPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    let rows = rater.rate_batch("n1", &[record()]).await;
+    assert_eq!(
+        rows[0].cost_nanos,
+        3 * first_cost,
+        "the edited catalog price"
+    );
+
+    store
+        .set_billing_settings(&BillingSettings {
+            org_id: org.clone(),
+            platform_fee_bps: 700,
+            updated_at: now_ms(),
+            ..BillingSettings::default()
+        })
+        .await
+        .unwrap();
+    let postings = rater.fee_postings(&rows).await.unwrap();
+    assert_eq!(postings.len(), 1);
+    assert_eq!(
+        postings[0].legs[1],
+        (
+            PLATFORM_FEES.to_owned(),
+            fees::fee_nanos(3 * first_cost, 700)
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rater_follows_price_and_fee_changes_on_sqlite() {
+    let (store, _dir) = crate::common::sqlite_store().await;
+    rater_follows_price_and_fee_changes(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rater_follows_price_and_fee_changes_on_postgres() {
+    let Some((store, _db)) = crate::common::postgres_store().await else {
+        return;
+    };
+    rater_follows_price_and_fee_changes(store).await;
 }

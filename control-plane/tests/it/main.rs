@@ -44,4 +44,5 @@ mod console_rollup;
 mod identity_store;
 mod oidc;
 mod provisional_store;
+mod replicas;
 mod store_conformance;
