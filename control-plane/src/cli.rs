@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use switchyard_control_plane::bootstrap::{self, BootstrapOptions, FirstStart, OpenAiSeed};
+use switchyard_control_plane::ingest_runtime::{IngestPriority, IngestRuntime};
 use switchyard_control_plane::store::{self, Store};
 use switchyard_control_plane::{Listeners, RunOptions};
 use switchyard_proto::ApiKeySecret;
@@ -95,6 +96,12 @@ struct CommonArgs {
     /// plus any delay in gateways shipping usage.
     #[arg(long, env = "SWITCHYARD_PROVISIONAL_GRACE_SECONDS", default_value_t = switchyard_control_plane::billing::provisional::DEFAULT_GRACE.as_secs())]
     provisional_grace_seconds: u64,
+    /// Scheduling class of usage ingestion (rating and writing the gateways' usage
+    /// batches): `normal`, or `idle` (Linux `SCHED_IDLE`: a thread that runs only on CPU
+    /// time nothing else wants). For gateways on the same cores as the control plane; under
+    /// sustained saturation usage then waits in the gateways' spools.
+    #[arg(long, env = "SWITCHYARD_INGEST_PRIORITY", value_enum, default_value_t = IngestPriority::Normal)]
+    ingest_priority: IngestPriority,
 }
 
 impl CommonArgs {
@@ -157,6 +164,8 @@ impl Cli {
 }
 
 struct Started {
+    /// Must outlive the control plane's run: ingestion's tasks live on it.
+    ingest: IngestRuntime,
     store: Arc<dyn Store>,
     first_start: Option<FirstStart>,
     listeners: Listeners,
@@ -169,7 +178,13 @@ async fn start_control_plane(args: &CommonArgs) -> anyhow::Result<Started> {
         .database_url
         .clone()
         .unwrap_or_else(|| sqlite_url(&args.data_dir));
-    let store = store::connect(&url).await.context("opening the database")?;
+    let ingest = IngestRuntime::start(args.ingest_priority)?;
+    let connect = store::ConnectOptions {
+        ingest_runtime: ingest.handle(),
+    };
+    let store = store::connect_with(&url, &connect)
+        .await
+        .context("opening the database")?;
     let options = BootstrapOptions {
         management_key: bootstrap_key("SWITCHYARD_BOOTSTRAP_MANAGEMENT_KEY")?,
         api_key: bootstrap_key("SWITCHYARD_BOOTSTRAP_API_KEY")?,
@@ -198,6 +213,7 @@ async fn start_control_plane(args: &CommonArgs) -> anyhow::Result<Started> {
         .await
         .with_context(|| format!("binding {}", args.grpc_listen))?;
     Ok(Started {
+        ingest,
         store,
         first_start,
         listeners: Listeners { http, grpc },
@@ -236,6 +252,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // plane's listeners serve it and the console on this host.
         http_limits: args.common.listener.limits()?,
         provisional_grace: Some(Duration::from_secs(args.common.provisional_grace_seconds)),
+        ingest_runtime: started.ingest.handle(),
         ..RunOptions::default()
     };
     let cp_shutdown = CancellationToken::new();
@@ -310,6 +327,7 @@ async fn control_plane(args: CommonArgs) -> anyhow::Result<()> {
             http_limits: args.listener.limits()?,
             tls: args.listener.server_tls()?,
             provisional_grace: Some(Duration::from_secs(args.provisional_grace_seconds)),
+            ingest_runtime: started.ingest.handle(),
             ..RunOptions::default()
         },
         shutdown.clone(),

@@ -9,6 +9,7 @@ pub mod budgets;
 pub mod error;
 mod grpc;
 pub mod identity;
+pub mod ingest_runtime;
 pub mod policy;
 pub mod rating;
 pub mod routing_policy;
@@ -38,6 +39,8 @@ pub enum ControlPlaneError {
     Grpc(#[source] tonic::transport::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("usage ingestion runtime: {0}")]
+    Ingest(String),
 }
 
 pub struct Listeners {
@@ -65,6 +68,8 @@ pub struct RunOptions {
     /// How long a stream's provisional usage record waits for its final one before it is
     /// settled as estimated; `None` is `billing::provisional::DEFAULT_GRACE`.
     pub provisional_grace: Option<std::time::Duration>,
+    /// The runtime usage batches are ingested on (`ingest_runtime`); `None` is the caller's.
+    pub ingest_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Serves the REST API and the gateway-facing gRPC services until `shutdown` fires.
@@ -117,6 +122,7 @@ pub async fn run(
         ingested: ingested.clone(),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
+        runtime: options.ingest_runtime,
     };
     let http_addr = listeners
         .http

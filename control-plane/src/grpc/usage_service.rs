@@ -24,6 +24,9 @@ pub struct UsageServiceImpl {
     /// Ends open report streams so the server can stop; gateways resend what was not acked.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub metrics: Arc<crate::telemetry::ControlPlaneMetrics>,
+    /// Where each report stream's batches are rated and written (`ingest_runtime`); `None`
+    /// is the server's runtime.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::UsageAck, tonic::Status>> + Send>>;
@@ -44,7 +47,11 @@ impl UsageService for UsageServiceImpl {
         let ingested = self.ingested.clone();
         let shutdown = self.shutdown.clone();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        let runtime = self
+            .runtime
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        runtime.spawn(async move {
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,

@@ -182,8 +182,24 @@ pub trait Store:
 
 /// Opens the store named by `url` (`sqlite://…` or `postgres://…`) and runs migrations.
 pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    connect_with(url, &ConnectOptions::default()).await
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Where usage ingestion runs (`ingest_runtime`): SQLite's writer connection is opened
+    /// there, so its worker thread shares that thread's scheduling class.
+    pub ingest_runtime: Option<tokio::runtime::Handle>,
+}
+
+pub async fn connect_with(
+    url: &str,
+    options: &ConnectOptions,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+        Ok(std::sync::Arc::new(
+            SqliteStore::connect_with(url, options).await?,
+        ))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(std::sync::Arc::new(PgStore::connect(url).await?))
     } else {

@@ -21,6 +21,10 @@ impl SqliteStore {
     const BACKEND: &'static str = "sqlite";
 
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, &super::ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, connect: &super::ConnectOptions) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(e.to_string()))?
             .create_if_missing(true)
@@ -41,11 +45,22 @@ impl SqliteStore {
         // Ingestion's multi-row inserts with ON CONFLICT keep a statement journal; past
         // 64 KiB SQLite spills it to a temporary file (created, written, deleted) unless
         // temporary storage is memory. Only this connection: analytics sorts stay on disk.
+        // Kept for the process's life: a reopened connection would start with a cold page
+        // cache, and on a thread of the default scheduling class.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_with(options.pragma("temp_store", "memory"))
-            .await?;
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.pragma("temp_store", "memory"));
+        let writer = match &connect.ingest_runtime {
+            Some(runtime) => runtime
+                .spawn(writer)
+                .await
+                // The task panicked or its runtime stopped before connecting.
+                .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))??,
+            None => writer.await?,
+        };
         let store = Self {
             pool,
             writer,

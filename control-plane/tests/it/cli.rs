@@ -14,9 +14,14 @@ use tokio::process::{Child, Command};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn serve(data_dir: &std::path::Path) -> Child {
+    serve_with(data_dir, &[])
+}
+
+fn serve_with(data_dir: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .args([
             "--gateway-listen",
             "127.0.0.1:0",
@@ -166,4 +171,85 @@ async fn bad_bootstrap_key_is_refused_with_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("SWITCHYARD_BOOTSTRAP_API_KEY"), "{stderr}");
+}
+
+/// Scheduling policies (field 41 of `stat`) of the process's threads named `name`
+/// (`comm`, truncated to 15 bytes by the kernel).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if comm.trim() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        policies.push(after.split(' ').nth(38).unwrap().parse().unwrap());
+    }
+    policies
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn idle_ingestion_priority_bills_usage_from_a_sched_idle_thread() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = serve_with(dir.path(), &["--ingest-priority", "idle"]);
+    let banner = read_until(&mut child, "\"model\":\"switchyard/echo\"").await;
+    let base = field(&banner, "Gateway base URL:");
+    let api_key = field(&banner, "Inference API key:");
+    let http = reqwest::Client::new();
+    let answer: Value = http
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(&api_key)
+        .json(&serde_json::json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "bill me"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    // The generation's record went gateway → spool → gRPC → the idle thread → the ledger.
+    let generation: Value = tokio::time::timeout(PATIENCE, async {
+        loop {
+            // Each lookup waits up to 3 s for the record before answering 404.
+            let response = http
+                .get(format!("{base}/generation?id={id}"))
+                .bearer_auth(&api_key)
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                return response.json::<Value>().await.unwrap();
+            }
+            assert_eq!(response.status(), 404, "{}", response.text().await.unwrap());
+        }
+    })
+    .await
+    .expect("the generation was not ingested");
+    assert_eq!(generation["data"]["id"], id.as_str());
+    assert!(generation["data"]["total_cost"].as_f64().unwrap() > 0.0);
+
+    let pid = child.id().unwrap();
+    assert_eq!(thread_policies(pid, "usage-ingest"), [SCHED_IDLE]);
+    let mut workers = thread_policies(pid, "sqlx-sqlite-wor");
+    workers.sort_unstable();
+    assert_eq!(
+        workers.iter().filter(|p| **p == SCHED_IDLE).count(),
+        1,
+        "the writer connection's worker, and only it: {workers:?}"
+    );
+    assert!(
+        workers.contains(&SCHED_OTHER),
+        "the pool's workers: {workers:?}"
+    );
+    terminate(child).await;
 }

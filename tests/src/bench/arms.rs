@@ -203,6 +203,8 @@ pub struct LabOptions {
     pub arms: Vec<ArmKind>,
     pub peers_dir: PathBuf,
     pub peers_script: PathBuf,
+    /// The control plane's `--ingest-priority` (`normal` or `idle`).
+    pub cp_ingest_priority: String,
 }
 
 pub struct Lab {
@@ -588,6 +590,8 @@ async fn start_switchyard(
             grpc.to_string(),
             "--node-token".into(),
             node_token.clone(),
+            "--ingest-priority".into(),
+            options.cp_ingest_priority.clone(),
         ],
         envs: vec![
             (

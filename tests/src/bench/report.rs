@@ -24,6 +24,8 @@ pub struct Environment {
     pub placement: String,
     /// `/proc/loadavg` when the run started: other work on the machine skews every figure.
     pub loadavg_at_start: String,
+    /// The control plane's `--ingest-priority` (`normal`, or `idle` for SCHED_IDLE).
+    pub control_plane_ingest_priority: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -72,7 +74,7 @@ fn command(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-pub fn environment(pinned: bool) -> Environment {
+pub fn environment(pinned: bool, cp_ingest_priority: &str) -> Environment {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -115,6 +117,7 @@ pub fn environment(pinned: bool) -> Environment {
         loadavg_at_start: std::fs::read_to_string("/proc/loadavg")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
+        control_plane_ingest_priority: cp_ingest_priority.to_owned(),
         placement: if pinned {
             format!(
                 "proxies (forwarder, gateway, peers) on CPU {}; mock, load generator and control plane on CPU {}",
@@ -478,8 +481,8 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(md, "\nLoad average at start: {}.", env.loadavg_at_start);
     let _ = writeln!(
         md,
-        "\nPlacement: {}. Times in µs unless marked; \"added\" = arm − direct, same run, median of per-round differences.\n",
-        env.placement
+        "\nPlacement: {}; control plane ingestion priority: {}. Times in µs unless marked; \"added\" = arm − direct, same run, median of per-round differences.\n",
+        env.placement, env.control_plane_ingest_priority
     );
     let _ = write!(md, "| metric |");
     for a in &report.arms {

@@ -88,6 +88,10 @@ struct RunArgs {
     /// default: a --full run leaves over 1 GB there; logs are always kept).
     #[arg(long)]
     keep_state: bool,
+    /// The Switchyard control plane's `--ingest-priority`: `idle` runs usage ingestion in
+    /// Linux's SCHED_IDLE class (for control planes sharing cores with gateways).
+    #[arg(long, default_value = "normal", value_parser = ["normal", "idle"])]
+    cp_ingest_priority: String,
 }
 
 #[derive(Args)]
@@ -293,7 +297,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             |t| t.join("bench-results"),
         ),
     };
-    let environment = report::environment(args.pin);
+    let environment = report::environment(args.pin, &args.cp_ingest_priority);
     let stamp = format!("{}-{}", plan.preset, environment.unix_time);
     let work_dir = out.join(format!("run-{stamp}"));
     let peers_on = (args.peers || args.full) && !args.no_peers;
@@ -318,6 +322,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("switchyard-bench-peers")),
         peers_script: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peers.sh")),
+        cp_ingest_priority: args.cp_ingest_priority.clone(),
     };
     progress(&format!(
         "preset {}; logs and state in {}",
