@@ -43,12 +43,7 @@ pub fn build(data: ConfigData) -> pb::ConfigSnapshot {
                 max_output_tokens: u32::try_from(e.max_output_tokens).unwrap_or(u32::MAX),
                 prices: Some((&e.prices()).into()),
                 quantization: e.quantization.clone(),
-                supported_parameters: e
-                    .supported_parameters
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
+                supported_parameters: e.supported_parameter_list().map(str::to_owned).collect(),
             });
         }
     }

@@ -339,7 +339,7 @@ fn model_json(r: &ModelRecord, providers: &[ProviderRecord]) -> Value {
                 "context_length": e.context_length,
                 "max_completion_tokens": e.max_output_tokens,
                 "quantization": if e.quantization.is_empty() { Value::Null } else { json!(e.quantization) },
-                "supported_parameters": e.supported_parameters.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
+                "supported_parameters": e.supported_parameter_list().collect::<Vec<_>>(),
                 "pricing": {
                     "prompt": nanos_per_mtok_to_per_token_usd(p.input),
                     "completion": nanos_per_mtok_to_per_token_usd(p.output),

@@ -171,6 +171,13 @@ impl EndpointRow {
             per_request_nanos: self.price_per_request,
         }
     }
+
+    /// `supported_parameters` as a list (stored comma-separated; empty: unrestricted).
+    pub fn supported_parameter_list(&self) -> impl Iterator<Item = &str> {
+        self.supported_parameters
+            .split(',')
+            .filter(|p| !p.is_empty())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -361,9 +361,7 @@ async fn rater_follows_price_and_fee_changes(store: Arc<dyn Store>) {
                             },
                             quantization: e.quantization.clone(),
                             supported_parameters: e
-                                .supported_parameters
-                                .split(',')
-                                .filter(|p| !p.is_empty())
+                                .supported_parameter_list()
                                 .map(str::to_owned)
                                 .collect(),
                         })

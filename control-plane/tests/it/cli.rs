@@ -70,6 +70,19 @@ fn field(text: &str, label: &str) -> String {
         .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"))
 }
 
+/// A chat completion with the echo model, as the banner's curl sends it.
+async fn chat(http: &reqwest::Client, base: &str, api_key: &str, content: &str) -> Value {
+    http.post(format!("{base}/chat/completions"))
+        .bearer_auth(api_key)
+        .json(&serde_json::json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": content}]}))
+        .send()
+        .await
+        .expect("chat request")
+        .json()
+        .await
+        .expect("chat answer")
+}
+
 async fn terminate(mut child: Child) {
     let pid = child.id().expect("running child");
     // SIGTERM exercises the graceful path: the gateway drains, then the control plane stops.
@@ -102,17 +115,7 @@ async fn first_start_prints_working_secrets_and_second_start_prints_none() {
 
     // The printed curl, sent as printed.
     let http = reqwest::Client::new();
-    let answer: Value = http
-        .post(format!("{base}/chat/completions"))
-        .bearer_auth(&api_key)
-        .header("content-type", "application/json")
-        .body(r#"{"model":"switchyard/echo","messages":[{"role":"user","content":"Hello from Switchyard"}]}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = chat(&http, &base, &api_key, "Hello from Switchyard").await;
     assert_eq!(
         answer["choices"][0]["message"]["content"],
         "Hello from Switchyard"
@@ -206,16 +209,7 @@ async fn idle_ingestion_priority_bills_usage_from_a_sched_idle_thread() {
     let base = field(&banner, "Gateway base URL:");
     let api_key = field(&banner, "Inference API key:");
     let http = reqwest::Client::new();
-    let answer: Value = http
-        .post(format!("{base}/chat/completions"))
-        .bearer_auth(&api_key)
-        .json(&serde_json::json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "bill me"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = chat(&http, &base, &api_key, "bill me").await;
     let id = answer["id"].as_str().unwrap().to_owned();
     // The generation's record went gateway → spool → gRPC → the idle thread → the ledger.
     let generation: Value = tokio::time::timeout(PATIENCE, async {
