@@ -171,11 +171,12 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let app = api::router(state)
-        .layer(axum::Extension(metrics))
-        .layer(axum::Extension(options.upstream_policy));
     // Requests carry `ConnectInfo<SocketAddr>` (the login rate limiter keys on it).
-    let app = options.http_limits.apply(app);
+    let app = api::router(state).layer((
+        options.http_limits.layer(),
+        axum::Extension(options.upstream_policy),
+        axum::Extension(metrics),
+    ));
     let http = switchyard_gateway::http_server::serve(
         listeners.http,
         app,

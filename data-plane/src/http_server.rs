@@ -61,13 +61,18 @@ pub struct LimitsError {
 }
 
 impl HttpLimits {
-    /// Applies the limits that live in the router: body size and slow-body timeout.
-    pub fn apply(&self, router: Router) -> Router {
-        router
-            .layer(axum::extract::DefaultBodyLimit::max(self.max_body_bytes))
-            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-                self.body_read_timeout,
-            ))
+    /// The limits that live in the router, body size and slow-body timeout, as one layer
+    /// (the timeout outside the size limit).
+    pub fn layer(
+        &self,
+    ) -> (
+        tower_http::timeout::RequestBodyTimeoutLayer,
+        axum::extract::DefaultBodyLimit,
+    ) {
+        (
+            tower_http::timeout::RequestBodyTimeoutLayer::new(self.body_read_timeout),
+            axum::extract::DefaultBodyLimit::max(self.max_body_bytes),
+        )
     }
 
     /// Checks the limits make sense (a zero timeout would close every connection).

@@ -286,13 +286,7 @@ pub async fn run_with(
         prompt_watch: cache::warning::PromptWatch::default(),
     });
     let limits = options.limits;
-    let app = limits
-        .apply(api::router(state))
-        .layer(axum::middleware::from_fn_with_state(
-            limits.max_body_bytes,
-            api::body_limit::render_payload_too_large,
-        ))
-        .layer(axum::Extension(metrics));
+    let app = api::router(state, &limits, metrics);
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
     tracing::info!(%addr, node_id = %config.node_id, "gateway listening on {addr}");
     let served = http_server::serve(

@@ -244,13 +244,18 @@ pub fn router(state: AppState) -> Router {
             ))
         })
         .with_state(state)
-        .layer(axum::middleware::from_fn(rejections::render_as_api_errors))
-        .layer(switchyard_gateway::telemetry::http_trace_layer())
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal(
-                "handler panicked".into(),
-            ))
-        }))
+        // One `layer` call: each separate one would box every route again (see the
+        // gateway's `api::router`).
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(|_| {
+                    axum::response::IntoResponse::into_response(ApiError::Internal(
+                        "handler panicked".into(),
+                    ))
+                }))
+                .layer(switchyard_gateway::telemetry::http_trace_layer())
+                .layer(axum::middleware::from_fn(rejections::render_as_api_errors)),
+        )
 }
 
 /// JSON body whose rejections use the API's error envelope and say what is wrong.
