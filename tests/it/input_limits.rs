@@ -23,6 +23,17 @@ struct Node {
 /// A gateway with short limits. Its control plane is never reached (nothing listens on
 /// the port), which these tests do not need: limits act before any route runs.
 async fn start() -> Node {
+    start_with(HttpLimits {
+        max_body_bytes: 4096,
+        header_read_timeout: HEADER_TIMEOUT,
+        body_read_timeout: Duration::from_millis(400),
+        max_headers: 20,
+        max_header_bytes: 8192,
+    })
+    .await
+}
+
+async fn start_with(limits: HttpLimits) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -40,13 +51,7 @@ async fn start() -> Node {
         redis_url: None,
     };
     let options = ServeOptions {
-        limits: HttpLimits {
-            max_body_bytes: 4096,
-            header_read_timeout: HEADER_TIMEOUT,
-            body_read_timeout: Duration::from_millis(400),
-            max_headers: 20,
-            max_header_bytes: 8192,
-        },
+        limits,
         ..ServeOptions::default()
     };
     let shutdown = CancellationToken::new();
@@ -175,6 +180,31 @@ async fn idle_connection_is_closed_after_the_header_timeout() {
         elapsed < HEADER_TIMEOUT + Duration::from_secs(2),
         "{elapsed:?}"
     );
+    node.stop().await;
+}
+
+/// The default header count is left to hyper (whose default it equals, and which parses
+/// faster when none is set): it must still hold.
+#[tokio::test]
+async fn the_default_header_count_limit_holds() {
+    let limits = HttpLimits::default();
+    assert_eq!(limits.max_headers, 100);
+    let node = start_with(limits).await;
+    for (fields, status) in [(100, "HTTP/1.1 200"), (101, "HTTP/1.1 431")] {
+        let mut request =
+            String::from("GET /healthz HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n");
+        for i in 2..fields {
+            request.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut stream = TcpStream::connect(node.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), read_until_closed(&mut stream))
+            .await
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with(status), "{fields} fields: {reply}");
+    }
     node.stop().await;
 }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -53,14 +53,27 @@ impl CacheMode {
         headers: &HeaderMap,
         policy: Option<&pb::CachePolicy>,
     ) -> Result<CacheMode, ApiError> {
-        let header = |names: [&'static str; 2]| {
+        // Looked up by `HeaderName`: a `&str` name is parsed on every lookup, and these four
+        // run for every request.
+        static ENABLED: [HeaderName; 2] = [
+            HeaderName::from_static("x-switchyard-cache"),
+            HeaderName::from_static("x-openrouter-cache"),
+        ];
+        static TTL: [HeaderName; 2] = [
+            HeaderName::from_static("x-switchyard-cache-ttl"),
+            HeaderName::from_static("x-openrouter-cache-ttl"),
+        ];
+        let header = |names: &'static [HeaderName; 2]| {
             names.iter().find_map(|n| {
-                headers
-                    .get(*n)
-                    .map(|v| (*n, v.to_str().unwrap_or("\u{fffd}").trim().to_owned()))
+                headers.get(n).map(|v| {
+                    (
+                        n.as_str(),
+                        v.to_str().unwrap_or("\u{fffd}").trim().to_owned(),
+                    )
+                })
             })
         };
-        let enabled = match header(["x-switchyard-cache", "x-openrouter-cache"]) {
+        let enabled = match header(&ENABLED) {
             None => None,
             Some((_, v)) if v.eq_ignore_ascii_case("true") || v == "1" => Some(true),
             Some((_, v)) if v.eq_ignore_ascii_case("false") || v == "0" => Some(false),
@@ -70,7 +83,7 @@ impl CacheMode {
                 )));
             }
         };
-        let ttl = match header(["x-switchyard-cache-ttl", "x-openrouter-cache-ttl"]) {
+        let ttl = match header(&TTL) {
             None => None,
             Some((name, v)) => match v.parse::<u64>() {
                 Ok(secs) if (1..=MAX_TTL_SECS).contains(&secs) => Some(Duration::from_secs(secs)),
