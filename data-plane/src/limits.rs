@@ -9,7 +9,7 @@
 //! window edges, and it allows the post-hoc token debit a token bucket cannot express
 //! (token usage is only known after the response).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The validated, in-memory form of a `pb::ConfigSnapshot`, with the lookup tables the hot
 //! path needs built once per snapshot. A snapshot is accepted or rejected as a whole.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::sync::Arc;
 

@@ -13,7 +13,9 @@
 mod estimate;
 mod slices;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use switchyard_proto::pb;

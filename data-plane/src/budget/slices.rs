@@ -1,7 +1,7 @@
 //! This node's slices of budgets, reservations against them, and the lease calls that fill
 //! them. See the module docs of `budget` for the protocol.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

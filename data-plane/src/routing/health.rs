@@ -2,7 +2,9 @@
 //! outlier ejection and half-open probing, time-to-first-token and throughput samples for
 //! percentiles over 5 minutes, and EWMAs that feed `sort: latency | throughput`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
