@@ -42,10 +42,11 @@ pub(super) fn encode_frame(
     let size = record.encoded_len();
     let len = u32::try_from(size).map_err(|_| SpoolError::RecordTooLarge { size })?;
     let header = buf.len();
+    buf.reserve(FRAME_HEADER + size);
     buf.extend_from_slice(&[0; FRAME_HEADER]);
-    record
-        .encode(buf)
-        .map_err(|_| SpoolError::RecordTooLarge { size })?;
+    // `encode` would measure the record a second time (a walk over every field) to check
+    // the room that `reserve` has just made.
+    record.encode_raw(buf);
     let payload = header + FRAME_HEADER..buf.len();
     let crc = crc32fast::hash(&buf[payload.clone()]);
     buf[header..header + 4].copy_from_slice(&len.to_le_bytes());
