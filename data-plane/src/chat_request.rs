@@ -2,6 +2,8 @@
 //! fields the gateway acts on are typed; everything else is kept verbatim in `extra` so
 //! that nothing a client sends is lost on the way to an OpenAI-format provider.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -75,6 +77,24 @@ impl Message {
             _ => String::new(),
         }
     }
+
+    /// `text().len()` without building the text, for prompt-size estimates.
+    pub fn text_len(&self) -> usize {
+        match &self.content {
+            Value::String(s) => s.len(),
+            Value::Array(parts) => {
+                let (bytes, count) = parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .fold((0usize, 0usize), |(bytes, count), t| {
+                        (bytes + t.len(), count + 1)
+                    });
+                // `text` joins the parts with one space.
+                bytes + count.saturating_sub(1)
+            }
+            _ => 0,
+        }
+    }
 }
 
 impl ChatRequest {
@@ -136,16 +156,18 @@ impl ChatRequest {
         self.model.as_deref().unwrap_or_default()
     }
 
-    /// The messages, with a legacy `prompt` turned into one user message.
-    pub fn conversation(&self) -> Vec<Message> {
+    /// The messages, with a legacy `prompt` turned into one user message. Borrowed: a
+    /// request reads its conversation several times (routing, limits, sticky key, cache,
+    /// upstream body), and each copy used to be a deep one of the whole prompt.
+    pub fn conversation(&self) -> Cow<'_, [Message]> {
         match (&self.messages, &self.prompt) {
-            (Some(m), _) => m.clone(),
-            (None, Some(p)) => vec![Message {
+            (Some(m), _) => Cow::Borrowed(m),
+            (None, Some(p)) => Cow::Owned(vec![Message {
                 role: "user".into(),
                 content: Value::String(p.clone()),
                 extra: Map::new(),
-            }],
-            (None, None) => Vec::new(),
+            }]),
+            (None, None) => Cow::Borrowed(&[]),
         }
     }
 
@@ -160,29 +182,65 @@ impl ChatRequest {
         serde_json::to_vec(&self.for_upstream(upstream_model)).unwrap_or_default()
     }
 
-    fn for_upstream(&self, upstream_model: &str) -> ChatRequest {
-        let mut extra = self.extra.clone();
-        for field in GATEWAY_ONLY_FIELDS {
-            extra.remove(*field);
-        }
-        if self.stream {
-            let options = extra
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(o) = options {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
-        }
-        ChatRequest {
-            model: Some(upstream_model.to_owned()),
-            messages: Some(self.conversation()),
-            prompt: None,
+    fn for_upstream<'a>(&'a self, upstream_model: &'a str) -> UpstreamChat<'a> {
+        UpstreamChat {
+            model: upstream_model,
+            messages: self.conversation(),
             stream: self.stream,
             max_tokens: self.max_tokens,
             max_completion_tokens: self.max_completion_tokens,
-            extra,
-            auto_cache_breakpoints: false,
+            extra: UpstreamExtra {
+                fields: &self.extra,
+                stream: self.stream,
+            },
         }
+    }
+}
+
+/// The body for an OpenAI-format upstream, borrowing the client's request instead of
+/// copying it (the prompt is most of a request).
+#[derive(Serialize)]
+struct UpstreamChat<'a> {
+    model: &'a str,
+    messages: Cow<'a, [Message]>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(flatten)]
+    extra: UpstreamExtra<'a>,
+}
+
+/// The client's other fields without the gateway-only ones; a streamed request also asks
+/// for usage in its last chunk (`stream_options.include_usage`), so it can be metered.
+struct UpstreamExtra<'a> {
+    fields: &'a Map<String, Value>,
+    stream: bool,
+}
+
+impl Serialize for UpstreamExtra<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const STREAM_OPTIONS: &str = "stream_options";
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.fields {
+            if GATEWAY_ONLY_FIELDS.contains(&key.as_str()) {
+                continue;
+            }
+            match value {
+                Value::Object(options) if self.stream && key == STREAM_OPTIONS => {
+                    let mut options = options.clone();
+                    options.insert("include_usage".into(), Value::Bool(true));
+                    map.serialize_entry(key, &options)?;
+                }
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        if self.stream && !self.fields.contains_key(STREAM_OPTIONS) {
+            map.serialize_entry(STREAM_OPTIONS, &serde_json::json!({"include_usage": true}))?;
+        }
+        map.end()
     }
 }
 
@@ -257,6 +315,59 @@ mod tests {
         assert_eq!(body["messages"][0]["role"], "user");
         assert_eq!(body["messages"][0]["content"], "hello");
         assert!(body.get("prompt").is_none());
+    }
+
+    #[test]
+    fn stream_options_ask_for_usage_and_keep_the_clients_own() {
+        let upstream = |body: &[u8]| -> Value {
+            let req = ChatRequest::parse(body).unwrap();
+            let bytes = req.to_openai_bytes("up");
+            // Bytes and tree are the same body.
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(body, req.to_openai_body("up"));
+            body
+        };
+        let body = upstream(
+            br#"{"model":"a/b","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_obfuscation":false},"session_id":"s","usage":{"include":true},"max_tokens":7}"#,
+        );
+        assert_eq!(
+            body["stream_options"],
+            serde_json::json!({"include_obfuscation": false, "include_usage": true})
+        );
+        assert_eq!(body["max_tokens"], 7);
+        assert!(body.get("session_id").is_none() && body.get("usage").is_none());
+        assert!(body.get("max_completion_tokens").is_none());
+        // Not streamed: the client's options go as they came, nothing is added.
+        let body = upstream(
+            br#"{"model":"a/b","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":false}}"#,
+        );
+        assert_eq!(body["stream"], false);
+        assert_eq!(
+            body["stream_options"],
+            serde_json::json!({"include_usage": false})
+        );
+        let body = upstream(br#"{"model":"a/b","messages":[{"role":"user","content":"hi"}]}"#);
+        assert!(body.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn text_len_is_the_length_of_text() {
+        let messages: Vec<Message> = serde_json::from_value(serde_json::json!([
+            {"role": "user", "content": "héllo"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "one"},
+                {"type": "image_url", "image_url": {"url": "data:,"}},
+                {"type": "text", "text": "two three"}
+            ]},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]},
+            {"role": "assistant", "content": null}
+        ]))
+        .unwrap();
+        let lens: Vec<usize> = messages.iter().map(Message::text_len).collect();
+        assert_eq!(lens, [6, 13, 0, 0]);
+        for m in &messages {
+            assert_eq!(m.text_len(), m.text().len());
+        }
     }
 
     #[test]

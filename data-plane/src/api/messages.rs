@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::messages_stream::MessagesEncoder;
 use super::pipeline;
 use super::skin::{Skin, StreamContext};
-use crate::chat_request::ChatRequest;
+use crate::chat_request::{ChatRequest, Message};
 use crate::error::ApiError;
 use crate::providers::{ANTHROPIC_FORMAT, arguments_object, count};
 use crate::state::AppState;
@@ -68,7 +68,7 @@ async fn count_input_tokens(
     let chars: usize = request
         .conversation()
         .iter()
-        .map(|m| m.text().len())
+        .map(Message::text_len)
         .sum::<usize>()
         + request
             .extra

@@ -17,7 +17,7 @@ use super::usage_record::Metering;
 use crate::cache::{
     CacheKey, CacheMode, CachedAnswer, CachedBody, Flight, Lookup, UsageMarks, cacheable_completion,
 };
-use crate::chat_request::ChatRequest;
+use crate::chat_request::{ChatRequest, Message};
 use crate::providers::{ChunkStream, Completion, Reply};
 use crate::routing::sticky::Conversation;
 use crate::snapshot::{KeyEntry, OrgCatalog};
@@ -96,7 +96,7 @@ fn replay<S: Skin>(
         .request
         .conversation()
         .iter()
-        .map(|m| m.text().len())
+        .map(Message::text_len)
         .sum();
     let meter = Metering {
         state: ctx.state.clone(),

@@ -10,7 +10,7 @@ use switchyard_proto::GenerationId;
 
 use super::usage_json::estimate_tokens;
 use super::usage_record::Metering;
-use crate::chat_request::ChatRequest;
+use crate::chat_request::{ChatRequest, Message};
 use crate::error::ApiError;
 use crate::providers::{Reply, is_retryable};
 use crate::routing::{self, Needs, ProviderPrefs, health::Availability};
@@ -96,12 +96,7 @@ pub struct Generation<'a> {
 pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
     let state = g.state;
     let now = Instant::now();
-    let prompt_chars: usize = g
-        .request
-        .conversation()
-        .iter()
-        .map(|m| m.text().len())
-        .sum();
+    let prompt_chars: usize = g.request.conversation().iter().map(Message::text_len).sum();
     let estimated_prompt_tokens = estimate_tokens(prompt_chars);
 
     let permit = state

@@ -87,12 +87,12 @@ pub fn build_body(
 ) -> Result<Value, ApiError> {
     let mut system: Vec<Value> = Vec::new();
     let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
-    for message in request.conversation() {
+    for message in request.conversation().iter() {
         match message.role.as_str() {
             "system" | "developer" => system.extend(text_blocks(&message.content)),
             "user" => push_turn(&mut turns, "user", user_blocks(&message.content)?),
-            "assistant" => push_turn(&mut turns, "assistant", assistant_blocks(&message)),
-            "tool" | "function" => push_turn(&mut turns, "user", vec![tool_result(&message)]),
+            "assistant" => push_turn(&mut turns, "assistant", assistant_blocks(message)),
+            "tool" | "function" => push_turn(&mut turns, "user", vec![tool_result(message)]),
             _ => {}
         }
     }

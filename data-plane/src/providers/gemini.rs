@@ -57,16 +57,16 @@ pub fn build_body(request: &ChatRequest, catalog_max_output: u32) -> Result<Valu
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut call_names: HashMap<String, String> = HashMap::new();
-    for message in request.conversation() {
+    for message in request.conversation().iter() {
         match message.role.as_str() {
             "system" | "developer" => system.extend(text_parts(&message.content)),
             "user" => push_turn(&mut contents, "user", user_parts(&message.content)?),
             "assistant" => {
-                let parts = model_parts(&message, &mut call_names);
+                let parts = model_parts(message, &mut call_names);
                 push_turn(&mut contents, "model", parts);
             }
             "tool" | "function" => {
-                let part = function_response(&message, &call_names);
+                let part = function_response(message, &call_names);
                 push_turn(&mut contents, "user", vec![part]);
             }
             _ => {}

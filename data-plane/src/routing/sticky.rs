@@ -61,7 +61,12 @@ impl Conversation {
                 let mut hasher = Sha256::new();
                 hasher.update(request.model().as_bytes());
                 hasher.update([0]);
-                hasher.update(first_user.text().as_bytes());
+                // A plain string is hashed where it lies (the first user turn can be most
+                // of a long prompt); parts are joined first, as `text` does.
+                match &first_user.content {
+                    Value::String(text) => hasher.update(text.as_bytes()),
+                    _ => hasher.update(first_user.text().as_bytes()),
+                }
                 let mut prefix = [0u8; 8];
                 prefix.copy_from_slice(&hasher.finalize()[..8]);
                 // One formatting call, not one per byte: this runs on every request.
@@ -305,6 +310,29 @@ mod tests {
             "later turns belong to the same conversation"
         );
         assert_eq!(turn2.cache_ttl, CACHE_TTL_1H);
+    }
+
+    /// Gateways of different versions share pins through Redis: the automatic id is the
+    /// first 8 bytes of SHA-256(model, 0, first user text), for a string or for parts.
+    #[test]
+    fn the_automatic_id_is_a_stable_hash_of_model_and_first_user_text() {
+        let expected = |text: &str| {
+            let digest = Sha256::digest([b"m".as_slice(), &[0], text.as_bytes()].concat());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("auto-{hex}")
+        };
+        let plain = Conversation::of(
+            &req(r#"{"model":"m","messages":[{"role":"user","content":"hello there"}]}"#),
+            None,
+        )
+        .unwrap();
+        assert_eq!(plain.id, expected("hello there"));
+        let parts = Conversation::of(
+            &req(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hello"},{"type":"text","text":"there"}]}]}"#),
+            None,
+        )
+        .unwrap();
+        assert_eq!(parts.id, expected("hello there"));
     }
 
     #[test]
