@@ -2,8 +2,9 @@
 # Instructions per request of a gateway binary at c=1 (callgrind; counters zeroed after a
 # warm-up, so start-up is not counted), against the lab of start.sh, whose gateway it
 # replaces while it runs. Usage: [SCRIPT=post-stream] [ENDPOINT=/api/v1/messages] instructions.sh GATEWAY_BIN NAME
-# (SCRIPT names the wrk script under $LAB: post, the default, post-stream for streamed answers, or
-# post-messages for the Anthropic skin, with ENDPOINT=/api/v1/messages)
+# (SCRIPT names the wrk script under $LAB: post, the default, post-stream for streamed answers,
+# post-long for a 45 KB conversation, or post-messages for the Anthropic skin, with
+# ENDPOINT=/api/v1/messages)
 # CP=stopped freezes the lab's control plane (SIGSTOP, resumed at the end) and CP=locked holds its
 # database's write lock (python3's sqlite3) for the measured 10 s: the hot path must not do more
 # work during a control-plane outage than with it up.

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Starts the profiling lab: the bench mock, a control plane and a gateway on fixed loopback
-# ports (18080/18081/18090), one model on the mock, and a wrk script that POSTs the bench
-# body with an API key. Usage: start.sh [BIN_DIR]  (default: target/release)
+# ports (18080/18081/18090), one model on the mock, and wrk scripts that POST the bench
+# body (and variants: streamed, Anthropic-shaped, a long conversation) with an API key.
+# Usage: start.sh [BIN_DIR]  (default: target/release)
 set -euo pipefail
 B=${1:-${CARGO_TARGET_DIR:-target}/release}; D=${LAB:-/tmp/switchyard-lab}
 pkill -f "$B/switchyard" || true; sleep 0.5; rm -rf "$D"; mkdir -p "$D"
@@ -38,3 +39,18 @@ wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer $AK"
 LUA
 done
+# post-long.lua: a 45 KB conversation (system prompt and eight exchanges of ~2.6 KB each, then
+# the bench's question), for costs that grow with the prompt.
+LONG=$(python3 -c 'import json
+w = "the quick brown fox jumps over the lazy dog while a patient gateway meters every token " * 30
+m = [{"role": "system", "content": "You are a terse assistant. " + w}]
+for i in range(8):
+    m += [{"role": "user", "content": f"Question {i}: " + w}, {"role": "assistant", "content": f"Answer {i}: " + w}]
+m.append({"role": "user", "content": "Say hello to the benchmark in one short sentence."})
+print(json.dumps({"model": "bench/model", "messages": m, "max_tokens": 32}))')
+cat > "$D/post-long.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$LONG'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer $AK"
+LUA
