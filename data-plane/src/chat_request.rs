@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -38,7 +39,7 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<Vec<Message>>,
+    pub messages: Option<Messages>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     #[serde(default)]
@@ -53,6 +54,86 @@ pub struct ChatRequest {
     /// need explicit prompt-cache breakpoints add them when the request has none.
     #[serde(skip)]
     pub auto_cache_breakpoints: bool,
+}
+
+/// The `messages` array, parsed, and as the client wrote it: the written form is what an
+/// OpenAI-format provider gets while no message has been changed. Serialising the parsed
+/// form again was ~40 % of the instructions of a request with a 45 KB conversation, most of
+/// it escaping the prompt's text a second time. Any mutable access drops the written form.
+#[derive(Debug, Clone, Default)]
+pub struct Messages {
+    list: Vec<Message>,
+    written: Option<Box<RawValue>>,
+}
+
+impl Messages {
+    /// Whether the array will be sent as the client wrote it.
+    pub fn is_verbatim(&self) -> bool {
+        self.written.is_some()
+    }
+}
+
+impl From<Vec<Message>> for Messages {
+    fn from(list: Vec<Message>) -> Self {
+        Self {
+            list,
+            written: None,
+        }
+    }
+}
+
+impl std::ops::Deref for Messages {
+    type Target = Vec<Message>;
+
+    fn deref(&self) -> &Vec<Message> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Messages {
+    fn deref_mut(&mut self) -> &mut Vec<Message> {
+        self.written = None;
+        &mut self.list
+    }
+}
+
+impl<'a> IntoIterator for &'a Messages {
+    type Item = &'a Message;
+    type IntoIter = std::slice::Iter<'a, Message>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Messages {
+    type Item = &'a mut Message;
+    type IntoIter = std::slice::IterMut<'a, Message>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.written = None;
+        self.list.iter_mut()
+    }
+}
+
+impl<'de> Deserialize<'de> for Messages {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let written = Box::<RawValue>::deserialize(deserializer)?;
+        let list = serde_json::from_str(written.get()).map_err(serde::de::Error::custom)?;
+        Ok(Self {
+            list,
+            written: Some(written),
+        })
+    }
+}
+
+impl Serialize for Messages {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.written {
+            Some(written) => written.serialize(serializer),
+            None => self.list.serialize(serializer),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -161,7 +242,7 @@ impl ChatRequest {
     /// upstream body), and each copy used to be a deep one of the whole prompt.
     pub fn conversation(&self) -> Cow<'_, [Message]> {
         match (&self.messages, &self.prompt) {
-            (Some(m), _) => Cow::Borrowed(m),
+            (Some(m), _) => Cow::Borrowed(&m.list),
             (None, Some(p)) => Cow::Owned(vec![Message {
                 role: "user".into(),
                 content: Value::String(p.clone()),
@@ -185,7 +266,10 @@ impl ChatRequest {
     fn for_upstream<'a>(&'a self, upstream_model: &'a str) -> UpstreamChat<'a> {
         UpstreamChat {
             model: upstream_model,
-            messages: self.conversation(),
+            messages: match &self.messages {
+                Some(messages) => UpstreamMessages::Client(messages),
+                None => UpstreamMessages::Prompt(self.conversation()),
+            },
             stream: self.stream,
             max_tokens: self.max_tokens,
             max_completion_tokens: self.max_completion_tokens,
@@ -202,7 +286,7 @@ impl ChatRequest {
 #[derive(Serialize)]
 struct UpstreamChat<'a> {
     model: &'a str,
-    messages: Cow<'a, [Message]>,
+    messages: UpstreamMessages<'a>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
@@ -210,6 +294,14 @@ struct UpstreamChat<'a> {
     max_completion_tokens: Option<u32>,
     #[serde(flatten)]
     extra: UpstreamExtra<'a>,
+}
+
+/// The client's messages (verbatim when unchanged), or a legacy prompt as one user message.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UpstreamMessages<'a> {
+    Client(&'a Messages),
+    Prompt(Cow<'a, [Message]>),
 }
 
 /// The client's other fields without the gateway-only ones; a streamed request also asks
@@ -348,6 +440,53 @@ mod tests {
         );
         let body = upstream(br#"{"model":"a/b","messages":[{"role":"user","content":"hi"}]}"#);
         assert!(body.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn unchanged_messages_go_upstream_as_the_client_wrote_them() {
+        let written = r#"[ {"content":"caf\u00e9 \"x\"","role":"user", "name" : "n"} ]"#;
+        let body = format!(r#"{{"model":"a/b","messages":{written},"temperature":0.5}}"#);
+        let req = ChatRequest::parse(body.as_bytes()).unwrap();
+        assert!(req.messages.as_ref().unwrap().is_verbatim());
+        assert_eq!(req.conversation()[0].text(), "café \"x\"");
+        let bytes = String::from_utf8(req.to_openai_bytes("up")).unwrap();
+        assert!(
+            bytes.contains(&format!(r#""messages":{written}"#)),
+            "{bytes}"
+        );
+        let tree: Value = serde_json::from_str(&bytes).unwrap();
+        assert_eq!(tree, req.to_openai_body("up"));
+        assert_eq!(tree["messages"][0]["name"], "n");
+
+        // A change to any message (guardrails redact in place) drops the written form.
+        let mut changed = req.clone();
+        for message in changed.messages.iter_mut().flatten() {
+            message.content = Value::String("[redacted]".into());
+        }
+        assert!(!changed.messages.as_ref().unwrap().is_verbatim());
+        let tree: Value = serde_json::from_slice(&changed.to_openai_bytes("up")).unwrap();
+        assert_eq!(tree["messages"][0]["content"], "[redacted]");
+        assert_eq!(tree["messages"][0]["name"], "n");
+        // The original is untouched.
+        assert!(req.messages.as_ref().unwrap().is_verbatim());
+    }
+
+    #[test]
+    fn requests_other_skins_build_from_a_tree_read_the_same() {
+        let req = ChatRequest::from_value(serde_json::json!({
+            "model": "a/b",
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+        }))
+        .unwrap();
+        assert_eq!(req.conversation().len(), 2);
+        let tree: Value = serde_json::from_slice(&req.to_openai_bytes("up")).unwrap();
+        assert_eq!(tree["messages"][1]["content"], "hi");
+        let err = ChatRequest::from_value(serde_json::json!({
+            "model": "a/b", "messages": [{"role": 7, "content": "hi"}],
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("messages[0]"), "{err}");
     }
 
     #[test]
