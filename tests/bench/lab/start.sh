@@ -28,18 +28,7 @@ for _ in $(seq 100); do
     127.0.0.1:18090/api/v1/chat/completions -d "$BODY"); [ "$code" = 200 ] && break; sleep 0.1
 done
 echo "first answer: HTTP $code"
-# post.lua: the body as it is; post-stream.lua: the same with "stream":true (20 content chunks);
-# post-messages.lua: the same request in Anthropic's shape, for /api/v1/messages.
-MESSAGES='{"model":"bench/model","system":"You are a terse assistant.","messages":[{"role":"user","content":"Say hello to the benchmark in one short sentence."}],"max_tokens":32}'
-for variant in post:"$BODY" post-stream:"${BODY%\}},\"stream\":true}" post-messages:"$MESSAGES"; do
-  cat > "$D/${variant%%:*}.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '${variant#*:}'
-wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer $AK"
-LUA
-done
-# post-long.lua: a 45 KB conversation (system prompt and eight exchanges of ~2.6 KB each, then
+# A 45 KB conversation (system prompt and eight exchanges of ~2.6 KB each, then
 # the bench's question), for costs that grow with the prompt.
 LONG=$(python3 -c 'import json
 w = "the quick brown fox jumps over the lazy dog while a patient gateway meters every token " * 30
@@ -48,9 +37,15 @@ for i in range(8):
     m += [{"role": "user", "content": f"Question {i}: " + w}, {"role": "assistant", "content": f"Answer {i}: " + w}]
 m.append({"role": "user", "content": "Say hello to the benchmark in one short sentence."})
 print(json.dumps({"model": "bench/model", "messages": m, "max_tokens": 32}))')
-cat > "$D/post-long.lua" <<LUA
+# post.lua: the body as it is; post-stream.lua: the same with "stream":true (20 content chunks);
+# post-messages.lua: the same request in Anthropic's shape, for /api/v1/messages; post-long.lua:
+# the long conversation.
+MESSAGES='{"model":"bench/model","system":"You are a terse assistant.","messages":[{"role":"user","content":"Say hello to the benchmark in one short sentence."}],"max_tokens":32}'
+for variant in post:"$BODY" post-stream:"${BODY%\}},\"stream\":true}" post-messages:"$MESSAGES" post-long:"$LONG"; do
+  cat > "$D/${variant%%:*}.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '$LONG'
+wrk.body = '${variant#*:}'
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer $AK"
 LUA
+done
