@@ -193,10 +193,19 @@ impl ChatRequest {
     }
 
     /// A request another skin translated into the chat shape, checked the same way.
-    pub fn from_value(value: Value) -> Result<Self, ApiError> {
+    pub fn from_value(mut value: Value) -> Result<Self, ApiError> {
         check_field_types(&value)?;
-        let request: ChatRequest = serde_json::from_value(value)
-            .map_err(|e| ApiError::BadRequest(describe_json_error(&e)))?;
+        let bad = |e: serde_json::Error| ApiError::BadRequest(describe_json_error(&e));
+        // Read from the tree, not through `Messages`' written form: that would print the
+        // tree to text only to parse it again (a skin's request has no client text to keep).
+        let messages = match value.as_object_mut().and_then(|o| o.remove("messages")) {
+            Some(Value::Null) | None => None,
+            Some(list) => Some(Messages::from(
+                serde_json::from_value::<Vec<Message>>(list).map_err(bad)?,
+            )),
+        };
+        let mut request: ChatRequest = serde_json::from_value(value).map_err(bad)?;
+        request.messages = messages;
         request.validate()?;
         Ok(request)
     }
@@ -479,6 +488,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(req.conversation().len(), 2);
+        assert!(!req.messages.as_ref().unwrap().is_verbatim());
         let tree: Value = serde_json::from_slice(&req.to_openai_bytes("up")).unwrap();
         assert_eq!(tree["messages"][1]["content"], "hi");
         let err = ChatRequest::from_value(serde_json::json!({
