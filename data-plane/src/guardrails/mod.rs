@@ -288,6 +288,25 @@ pub fn apply(policy: &Policy, request: &mut ChatRequest) -> Result<Outcome, Guar
         models.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
     }
     check_models(policy, models.iter().map(String::as_str))?;
+    // Shared access first: taking the messages mutably drops the form the client wrote them
+    // in (sent on verbatim otherwise), so only a redaction that has something to do takes it.
+    let mut shared: Vec<&str> = Vec::new();
+    for message in request.messages.iter().flatten() {
+        match &message.content {
+            Value::String(s) => shared.push(s),
+            Value::Array(parts) => shared.extend(
+                parts
+                    .iter()
+                    .filter_map(|part| part.get("text").and_then(Value::as_str)),
+            ),
+            _ => {}
+        }
+    }
+    shared.extend(request.prompt.as_deref());
+    let scan = scan(policy, &shared)?;
+    if !scan.redacts {
+        return Ok(scan.outcome);
+    }
     let mut texts: Vec<&mut String> = Vec::new();
     for message in request.messages.iter_mut().flatten() {
         match &mut message.content {
@@ -305,7 +324,7 @@ pub fn apply(policy: &Policy, request: &mut ChatRequest) -> Result<Outcome, Guar
     if let Some(prompt) = request.prompt.as_mut() {
         texts.push(prompt);
     }
-    apply_to_texts(policy, texts)
+    redact(policy, texts, scan.outcome)
 }
 
 /// The model allowlist alone, for request shapes other than chat completions.
@@ -329,8 +348,45 @@ pub fn check_models<'a>(
 /// Prompt size and content rules over the prompt's texts, for any request shape.
 pub fn apply_to_texts(
     policy: &Policy,
-    mut texts: Vec<&mut String>,
+    texts: Vec<&mut String>,
 ) -> Result<Outcome, GuardrailViolation> {
+    let shared: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
+    let scan = scan(policy, &shared)?;
+    if !scan.redacts {
+        return Ok(scan.outcome);
+    }
+    redact(policy, texts, scan.outcome)
+}
+
+/// What the rules make of the texts as sent, before any redaction could hide a match.
+struct Scan {
+    outcome: Outcome,
+    /// A redact rule matches somewhere.
+    redacts: bool,
+}
+
+fn detectors() -> Result<&'static Detectors, GuardrailViolation> {
+    Detectors::get().map_err(|_| GuardrailViolation {
+        rule: "guardrails".into(),
+        kind: "internal".into(),
+        message: "Request blocked: guardrails are unavailable".into(),
+        patterns: Vec::new(),
+    })
+}
+
+fn find(detectors: &Detectors, rule: &Rule, text: &str) -> Vec<Range<usize>> {
+    match &rule.matcher {
+        Matcher::Regex(re) => re
+            .find_iter(text)
+            .map(|m| m.range())
+            .filter(|r| !r.is_empty())
+            .collect(),
+        Matcher::Builtin(d) => detectors.find(*d, text),
+    }
+}
+
+/// Prompt size, then block and flag rules; and whether a redact rule has anything to do.
+fn scan(policy: &Policy, texts: &[&str]) -> Result<Scan, GuardrailViolation> {
     if let Some(max) = policy.max_prompt_chars {
         let total: usize = texts.iter().map(|t| t.chars().count()).sum();
         if total > max as usize {
@@ -346,29 +402,17 @@ pub fn apply_to_texts(
     }
     let mut outcome = Outcome::default();
     if policy.rules.is_empty() {
-        return Ok(outcome);
+        return Ok(Scan {
+            outcome,
+            redacts: false,
+        });
     }
-    let detectors = Detectors::get().map_err(|_| GuardrailViolation {
-        rule: "guardrails".into(),
-        kind: "internal".into(),
-        message: "Request blocked: guardrails are unavailable".into(),
-        patterns: Vec::new(),
-    })?;
-    let find = |rule: &Rule, text: &str| -> Vec<Range<usize>> {
-        match &rule.matcher {
-            Matcher::Regex(re) => re
-                .find_iter(text)
-                .map(|m| m.range())
-                .filter(|r| !r.is_empty())
-                .collect(),
-            Matcher::Builtin(d) => detectors.find(*d, text),
-        }
-    };
+    let detectors = detectors()?;
     // Blocks and flags look at the text as sent, before any redaction could hide a match.
     for rule in policy.rules.iter().filter(|r| r.action != Action::Redact) {
         let mut hits: Vec<String> = Vec::new();
-        for text in &texts {
-            for range in find(rule, text) {
+        for text in texts {
+            for range in find(detectors, rule, text) {
                 hits.push(text[range].to_owned());
             }
         }
@@ -418,11 +462,30 @@ pub fn apply_to_texts(
         }
         outcome.flags.push(rule.name.clone());
     }
+    let redacts = policy
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Redact)
+        .any(|rule| {
+            texts
+                .iter()
+                .any(|text| !find(detectors, rule, text).is_empty())
+        });
+    Ok(Scan { outcome, redacts })
+}
+
+/// Applies the redact rules in place, adding their counts to `outcome`.
+fn redact(
+    policy: &Policy,
+    mut texts: Vec<&mut String>,
+    mut outcome: Outcome,
+) -> Result<Outcome, GuardrailViolation> {
+    let detectors = detectors()?;
     for rule in policy.rules.iter().filter(|r| r.action == Action::Redact) {
         let replacement = format!("[REDACTED:{}]", rule.name);
         let mut count = 0;
         for text in &mut texts {
-            let ranges = find(rule, text);
+            let ranges = find(detectors, rule, text);
             if ranges.is_empty() {
                 continue;
             }
