@@ -141,7 +141,7 @@ macro_rules! impl_billing_store {
             #[async_trait::async_trait]
             impl BillingStore for $store {
                 async fn post(&self, posting: &Posting) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     lock_org(&mut tx, &posting.org_id).await?;
                     insert_posting(&mut tx, posting).await?;
                     tx.commit().await?;
@@ -225,7 +225,7 @@ macro_rules! impl_billing_store {
 
                 async fn add_price_version(&self, new: &NewPriceVersion) -> StoreResult<RerateOutcome> {
                     let v = &new.version;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     lock_org(&mut tx, &v.org_id).await?;
                     let mut versions = sqlx::query_as::<_, PriceVersion>(&format!(
                         "SELECT {PRICE_VERSION_COLUMNS} FROM price_versions WHERE org_id = $1 AND model_id = $2 AND provider_id = $3"
@@ -409,7 +409,7 @@ macro_rules! impl_billing_store {
                 }
 
                 async fn complete_checkout(&self, event_id: &str, event_type: &str, session_id: &str, now: i64) -> StoreResult<StripeOutcome> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let fresh = sqlx::query("INSERT INTO stripe_events (event_id, event_type, received_at) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING")
                         .bind(event_id)
                         .bind(event_type)
@@ -459,7 +459,7 @@ macro_rules! impl_billing_store {
                     if rows.iter().all(|(_, _, tags)| tags.is_empty()) {
                         return Ok(());
                     }
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     insert_usage_tags(&mut tx, rows).await?;
                     tx.commit().await?;
                     Ok(())

@@ -69,7 +69,7 @@ macro_rules! impl_budget_store {
             #[async_trait::async_trait]
             impl BudgetStore for $store {
                 async fn create_budget(&self, b: &BudgetRow) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     sqlx::query(&format!(
                         "INSERT INTO budgets ({BUDGET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -112,7 +112,7 @@ macro_rules! impl_budget_store {
                 }
 
                 async fn update_budget(&self, org_id: &str, id: &str, name: &str, limit_nanos: i64) -> StoreResult<BudgetRow> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     let done = sqlx::query("UPDATE budgets SET name = $3, limit_nanos = $4, updated_at = $5 WHERE org_id = $1 AND id = $2")
                         .bind(org_id)
@@ -131,7 +131,7 @@ macro_rules! impl_budget_store {
                 }
 
                 async fn delete_budget(&self, org_id: &str, id: &str) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     let done = sqlx::query("DELETE FROM budgets WHERE org_id = $1 AND id = $2")
                         .bind(org_id)
@@ -160,7 +160,7 @@ macro_rules! impl_budget_store {
                 }
 
                 async fn put_budget_settings(&self, s: &BudgetSettingsRow) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     sqlx::query(&format!(
                         "INSERT INTO budget_settings ({SETTINGS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -196,7 +196,7 @@ macro_rules! impl_budget_store {
                 }
 
                 async fn lease(&self, ask: &LeaseAsk) -> StoreResult<LeaseGrant> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let locked = sqlx::query("UPDATE orgs SET name = name WHERE id = $1")
                         .bind(&ask.org_id)
                         .execute(&mut *tx)

@@ -39,7 +39,7 @@ macro_rules! impl_cache_stats_store {
                     if facts.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     insert_cache_facts(&mut tx, facts).await?;
                     tx.commit().await?;
                     Ok(())

@@ -80,7 +80,7 @@ macro_rules! impl_chargeback_store {
                 }
 
                 async fn set_billing_settings(&self, s: &BillingSettings) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     // The platform fee travels in the gateway snapshot (the cost gateways
                     // report includes it): a settings change is a config change.
                     let (version,): (i64,) =
@@ -128,7 +128,7 @@ macro_rules! impl_chargeback_store {
                     if postings.is_empty() {
                         return Ok(0);
                     }
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let fresh = insert_postings_once(&mut tx, postings).await?;
                     tx.commit().await?;
                     Ok(fresh)
@@ -261,7 +261,7 @@ macro_rules! impl_chargeback_store {
                 }
 
                 async fn begin_auto_topup(&self, org_id: &str, amount_nanos: i64, balance_nanos: i64, now: i64) -> StoreResult<Option<AutoTopupRow>> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     // Write first (a no-op on the org row): SQLite then holds its write lock for the
                     // whole read-then-insert instead of failing the upgrade with SQLITE_BUSY, and
                     // Postgres serialises concurrent checks of one org on the row lock.
@@ -313,7 +313,7 @@ macro_rules! impl_chargeback_store {
                 }
 
                 async fn finish_auto_topup(&self, id: &str, payment_intent_id: Option<&str>, succeeded: bool, error: &str, now: i64) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     // Update before reading: a write first keeps SQLite's lock upgrade from failing.
                     sqlx::query("UPDATE auto_topups SET status = $2, payment_intent_id = $3, error = $4, completed_at = $5 WHERE id = $1 AND status = 'pending'")
                         .bind(id)

@@ -107,7 +107,7 @@ macro_rules! impl_identity_store {
             #[async_trait::async_trait]
             impl IdentityStore for $store {
                 async fn create_org(&self, org: &Org, owner_user_id: &str) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
                         .bind(&org.id)
@@ -127,7 +127,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn create_user(&self, user: &NewUser) -> StoreResult<UserRecord> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     insert_user(&mut tx, user, now_ms()).await?;
                     tx.commit().await?;
                     self.get_user(&user.id).await
@@ -219,7 +219,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn set_member_role(&self, org_id: &str, user_id: &str, role: Role) -> StoreResult<MemberRecord> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     lock_org(&mut tx, org_id).await?;
                     let done = sqlx::query("UPDATE org_members SET role = $3 WHERE org_id = $1 AND user_id = $2")
                         .bind(org_id)
@@ -238,7 +238,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn remove_member(&self, org_id: &str, user_id: &str) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     lock_org(&mut tx, org_id).await?;
                     let done = sqlx::query("DELETE FROM org_members WHERE org_id = $1 AND user_id = $2")
                         .bind(org_id)
@@ -313,7 +313,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn delete_team(&self, org_id: &str, team_id: &str) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let done = sqlx::query("DELETE FROM teams WHERE org_id = $1 AND id = $2")
                         .bind(org_id)
                         .bind(team_id)
@@ -483,7 +483,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn accept_invitation(&self, token_hash: &str, invitee: &Invitee, now: i64) -> StoreResult<(InvitationRecord, String)> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     // The conditional UPDATE is the single-use check: a concurrent second accept
                     // matches no row once the first has set accepted_at.
                     let claimed = sqlx::query_as::<_, InvitationRecord>(&format!(
@@ -537,7 +537,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn create_key_with_policy(&self, key: &NewKey, policy: &KeyPolicy) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     insert_key_with_policy(&mut tx, key, policy, now_ms()).await?;
                     tx.commit().await?;
@@ -570,7 +570,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn set_key_policy(&self, org_id: &str, policy: &KeyPolicy) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     let done = sqlx::query(
                         "UPDATE api_keys SET owner_user_id = $3, owner_team_id = $4, allowed_models = $5, allowed_providers = $6, updated_at = $7
@@ -595,7 +595,7 @@ macro_rules! impl_identity_store {
 
                 async fn rotate_key(&self, org_id: &str, old_hash: &str, new_key: &NewKey, old_expires_at: i64) -> StoreResult<()> {
                     let now = now_ms();
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     let old = sqlx::query_as::<_, KeyRecord>(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND hash = $2"))
                         .bind(org_id)
@@ -626,7 +626,7 @@ macro_rules! impl_identity_store {
                 }
 
                 async fn set_guardrail_policy(&self, org_id: &str, scope_kind: &str, scope_id: &str, policy_json: Option<&str>) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     let version = bump_version(&mut tx).await?;
                     match policy_json {
                         Some(policy) => {
@@ -730,7 +730,7 @@ macro_rules! impl_identity_store {
             #[async_trait::async_trait]
             impl AuditStore for $store {
                 async fn append_audit(&self, e: &NewAuditEntry) -> StoreResult<AuditEntry> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = Self::begin_write(&self.pool).await?;
                     // Claiming the next seq on the head row serialises appenders on both backends.
                     let (seq, prev_hash): (i64, String) =
                         sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")

@@ -59,6 +59,14 @@ impl PgStore {
         });
     }
 
+    /// A transaction that writes; Postgres's row locks need nothing more at `BEGIN`
+    /// (the SQLite backend's takes the write lock there).
+    async fn begin_write(
+        pool: &sqlx::PgPool,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(pool.begin().await?)
+    }
+
     /// REPEATABLE READ makes every table in the snapshot read match the version row.
     async fn begin_consistent_read(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

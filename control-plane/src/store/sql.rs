@@ -322,7 +322,7 @@ macro_rules! impl_store {
 
             async fn bootstrap(&self, plan: &BootstrapPlan) -> StoreResult<()> {
                 let now = now_ms();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orgs").fetch_one(&mut *tx).await?;
                 if n > 0 {
@@ -360,7 +360,7 @@ macro_rules! impl_store {
             }
 
             async fn create_key(&self, key: &NewKey) -> StoreResult<KeyRecord> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 insert_key(&mut tx, key, now_ms()).await?;
                 self.commit_config_change(tx, version).await?;
@@ -396,7 +396,7 @@ macro_rules! impl_store {
             }
 
             async fn update_key(&self, org_id: &str, hash: &str, patch: &KeyPatch) -> StoreResult<KeyRecord> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 let current = sqlx::query_as::<_, KeyRecord>(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND hash = $2"))
                     .bind(org_id)
@@ -423,7 +423,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_key(&self, org_id: &str, hash: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 let done = sqlx::query("DELETE FROM api_keys WHERE org_id = $1 AND hash = $2")
                     .bind(org_id)
@@ -453,7 +453,7 @@ macro_rules! impl_store {
             }
 
             async fn create_provider(&self, provider: &NewProvider) -> StoreResult<ProviderRecord> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 insert_provider(&mut tx, provider, now_ms()).await?;
                 self.commit_config_change(tx, version).await?;
@@ -478,7 +478,7 @@ macro_rules! impl_store {
             }
 
             async fn create_model(&self, model: &NewModel) -> StoreResult<ModelRecord> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 insert_model(&mut tx, model, now_ms()).await?;
                 self.commit_config_change(tx, version).await?;
@@ -487,7 +487,7 @@ macro_rules! impl_store {
 
             async fn update_model(&self, org_id: &str, model_id: &str, patch: &ModelPatch) -> StoreResult<ModelRecord> {
                 let now = now_ms();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 let current = fetch_model(&mut *tx, org_id, model_id).await?;
                 sqlx::query("UPDATE models SET name = $3, description = $4, context_length = $5, updated_at = $6 WHERE org_id = $1 AND id = $2")
@@ -629,7 +629,7 @@ macro_rules! impl_store {
                 if tags.is_empty() && cache_facts.is_empty() && provisional.is_empty() && rows.is_empty() && fees.is_empty() {
                     return Ok(IngestOutcome::default());
                 }
-                let mut tx = self.writer.begin().await?;
+                let mut tx = Self::begin_write(&self.writer).await?;
                 billing_impl::insert_usage_tags(&mut tx, tags).await?;
                 cache_stats_impl::insert_cache_facts(&mut tx, cache_facts).await?;
                 // Held before the finals, so a final in the same batch deletes its own.
@@ -645,7 +645,7 @@ macro_rules! impl_store {
                 if rows.is_empty() {
                     return Ok(IngestOutcome::default());
                 }
-                let mut tx = self.writer.begin().await?;
+                let mut tx = Self::begin_write(&self.writer).await?;
                 let outcome = insert_usage(&mut tx, rows).await?;
                 tx.commit().await?;
                 Ok(outcome)
@@ -655,7 +655,7 @@ macro_rules! impl_store {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                let mut tx = self.writer.begin().await?;
+                let mut tx = Self::begin_write(&self.writer).await?;
                 let held = insert_provisional(&mut tx, rows).await?;
                 tx.commit().await?;
                 Ok(held)
@@ -673,7 +673,7 @@ macro_rules! impl_store {
                 // One transaction per generation, taking the provisional row first like
                 // `ingest_usage` does, so a final arriving now can never deadlock with this.
                 for (request_id,) in due {
-                    let mut tx = self.writer.begin().await?;
+                    let mut tx = Self::begin_write(&self.writer).await?;
                     let row: Option<UsageRow> = sqlx::query_as(&format!(
                         "DELETE FROM provisional_usage WHERE request_id = $1 AND ingested_at < $2 RETURNING {USAGE_COLUMNS}"
                     ))
@@ -719,7 +719,7 @@ macro_rules! impl_store {
             }
 
             async fn set_rate_limit(&self, l: &RateLimitRow) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 let owned: Option<(String,)> = match l.scope_kind.as_str() {
                     "key" => sqlx::query_as("SELECT hash FROM api_keys WHERE org_id = $1 AND hash = $2")
@@ -770,7 +770,7 @@ macro_rules! impl_store {
             }
 
             async fn set_routing_policy(&self, org_id: &str, policy: Option<&str>) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = Self::begin_write(&self.pool).await?;
                 let version = bump_version(&mut tx).await?;
                 match policy {
                     Some(p) => {

@@ -75,6 +75,16 @@ impl SqliteStore {
         super::advance(&self.changes, version);
     }
 
+    /// A transaction that writes. SQLite's default `BEGIN` is deferred: one that reads first
+    /// holds a read snapshot, and once another connection commits past it, the upgrade to
+    /// writing fails at once with `SQLITE_BUSY` (no busy timeout waits that out). `IMMEDIATE`
+    /// takes the write lock at `BEGIN`, where the busy timeout does wait.
+    async fn begin_write(
+        pool: &sqlx::SqlitePool,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// SQLite transactions are already snapshot-consistent for readers under WAL.
     #[expect(
         clippy::unused_async,

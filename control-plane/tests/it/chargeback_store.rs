@@ -412,3 +412,62 @@ async fn rater_follows_price_and_fee_changes_on_postgres() {
     };
     rater_follows_price_and_fee_changes(store).await;
 }
+
+/// Writers that read before they write (`post_once` looks its ids up first), many at once:
+/// each call lands. A deferred SQLite transaction that read a snapshot another connection
+/// has since committed past cannot take the write lock (`SQLITE_BUSY`, which no busy
+/// timeout waits out), so the store's write transactions take it up front.
+async fn concurrent_postings(store: Arc<dyn Store>) {
+    let org = bootstrap::ensure(&store, BootstrapOptions::default())
+        .await
+        .unwrap()
+        .unwrap()
+        .org_id;
+    const TASKS: u32 = 8;
+    const CALLS: u32 = 25;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (store, org) = (store.clone(), org.clone());
+            tokio::spawn(async move {
+                for call in 0..CALLS {
+                    let n = task * CALLS + call;
+                    let posting = Posting {
+                        id: format!("fee:concurrent-{n:04}"),
+                        org_id: org.clone(),
+                        kind: "fee",
+                        memo: "m".into(),
+                        ref_id: None,
+                        created_at: now_ms(),
+                        legs: vec![
+                            (accounts::ORG_CREDITS.to_owned(), -1),
+                            (PLATFORM_FEES.to_owned(), 1),
+                        ],
+                    };
+                    let posted = store.post_once(&[posting]).await;
+                    assert_eq!(posted.unwrap(), 1, "posting {n}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        store.account_balance(&org, PLATFORM_FEES).await.unwrap(),
+        i64::from(TASKS * CALLS)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_postings_on_sqlite() {
+    let (store, _dir) = crate::common::sqlite_store().await;
+    concurrent_postings(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_postings_on_postgres() {
+    let Some((store, _db)) = crate::common::postgres_store().await else {
+        return;
+    };
+    concurrent_postings(store).await;
+}
