@@ -130,8 +130,7 @@ impl Rater {
         Ok(bps)
     }
 
-    /// The fee postings of rated rows at each org's current rate (`fees::fee_postings`,
-    /// with the rates cached).
+    /// The fee postings of rated rows at each org's current rate (cached per config version).
     pub async fn fee_postings(&self, rows: &[UsageRow]) -> StoreResult<Vec<Posting>> {
         let mut bps: HashMap<&str, i64> = HashMap::new();
         for row in rows {

@@ -2,12 +2,7 @@
 //! own `fee` posting (`fee:<request id>`) next to the usage posting, so chargeback can show
 //! provider cost and fee apart. Default 0 bps: a self-hosted install adds no markup.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-
-use crate::store::{
-    PLATFORM_FEES, Posting, Store, StoreResult, UsageRow, accounts, chargeback_kinds,
-};
+use crate::store::{PLATFORM_FEES, Posting, UsageRow, accounts, chargeback_kinds};
 
 /// Highest fee an operator may set: 100 %.
 pub const MAX_FEE_BPS: i64 = 10_000;
@@ -36,19 +31,6 @@ pub fn fee_posting(row: &UsageRow, fee: i64) -> Posting {
     }
 }
 
-/// The fee postings of rated rows, at each org's current rate. Posting them is idempotent
-/// (`fee:<request id>`): a redelivered record's fee is not posted twice, and a batch whose
-/// fees failed gets them on redelivery.
-pub async fn fee_postings(store: &dyn Store, rows: &[UsageRow]) -> StoreResult<Vec<Posting>> {
-    let mut bps: HashMap<&str, i64> = HashMap::new();
-    for row in rows {
-        if let Entry::Vacant(slot) = bps.entry(&row.org_id) {
-            slot.insert(store.billing_settings(&row.org_id).await?.platform_fee_bps);
-        }
-    }
-    Ok(postings_at(rows, |org| bps.get(org).copied().unwrap_or(0)))
-}
-
 /// The fee postings of rated rows at the rates `bps_of` gives per org.
 pub fn postings_at(rows: &[UsageRow], bps_of: impl Fn(&str) -> i64) -> Vec<Posting> {
     rows.iter()
@@ -57,11 +39,6 @@ pub fn postings_at(rows: &[UsageRow], bps_of: impl Fn(&str) -> i64) -> Vec<Posti
             (fee > 0).then(|| fee_posting(row, fee))
         })
         .collect()
-}
-
-/// Posts the fees of rated rows (`fee_postings`) in their own transaction.
-pub async fn post_fees(store: &dyn Store, rows: &[UsageRow]) -> StoreResult<u32> {
-    store.post_once(&fee_postings(store, rows).await?).await
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, UsageRow, now_ms};
+use crate::store::{Store, now_ms};
 use crate::telemetry::ControlPlaneMetrics;
 
 /// Default grace period: far beyond any stream, short enough for same-hour statements.
@@ -28,43 +28,21 @@ fn interval(grace: Duration) -> Duration {
     (grace / 10).clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
-/// Settles provisional rows and posts their platform fees, carrying fee postings that
-/// failed over to the next sweep.
+/// Settles provisional rows; the store posts each with its platform fee atomically, so a
+/// failure leaves a row provisional for the next sweep rather than billed without its fee.
 pub struct Sweeper {
     grace: Duration,
     metrics: Arc<ControlPlaneMetrics>,
-    /// Rows already on the ledger whose fee posting failed. Posting is idempotent
-    /// (`fee:<request id>`), so retrying a batch that partly succeeded posts only what is
-    /// missing. Held in memory: a control plane restarted before the retry loses them.
-    unposted_fees: Vec<UsageRow>,
 }
 
 impl Sweeper {
     pub fn new(grace: Duration, metrics: Arc<ControlPlaneMetrics>) -> Self {
-        Self {
-            grace,
-            metrics,
-            unposted_fees: Vec::new(),
-        }
+        Self { grace, metrics }
     }
 
-    /// Rows whose fee posting is waiting for the next sweep.
-    pub fn unposted_fees(&self) -> usize {
-        self.unposted_fees.len()
-    }
-
-    /// One sweep: retries fee postings that failed last time, then settles every
-    /// provisional row older than the grace period and posts its platform fee. Returns how
+    /// One sweep: settles every provisional row older than the grace period. Returns how
     /// many rows were settled.
-    pub async fn sweep(&mut self, store: &dyn Store) -> crate::store::StoreResult<usize> {
-        if !self.unposted_fees.is_empty() {
-            match super::fees::post_fees(store, &self.unposted_fees).await {
-                Ok(_) => self.unposted_fees.clear(),
-                Err(err) => {
-                    tracing::warn!(error = %err, rows = self.unposted_fees.len(), "posting fees of settled provisional usage failed again; retrying next sweep");
-                }
-            }
-        }
+    pub async fn sweep(&self, store: &dyn Store) -> crate::store::StoreResult<usize> {
         let cutoff =
             now_ms().saturating_sub(i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX));
         let mut total = 0;
@@ -79,14 +57,7 @@ impl Sweeper {
             for row in &settled {
                 tracing::warn!(request_id = %row.request_id, org_id = %row.org_id, node_id = %row.node_id, cost_nanos = row.cost_nanos, "stream without a final usage record settled as estimated");
             }
-            let full = settled.len() >= usize::try_from(BATCH).unwrap_or(usize::MAX);
-            // The rows are on the ledger already; their fees must follow even if the store
-            // fails now, so they wait for the next sweep instead of being dropped.
-            if let Err(err) = super::fees::post_fees(store, &settled).await {
-                tracing::error!(error = %err, rows = settled.len(), "posting fees of settled provisional usage failed; retrying next sweep");
-                self.unposted_fees.extend(settled);
-            }
-            if !full {
+            if settled.len() < usize::try_from(BATCH).unwrap_or(usize::MAX) {
                 return Ok(total);
             }
         }
@@ -97,7 +68,7 @@ impl Sweeper {
 /// alerts and `/generation` lookups follow the ledger).
 pub async fn run(
     store: Arc<dyn Store>,
-    mut sweeper: Sweeper,
+    sweeper: Sweeper,
     ingested: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {

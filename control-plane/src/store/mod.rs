@@ -152,7 +152,9 @@ pub trait Store:
     /// final record is already ingested is ignored. Returns how many were newly held.
     async fn hold_provisional_usage(&self, rows: &[UsageRow]) -> StoreResult<u32>;
     /// Posts provisional rows received before `received_before_ms` that never got a final
-    /// record, as estimated usage (at most `limit`); returns the rows newly posted.
+    /// record, as estimated usage (at most `limit`), each with its org's platform fee in the
+    /// same transaction; returns the rows newly posted. On an error, rows posted before it
+    /// stay posted and the rest stay provisional for the next call.
     async fn settle_provisional_usage(
         &self,
         received_before_ms: i64,

@@ -688,6 +688,14 @@ macro_rules! impl_store {
                         let mut daily = console::DailyDeltas::default();
                         daily.add_row(&row);
                         console_impl::apply_daily(&mut tx, &daily).await?;
+                        // The platform fee in the same transaction: the row never reaches
+                        // the ledger without it, whatever fails or restarts in between.
+                        let bps: Option<(i64,)> = sqlx::query_as("SELECT platform_fee_bps FROM org_billing_settings WHERE org_id = $1")
+                            .bind(&row.org_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        let fees = $crate::billing::fees::postings_at(std::slice::from_ref(&row), |_| bps.map_or(0, |(b,)| b));
+                        chargeback_impl::insert_postings_once(&mut tx, &fees).await?;
                         settled.push(row);
                     }
                     tx.commit().await?;

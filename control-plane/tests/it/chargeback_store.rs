@@ -58,7 +58,8 @@ async fn story(store: Arc<dyn Store>) {
         ..Default::default()
     };
     let records = vec![record(0, 1_000), record(1, 3_000)];
-    let rows = Rater::new(store.clone()).rate_batch("n1", &records).await;
+    let rater = Rater::new(store.clone());
+    let rows = rater.rate_batch("n1", &records).await;
     let tag_rows = tags::tag_rows(&records, &rows);
     assert_eq!(tag_rows[0].2.len(), 2, "team and user");
     // Delivered twice, as after a lost ack: fees and tags once.
@@ -66,7 +67,8 @@ async fn story(store: Arc<dyn Store>) {
     for _ in 0..2 {
         store.add_usage_tags(&tag_rows).await.unwrap();
         store.ingest_usage(&rows).await.unwrap();
-        fresh.push(fees::post_fees(store.as_ref(), &rows).await.unwrap());
+        let fees = rater.fee_postings(&rows).await.unwrap();
+        fresh.push(store.post_once(&fees).await.unwrap());
     }
     assert_eq!(fresh, vec![2, 0]);
     let cost: i64 = rows.iter().map(|r| r.cost_nanos).sum();

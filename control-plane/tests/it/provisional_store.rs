@@ -19,7 +19,7 @@ both_backends!(
     unfinished_provisional_is_settled_once_as_estimated,
     error_final_clears_provisional_in_any_order,
     sweeper_counts_settled_rows_and_posts_their_fees,
-    a_failed_fee_posting_is_retried_on_the_next_sweep,
+    a_failed_fee_posting_leaves_the_row_provisional,
 );
 
 const ORG: &str = "org-provisional";
@@ -192,7 +192,7 @@ fn error_final(request_id: &str) -> UsageRow {
 
 async fn error_final_clears_provisional_in_any_order(store: &dyn Store, _url: &str) {
     let metrics = Arc::new(ControlPlaneMetrics::new());
-    let mut sweeper = Sweeper::new(Duration::ZERO, metrics.clone());
+    let sweeper = Sweeper::new(Duration::ZERO, metrics.clone());
 
     // Provisional first (written before the upstream request), then the failure.
     store
@@ -265,7 +265,7 @@ async fn sweeper_counts_settled_rows_and_posts_their_fees(store: &dyn Store, url
     };
     let before = org_balance().await;
     let metrics = Arc::new(ControlPlaneMetrics::new());
-    let mut sweeper = Sweeper::new(Duration::from_secs(5), metrics.clone());
+    let sweeper = Sweeper::new(Duration::from_secs(5), metrics.clone());
     store
         .hold_provisional_usage(&[in_org("lost", now_ms() - 60_000), in_org("young", now_ms())])
         .await
@@ -273,7 +273,6 @@ async fn sweeper_counts_settled_rows_and_posts_their_fees(store: &dyn Store, url
 
     assert_eq!(sweeper.sweep(store).await.unwrap(), 1, "only the old one");
     assert_eq!(metrics.provisional_settled(), 1);
-    assert_eq!(sweeper.unposted_fees(), 0);
     assert_eq!(
         org_balance().await - before,
         -(900 + 90),
@@ -324,7 +323,7 @@ async fn fees_down(url: &str, down: bool) {
     }
 }
 
-async fn a_failed_fee_posting_is_retried_on_the_next_sweep(store: &dyn Store, url: &str) {
+async fn a_failed_fee_posting_leaves_the_row_provisional(store: &dyn Store, url: &str) {
     let shared = switchyard_control_plane::store::connect(url).await.unwrap();
     let org = bootstrap::ensure(&shared, BootstrapOptions::default())
         .await
@@ -347,7 +346,7 @@ async fn a_failed_fee_posting_is_retried_on_the_next_sweep(store: &dyn Store, ur
             .unwrap()
     };
     let before = org_balance().await;
-    let mut sweeper = Sweeper::new(Duration::from_secs(5), Arc::new(ControlPlaneMetrics::new()));
+    let sweeper = Sweeper::new(Duration::from_secs(5), Arc::new(ControlPlaneMetrics::new()));
     let mut lost = UsageRow {
         org_id: org.clone(),
         ..row("fee-lost", 900, true)
@@ -356,25 +355,30 @@ async fn a_failed_fee_posting_is_retried_on_the_next_sweep(store: &dyn Store, ur
     store.hold_provisional_usage(&[lost]).await.unwrap();
 
     fees_down(url, true).await;
+    let refused = sweeper.sweep(store).await;
+    assert!(refused.is_err(), "{refused:?}");
     assert_eq!(
-        sweeper.sweep(store).await.unwrap(),
-        1,
-        "settled all the same"
+        org_balance().await - before,
+        0,
+        "neither usage nor fee posted"
     );
     assert_eq!(
-        sweeper.unposted_fees(),
+        store.count_provisional_usage().await.unwrap(),
         1,
-        "its fee waits for the next sweep"
+        "still provisional"
     );
-    assert_eq!(org_balance().await - before, -900, "usage posted, fee not");
-    // Still down: kept for later, not dropped.
-    assert_eq!(sweeper.sweep(store).await.unwrap(), 0);
-    assert_eq!(sweeper.unposted_fees(), 1);
+    // Still down: still waiting, not dropped.
+    assert!(sweeper.sweep(store).await.is_err());
+    assert_eq!(store.count_provisional_usage().await.unwrap(), 1);
 
     fees_down(url, false).await;
+    assert_eq!(sweeper.sweep(store).await.unwrap(), 1);
+    assert_eq!(
+        org_balance().await - before,
+        -990,
+        "usage and its fee together"
+    );
+    assert_eq!(store.count_provisional_usage().await.unwrap(), 0);
     assert_eq!(sweeper.sweep(store).await.unwrap(), 0);
-    assert_eq!(sweeper.unposted_fees(), 0);
-    assert_eq!(org_balance().await - before, -990, "the fee followed");
-    sweeper.sweep(store).await.unwrap();
     assert_eq!(org_balance().await - before, -990, "posted once");
 }
