@@ -134,7 +134,7 @@ fn complete_patched(answer: &OpenAiAnswer, meter: Metering) -> Response {
         id: &meter.generation.to_string(),
         model: &meter.model.id,
         provider: &meter.endpoint.provider.name,
-        usage: Some(&ClientUsage::new(&dims, charge)),
+        usage: Some(&ClientUsage::new(&dims, charge).to_json()),
         normalize: normalize_finish_reason,
     });
     meter.record(Outcome {
@@ -350,7 +350,7 @@ impl<E: StreamEncoder> Relay<E> {
         if let Some(native) = chunk.finishes().last() {
             native.clone_into(&mut self.native_finish);
         }
-        let json = chunk.write(&Stamp::<Value> {
+        let json = chunk.write(&Stamp {
             id: &self.id,
             model: &meter.model.id,
             provider: &meter.endpoint.provider.name,
@@ -528,7 +528,7 @@ mod tests {
     fn patched_path(chunk: &str) -> (Value, usize, Vec<String>) {
         let answer = OpenAiAnswer::read(Bytes::copy_from_slice(chunk.as_bytes()))
             .expect("an OpenAI chunk takes the patched path");
-        let json = answer.write(&Stamp::<Value> {
+        let json = answer.write(&Stamp {
             id: "gen-1",
             model: "acme/model",
             provider: "Acme",

@@ -71,6 +71,55 @@ impl ClientUsage {
     }
 }
 
+impl ClientUsage {
+    /// The same JSON as `Serialize` writes (a test holds the two together), without serde
+    /// escaping every member name on the way: this runs for every answer.
+    pub fn to_json(&self) -> Vec<u8> {
+        fn field(out: &mut Vec<u8>, prefix: &str, value: impl Serialize) {
+            out.extend_from_slice(prefix.as_bytes());
+            // Numbers, booleans and null into a `Vec`: cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &value);
+        }
+        let (p, c, d) = (
+            &self.prompt_tokens_details,
+            &self.completion_tokens_details,
+            &self.cost_details,
+        );
+        let mut out = Vec::with_capacity(384);
+        field(&mut out, r#"{"prompt_tokens":"#, self.prompt_tokens);
+        field(&mut out, r#","completion_tokens":"#, self.completion_tokens);
+        field(&mut out, r#","total_tokens":"#, self.total_tokens);
+        field(&mut out, r#","cost":"#, self.cost);
+        field(&mut out, r#","is_byok":"#, self.is_byok);
+        field(
+            &mut out,
+            r#","prompt_tokens_details":{"cached_tokens":"#,
+            p.cached_tokens,
+        );
+        field(&mut out, r#","cache_write_tokens":"#, p.cache_write_tokens);
+        field(
+            &mut out,
+            r#"},"completion_tokens_details":{"reasoning_tokens":"#,
+            c.reasoning_tokens,
+        );
+        field(
+            &mut out,
+            r#"},"cost_details":{"upstream_inference_cost":"#,
+            d.upstream_inference_cost,
+        );
+        field(&mut out, r#","provider_cost":"#, d.provider_cost);
+        field(&mut out, r#","platform_fee":"#, d.platform_fee);
+        field(
+            &mut out,
+            r#","provider_cost_nanos":"#,
+            d.provider_cost_nanos,
+        );
+        field(&mut out, r#","platform_fee_nanos":"#, d.platform_fee_nanos);
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
 /// OpenRouter's normalised finish reasons; the provider's own value goes to
 /// `native_finish_reason`.
 pub fn normalize_finish_reason(native: &str) -> &'static str {
@@ -86,4 +135,39 @@ pub fn normalize_finish_reason(native: &str) -> &'static str {
 /// Rough token estimate (4 characters a token) for when a provider reports no usage.
 pub fn estimate_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_proto::Money;
+
+    use crate::test_rng::Rng;
+
+    #[test]
+    fn written_usage_is_what_serde_writes() {
+        let mut rng = Rng(0x5eed_0f05_a6e0);
+        for _ in 0..2_000 {
+            // Up to 2^40 and of every length: integers and costs of all magnitudes.
+            let mut n = || (rng.next() >> 24) >> rng.below(40);
+            let dims = UsageDims {
+                input_tokens: n(),
+                output_tokens: n(),
+                cache_read_tokens: n(),
+                cache_write_5m_tokens: n(),
+                cache_write_1h_tokens: n(),
+                reasoning_tokens: n(),
+            };
+            let charge = Charge {
+                provider: Money::from_nanos(i64::try_from(n()).unwrap()),
+                fee: Money::from_nanos(i64::try_from(n() >> 4).unwrap()),
+            };
+            let usage = ClientUsage::new(&dims, charge);
+            let expected = serde_json::to_vec(&usage).unwrap();
+            assert_eq!(
+                String::from_utf8(usage.to_json()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 }

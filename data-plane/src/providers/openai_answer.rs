@@ -110,13 +110,13 @@ struct Choice {
 }
 
 /// What Switchyard writes into an answer.
-pub struct Stamp<'a, U> {
+pub struct Stamp<'a> {
     pub id: &'a str,
     pub model: &'a str,
     pub provider: &'a str,
-    /// `None` drops the provider's usage: a streamed chunk's usage is reported once, at
-    /// the end, with the cost.
-    pub usage: Option<&'a U>,
+    /// The client's `usage` object as JSON text. `None` drops the provider's usage: a
+    /// streamed chunk's usage is reported once, at the end, with the cost.
+    pub usage: Option<&'a [u8]>,
     /// OpenRouter's normalised finish reason for a provider's own.
     pub normalize: fn(&str) -> &'static str,
 }
@@ -203,7 +203,7 @@ impl OpenAiAnswer {
 
     /// The client's answer: the provider's members in order, with `id`, `model`,
     /// `provider` and `usage` replaced and each choice's finish reason normalised.
-    pub fn write<U: serde::Serialize>(&self, stamp: &Stamp<'_, U>) -> Vec<u8> {
+    pub fn write(&self, stamp: &Stamp<'_>) -> Vec<u8> {
         let mut out = Writer {
             body: &self.body,
             out: Vec::with_capacity(self.body.len() + 512),
@@ -234,7 +234,8 @@ impl OpenAiAnswer {
         out.member("model", stamp.model);
         out.member("provider", stamp.provider);
         if let Some(usage) = stamp.usage {
-            out.member("usage", usage);
+            out.key(b"usage");
+            out.out.extend_from_slice(usage);
         }
         out.out.push(b'}');
         out.out
@@ -439,12 +440,11 @@ mod tests {
     }
 
     fn written(answer: &OpenAiAnswer, normalize: fn(&str) -> &'static str) -> Value {
-        let usage = json!({"total_tokens": 3});
         let out = answer.write(&Stamp {
             id: "gen-1",
             model: "acme/model",
             provider: "Acme",
-            usage: Some(&usage),
+            usage: Some(br#"{"total_tokens":3}"#),
             normalize,
         });
         serde_json::from_slice(&out).expect("valid JSON")
