@@ -68,10 +68,12 @@ fn locate(text: &str) -> Option<Located> {
 
 /// A member's value as text; `None` when absent.
 fn get<'t>(text: &'t str, members: &[Member], key: &str) -> Option<&'t str> {
+    // Names compared as bytes: slicing a `str` checks character boundaries each time.
+    let bytes = text.as_bytes();
     members
         .iter()
-        .find(|m| &text[m.key.clone()] == key)
-        .map(|m| &text[m.value.clone()])
+        .find(|m| bytes.get(m.key.clone()) == Some(key.as_bytes()))
+        .and_then(|m| text.get(m.value.clone()))
 }
 
 /// Present with a value other than `null`.
@@ -94,6 +96,10 @@ fn text_len(raw: Option<&str>) -> usize {
 fn string(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.starts_with('"') {
         return None;
+    }
+    // A located string is valid JSON: without escapes, its text is what the quotes hold.
+    if raw.len() >= 2 && raw.ends_with('"') && !raw.contains('\\') {
+        return raw.get(1..raw.len() - 1).map(Cow::Borrowed);
     }
     #[derive(Deserialize)]
     struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
@@ -347,6 +353,16 @@ impl Choice {
 /// OpenAI's usage object, read without a tree; anything unexpected in it (a count that is
 /// not a non-negative integer) is read the lenient way, through `openai::parse_usage`.
 fn read_usage(raw: &str) -> Option<UsageDims> {
+    if raw == "null" {
+        return None;
+    }
+    counts(raw).or_else(|| openai::parse_usage(&serde_json::from_str::<Value>(raw).ok()?))
+}
+
+/// The counts of a usage object whose counts are all non-negative integers (absent ones
+/// are 0); `None` for anything else. (Reading the located text member by member instead
+/// measured slower: it scans the details objects twice.)
+fn counts(raw: &str) -> Option<UsageDims> {
     #[derive(Deserialize, Default)]
     struct Prompt {
         #[serde(default)]
@@ -370,12 +386,7 @@ fn read_usage(raw: &str) -> Option<UsageDims> {
         prompt_tokens_details: Option<Prompt>,
         completion_tokens_details: Option<Completion>,
     }
-    if raw == "null" {
-        return None;
-    }
-    let Ok(usage) = serde_json::from_str::<Usage>(raw) else {
-        return openai::parse_usage(&serde_json::from_str::<Value>(raw).ok()?);
-    };
+    let usage = serde_json::from_str::<Usage>(raw).ok()?;
     let prompt = usage.prompt_tokens_details.unwrap_or_default();
     let writes_1h = prompt.cache_write_1h_tokens.min(prompt.cache_write_tokens);
     Some(UsageDims {
@@ -451,6 +462,24 @@ mod tests {
     }
 
     #[test]
+    fn string_values_read_as_serde_reads_them() {
+        for raw in [
+            r#""""#,
+            r#""chatcmpl-9""#,
+            r#""hé ☃""#,
+            r#""a\"b""#,
+            r#""line\nnext \u00e9""#,
+        ] {
+            let expected: String = serde_json::from_str(raw).unwrap();
+            assert_eq!(string(raw).as_deref(), Some(expected.as_str()), "{raw}");
+        }
+        assert!(matches!(string(r#""plain""#), Some(Cow::Borrowed("plain"))));
+        for other in ["null", "12", "{}", r#"["a"]"#] {
+            assert_eq!(string(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn replaces_identity_and_usage_and_keeps_everything_else() {
         let answer = read(
             r#"{"id":"chatcmpl-9","object":"chat.completion","created":1,"model":"gpt-x",
@@ -497,6 +526,70 @@ mod tests {
         let usage = answer.usage.unwrap();
         assert_eq!((usage.input_tokens, usage.output_tokens), (0, 4));
         assert!(read(r#"{"usage":null}"#).unwrap().usage.is_none());
+    }
+
+    /// Usage objects of every shape the fields allow: the typed read gives what the tree
+    /// path gives, and takes most of them.
+    #[test]
+    fn usage_counts_read_as_the_tree_path_reads_them() {
+        use crate::test_rng::Rng;
+        /// Mostly counts this path reads; one in `odd` anything else a count can be.
+        fn count(rng: &mut Rng, odd: usize) -> &'static str {
+            const COUNTS: [&str; 9] = [
+                "0",
+                "7",
+                "18446744073709551615",
+                "18446744073709551616",
+                "2.5",
+                "-1",
+                "null",
+                r#""3""#,
+                "1e2",
+            ];
+            let kinds = if rng.below(odd) == 0 { 9 } else { 3 };
+            COUNTS[rng.below(kinds)]
+        }
+        let mut rng = Rng(0x0005_a6e5_eed0_0001);
+        let mut located = 0;
+        for _ in 0..5_000 {
+            let mut members = Vec::new();
+            for key in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+                if rng.below(4) > 0 {
+                    members.push(format!(r#""{key}":{}"#, count(&mut rng, 3)));
+                }
+            }
+            for key in [
+                "prompt_tokens_details",
+                "completion_tokens_details",
+                "other",
+            ] {
+                match rng.below(4) {
+                    0 => {}
+                    1 => members.push(format!(r#""{key}":null"#)),
+                    2 => members.push(format!(r#""{key}":[]"#)),
+                    _ => {
+                        let mut inner = Vec::new();
+                        for k in [
+                            "cached_tokens",
+                            "cache_write_tokens",
+                            "cache_write_1h_tokens",
+                            "reasoning_tokens",
+                            "audio_tokens",
+                        ] {
+                            if rng.below(2) == 0 {
+                                inner.push(format!(r#""{k}":{}"#, count(&mut rng, 4)));
+                            }
+                        }
+                        members.push(format!(r#""{key}":{{{}}}"#, inner.join(",")));
+                    }
+                }
+            }
+            let raw = format!("{{{}}}", members.join(","));
+            let tree = openai::parse_usage(&serde_json::from_str(&raw).unwrap());
+            assert_eq!(read_usage(&raw), tree, "{raw}");
+            located += usize::from(counts(&raw).is_some());
+        }
+        assert!(located > 1_000, "{located} read by the typed path");
     }
 
     #[test]
