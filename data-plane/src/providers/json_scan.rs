@@ -33,6 +33,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next byte after whitespace.
+    #[inline]
     pub fn peek(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.pos) {
             self.pos += 1;
@@ -45,6 +46,7 @@ impl<'a> Scanner<'a> {
         self.peek().is_none()
     }
 
+    #[inline]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.pos += 1)
     }
@@ -139,6 +141,8 @@ impl<'a> Scanner<'a> {
 
     /// Skips a string from its opening quote; whether it held escapes. The text is a
     /// `str`, so multi-byte characters are valid; control characters are not.
+    // Inlined: most strings are short, and a call costs about as much as skipping one.
+    #[inline(always)]
     fn string(&mut self) -> Option<bool> {
         self.pos += 1;
         let mut escaped = false;
@@ -172,6 +176,7 @@ impl<'a> Scanner<'a> {
     /// bytes at a time as serde_json does: string contents are most of an answer. Most
     /// strings (member names, ids) end inside their first word, so the stop is found from
     /// the word's flags rather than by stepping through its bytes again.
+    #[inline(always)]
     fn skip_plain(&mut self) {
         const ONES: u64 = u64::from_le_bytes([0x01; 8]);
         const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);

@@ -16,6 +16,7 @@ mod json_scan;
 pub mod openai;
 pub mod openai_answer;
 mod reasoning;
+mod usage_scan;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
