@@ -130,13 +130,13 @@ fn complete_patched(answer: &OpenAiAnswer, meter: Metering) -> Response {
         .usage
         .unwrap_or_else(|| meter.estimate(answer.content_chars()));
     let charge = meter.charge(&dims);
-    let body = answer.write(&Stamp {
-        id: &meter.generation.to_string(),
-        model: &meter.model.id,
-        provider: &meter.endpoint.provider.name,
-        usage: Some(&ClientUsage::new(&dims, charge).to_json()),
-        normalize: normalize_finish_reason,
-    });
+    let stamp = Stamp::new(
+        &meter.generation.to_string(),
+        &meter.model.id,
+        &meter.endpoint.provider.name,
+        normalize_finish_reason,
+    );
+    let body = answer.write(&stamp, Some(&ClientUsage::new(&dims, charge).to_json()));
     meter.record(Outcome {
         dims,
         estimated,
@@ -262,6 +262,8 @@ struct Relay<E: StreamEncoder> {
     /// The generation span: the stream ends (and is metered) inside it.
     span: tracing::Span,
     id: String,
+    /// What every patched chunk is stamped with, encoded at the first.
+    stamp: Option<Stamp>,
     started: bool,
     reported: Option<UsageDims>,
     native_finish: String,
@@ -279,6 +281,7 @@ impl<E: StreamEncoder> Relay<E> {
             meter: Some(meter),
             encoder,
             span: tracing::Span::current(),
+            stamp: None,
             started: false,
             reported: None,
             native_finish: String::new(),
@@ -350,13 +353,15 @@ impl<E: StreamEncoder> Relay<E> {
         if let Some(native) = chunk.finishes().last() {
             native.clone_into(&mut self.native_finish);
         }
-        let json = chunk.write(&Stamp {
-            id: &self.id,
-            model: &meter.model.id,
-            provider: &meter.endpoint.provider.name,
-            usage: None,
-            normalize: normalize_finish_reason,
+        let stamp = self.stamp.get_or_insert_with(|| {
+            Stamp::new(
+                &self.id,
+                &meter.model.id,
+                &meter.endpoint.provider.name,
+                normalize_finish_reason,
+            )
         });
+        let json = chunk.write(stamp, None);
         self.encoder.openai_chunk(chunk, json, frames);
     }
 
@@ -528,13 +533,8 @@ mod tests {
     fn patched_path(chunk: &str) -> (Value, usize, Vec<String>) {
         let answer = OpenAiAnswer::read(Bytes::copy_from_slice(chunk.as_bytes()))
             .expect("an OpenAI chunk takes the patched path");
-        let json = answer.write(&Stamp {
-            id: "gen-1",
-            model: "acme/model",
-            provider: "Acme",
-            usage: None,
-            normalize: normalize_finish_reason,
-        });
+        let stamp = Stamp::new("gen-1", "acme/model", "Acme", normalize_finish_reason);
+        let json = answer.write(&stamp, None);
         let natives = answer.finishes().map(str::to_owned).collect();
         (
             serde_json::from_slice(&json).expect("valid JSON"),

@@ -126,16 +126,32 @@ struct Choice {
     native: Option<String>,
 }
 
-/// What Switchyard writes into an answer.
-pub struct Stamp<'a> {
-    pub id: &'a str,
-    pub model: &'a str,
-    pub provider: &'a str,
-    /// The client's `usage` object as JSON text. `None` drops the provider's usage: a
-    /// streamed chunk's usage is reported once, at the end, with the cost.
-    pub usage: Option<&'a [u8]>,
+/// What Switchyard writes into an answer: its generation id and the model's and provider's
+/// names, JSON-encoded once (a stream writes the same ones into every chunk), and how
+/// finish reasons are normalised.
+pub struct Stamp {
+    id: Vec<u8>,
+    model: Vec<u8>,
+    provider: Vec<u8>,
     /// OpenRouter's normalised finish reason for a provider's own.
-    pub normalize: fn(&str) -> &'static str,
+    normalize: fn(&str) -> &'static str,
+}
+
+impl Stamp {
+    pub fn new(id: &str, model: &str, provider: &str, normalize: fn(&str) -> &'static str) -> Self {
+        let encoded = |text: &str| {
+            let mut out = Vec::with_capacity(text.len() + 2);
+            // A string into a `Vec`: cannot fail.
+            let _ = serde_json::to_writer(&mut out, text);
+            out
+        };
+        Self {
+            id: encoded(id),
+            model: encoded(model),
+            provider: encoded(provider),
+            normalize,
+        }
+    }
 }
 
 /// An OpenAI-format answer, located but not parsed into a tree.
@@ -223,14 +239,16 @@ impl OpenAiAnswer {
     }
 
     /// The client's answer: the provider's members in order, with `id`, `model`,
-    /// `provider` and `usage` replaced and each choice's finish reason normalised.
-    pub fn write(&self, stamp: &Stamp<'_>) -> Vec<u8> {
+    /// `provider` and `usage` replaced and each choice's finish reason normalised. `usage`
+    /// is the client's usage object as JSON text; `None` drops the provider's (a streamed
+    /// chunk's usage is reported once, at the end, with the cost).
+    pub fn write(&self, stamp: &Stamp, usage: Option<&[u8]>) -> Vec<u8> {
         let mut out = Writer {
             body: &self.body,
             out: Vec::with_capacity(self.body.len() + 512),
         };
         out.open();
-        out.member("id", stamp.id);
+        out.encoded(b"id", &stamp.id);
         for m in &self.members {
             match (&self.body[m.key.clone()], &self.choices) {
                 (b"id" | b"model" | b"provider" | b"usage", _) => {}
@@ -252,11 +270,10 @@ impl OpenAiAnswer {
                 _ => out.copy(m),
             }
         }
-        out.member("model", stamp.model);
-        out.member("provider", stamp.provider);
-        if let Some(usage) = stamp.usage {
-            out.key(b"usage");
-            out.out.extend_from_slice(usage);
+        out.encoded(b"model", &stamp.model);
+        out.encoded(b"provider", &stamp.provider);
+        if let Some(usage) = usage {
+            out.encoded(b"usage", usage);
         }
         out.out.push(b'}');
         out.out
@@ -394,6 +411,12 @@ impl Writer<'_> {
         self.out.extend_from_slice(b"\":");
     }
 
+    /// A member whose value is already JSON text.
+    fn encoded(&mut self, key: &[u8], value: &[u8]) {
+        self.key(key);
+        self.out.extend_from_slice(value);
+    }
+
     fn copy(&mut self, member: &Member) {
         let (body, key, value) = (self.body, member.key.clone(), member.value.clone());
         self.key(&body[key]);
@@ -422,13 +445,8 @@ mod tests {
     }
 
     fn written(answer: &OpenAiAnswer, normalize: fn(&str) -> &'static str) -> Value {
-        let out = answer.write(&Stamp {
-            id: "gen-1",
-            model: "acme/model",
-            provider: "Acme",
-            usage: Some(br#"{"total_tokens":3}"#),
-            normalize,
-        });
+        let stamp = Stamp::new("gen-1", "acme/model", "Acme", normalize);
+        let out = answer.write(&stamp, Some(br#"{"total_tokens":3}"#));
         serde_json::from_slice(&out).expect("valid JSON")
     }
 
