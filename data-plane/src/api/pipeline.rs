@@ -73,6 +73,7 @@ async fn serve<S: Skin>(
     request.auto_cache_breakpoints = cache_policy.is_some_and(|p| p.auto_breakpoints);
     let cache_mode = crate::cache::CacheMode::from_request(headers, cache_policy)?;
     let conversation = crate::routing::sticky::Conversation::of(
+        &key.org_id,
         &request,
         headers.get("x-session-id").and_then(|v| v.to_str().ok()),
     );

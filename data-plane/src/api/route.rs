@@ -150,12 +150,12 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
         .get("provider")
         .is_some_and(|p| p.get("order").is_some() || p.get("sort").is_some());
     if let Some(c) = g.conversation.filter(|_| !client_ordered) {
-        state.sticky.sync_from_shared(&g.key.org_id, c).await;
+        state.sticky.sync_from_shared(c).await;
     }
     let sticky = g
         .conversation
         .filter(|_| !client_ordered)
-        .map(|c| state.sticky.apply(&g.key.org_id, c, &mut attempts, now))
+        .map(|c| state.sticky.apply(c, &mut attempts, now))
         .unwrap_or_default();
 
     // Budget admission: the estimated cost is reserved against every budget that applies,
@@ -271,7 +271,7 @@ pub async fn route(g: Generation<'_>) -> Result<(Reply, Metering), ApiError> {
                 if let Some(conversation) = g.conversation {
                     state
                         .sticky
-                        .record(&g.key.org_id, conversation, &endpoint.id, Instant::now());
+                        .record(conversation, &endpoint.id, Instant::now());
                 }
                 budget_hold.disarm();
                 if let Some(w) = write_ahead.take() {

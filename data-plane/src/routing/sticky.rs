@@ -32,10 +32,17 @@ pub struct Conversation {
     pub id: String,
     /// How long the provider will keep this conversation's prefix cached after a use.
     pub cache_ttl: Duration,
+    /// The pin table's key: the org and the id (ids are client text, so orgs may share
+    /// them). Built once, not per lookup.
+    pin: String,
 }
 
 impl Conversation {
-    pub fn of(request: &ChatRequest, session_header: Option<&str>) -> Option<Conversation> {
+    pub fn of(
+        org_id: &str,
+        request: &ChatRequest,
+        session_header: Option<&str>,
+    ) -> Option<Conversation> {
         let text = |field: &str| {
             request
                 .extra
@@ -67,18 +74,32 @@ impl Conversation {
                     Value::String(text) => hasher.update(text.as_bytes()),
                     _ => hasher.update(first_user.text().as_bytes()),
                 }
-                let mut prefix = [0u8; 8];
-                prefix.copy_from_slice(&hasher.finalize()[..8]);
-                // One formatting call, not one per byte: this runs on every request.
-                format!("auto-{:016x}", u64::from_be_bytes(prefix))
+                // The digits written directly: this runs on every request.
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                let mut id = String::with_capacity(21);
+                id.push_str("auto-");
+                for byte in &hasher.finalize()[..8] {
+                    id.push(char::from(DIGITS[usize::from(byte >> 4)]));
+                    id.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+                }
+                id
             }
         };
         let one_hour = messages.iter().any(|m| marks_one_hour(&m.content))
             || request.extra.get("tools").is_some_and(marks_one_hour);
-        Some(Conversation {
+        Some(Conversation::new(
+            org_id,
             id,
-            cache_ttl: if one_hour { CACHE_TTL_1H } else { CACHE_TTL_5M },
-        })
+            if one_hour { CACHE_TTL_1H } else { CACHE_TTL_5M },
+        ))
+    }
+
+    pub fn new(org_id: &str, id: String, cache_ttl: Duration) -> Self {
+        Self {
+            pin: format!("{org_id}\n{id}"),
+            id,
+            cache_ttl,
+        }
     }
 }
 
@@ -146,14 +167,10 @@ impl StickyPlan {
     }
 }
 
-fn scoped(org_id: &str, conversation: &str) -> String {
-    format!("{org_id}\n{conversation}")
-}
-
 /// The Redis key of a conversation's pin (hashed: conversation ids are client text).
-fn shared_key(org_id: &str, conversation: &str) -> String {
+fn shared_key(conversation: &Conversation) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(scoped(org_id, conversation).as_bytes());
+    hasher.update(conversation.pin.as_bytes());
     let mut key = String::from("switchyard:sticky:v1:");
     for byte in hasher.finalize() {
         let _ = write!(key, "{byte:02x}");
@@ -174,17 +191,16 @@ impl StickyTable {
 
     /// With shared pins, adopts the cluster's pin for the conversation (another gateway may
     /// have served its last turn). Without Redis, or when it is unreachable, a no-op.
-    pub async fn sync_from_shared(&self, org_id: &str, conversation: &Conversation) {
+    pub async fn sync_from_shared(&self, conversation: &Conversation) {
         let Some(shared) = &self.shared else {
             return;
         };
-        let Some((endpoint_id, ttl)) = shared.get_text(&shared_key(org_id, &conversation.id)).await
-        else {
+        let Some((endpoint_id, ttl)) = shared.get_text(&shared_key(conversation)).await else {
             return;
         };
         if let Ok(mut pins) = self.pins.lock() {
             pins.insert(
-                scoped(org_id, &conversation.id),
+                conversation.pin.clone(),
                 Pin {
                     endpoint_id,
                     expires: Instant::now() + ttl,
@@ -197,13 +213,12 @@ impl StickyTable {
     /// healthy and still eligible; otherwise says why not.
     pub fn apply(
         &self,
-        org_id: &str,
         conversation: &Conversation,
         attempts: &mut [Attempt],
         now: Instant,
     ) -> StickyPlan {
         let pin = self.pins.lock().ok().and_then(|pins| {
-            pins.get(&scoped(org_id, &conversation.id))
+            pins.get(&conversation.pin)
                 .filter(|p| p.expires > now)
                 .cloned()
         });
@@ -234,16 +249,21 @@ impl StickyTable {
     }
 
     /// The conversation's cache now lives on `endpoint_id` for another `cache_ttl`.
-    pub fn record(
-        &self,
-        org_id: &str,
-        conversation: &Conversation,
-        endpoint_id: &str,
-        now: Instant,
-    ) {
+    pub fn record(&self, conversation: &Conversation, endpoint_id: &str, now: Instant) {
         let Ok(mut pins) = self.pins.lock() else {
             return;
         };
+        let expires = now + conversation.cache_ttl;
+        // A conversation's later turns find their pin: refreshed in place, no new key.
+        if let Some(pin) = pins.get_mut(&conversation.pin) {
+            if pin.endpoint_id != endpoint_id {
+                endpoint_id.clone_into(&mut pin.endpoint_id);
+            }
+            pin.expires = expires;
+            drop(pins);
+            self.share(conversation, endpoint_id);
+            return;
+        }
         if pins.len() >= MAX_PINS {
             pins.retain(|_, p| p.expires > now);
             if pins.len() >= MAX_PINS {
@@ -251,17 +271,22 @@ impl StickyTable {
             }
         }
         pins.insert(
-            scoped(org_id, &conversation.id),
+            conversation.pin.clone(),
             Pin {
                 endpoint_id: endpoint_id.to_owned(),
-                expires: now + conversation.cache_ttl,
+                expires,
             },
         );
         drop(pins);
+        self.share(conversation, endpoint_id);
+    }
+
+    /// With shared pins, tells the other gateways.
+    fn share(&self, conversation: &Conversation, endpoint_id: &str) {
         if let Some(shared) = &self.shared {
             let (shared, key, endpoint, ttl) = (
                 shared.clone(),
-                shared_key(org_id, &conversation.id),
+                shared_key(conversation),
                 endpoint_id.to_owned(),
                 conversation.cache_ttl,
             );
@@ -282,6 +307,7 @@ mod tests {
     #[test]
     fn conversations_are_named_by_session_cache_key_or_first_user_message() {
         let c = Conversation::of(
+            "o",
             &req(r#"{"model":"m","session_id":"s-1","messages":[{"role":"user","content":"a"}]}"#),
             None,
         )
@@ -289,17 +315,20 @@ mod tests {
         assert_eq!(c.id, "s-1");
         assert_eq!(c.cache_ttl, CACHE_TTL_5M);
         let c = Conversation::of(
+            "o",
             &req(r#"{"model":"m","prompt_cache_key":"pk","messages":[{"role":"user","content":"a"}]}"#),
             None,
         )
         .unwrap();
         assert_eq!(c.id, "pk");
         let turn1 = Conversation::of(
+            "o",
             &req(r#"{"model":"m","messages":[{"role":"system","content":"s1"},{"role":"user","content":"a"}]}"#),
             None,
         )
         .unwrap();
         let turn2 = Conversation::of(
+            "o",
             &req(r#"{"model":"m","messages":[{"role":"system","content":"s2"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c","cache_control":{"type":"ephemeral","ttl":"1h"}}]}]}"#),
             None,
         )
@@ -322,12 +351,14 @@ mod tests {
             format!("auto-{hex}")
         };
         let plain = Conversation::of(
+            "o",
             &req(r#"{"model":"m","messages":[{"role":"user","content":"hello there"}]}"#),
             None,
         )
         .unwrap();
         assert_eq!(plain.id, expected("hello there"));
         let parts = Conversation::of(
+            "o",
             &req(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hello"},{"type":"text","text":"there"}]}]}"#),
             None,
         )
@@ -338,32 +369,24 @@ mod tests {
     #[test]
     fn pins_expire_after_the_cache_ttl_and_are_refreshed_by_use() {
         let table = StickyTable::default();
-        let c = Conversation {
-            id: "s".into(),
-            cache_ttl: CACHE_TTL_5M,
-        };
+        let c = Conversation::new("o", "s".into(), CACHE_TTL_5M);
         let t0 = Instant::now();
-        table.record("o", &c, "e2", t0);
+        table.record(&c, "e2", t0);
         let pinned = |t| {
             table
                 .pins
                 .lock()
                 .unwrap()
-                .get(&scoped("o", "s"))
+                .get("o\ns")
                 .filter(|p| p.expires > t)
                 .map(|p| p.endpoint_id.clone())
         };
         assert_eq!(pinned(t0 + Duration::from_secs(299)).as_deref(), Some("e2"));
-        table.record("o", &c, "e2", t0 + Duration::from_secs(200));
+        table.record(&c, "e2", t0 + Duration::from_secs(200));
         assert_eq!(pinned(t0 + Duration::from_secs(450)).as_deref(), Some("e2"));
         assert_eq!(pinned(t0 + Duration::from_secs(501)), None);
         assert!(
-            table
-                .pins
-                .lock()
-                .unwrap()
-                .get(&scoped("other-org", "s"))
-                .is_none(),
+            table.pins.lock().unwrap().get("other-org\ns").is_none(),
             "pins are scoped by org"
         );
     }

@@ -118,6 +118,8 @@ impl<T> Handles<T> {
 struct RouteHandles {
     duration: Histogram,
     overhead: Histogram,
+    /// `requests` with status 200, per method.
+    ok: Handles<Counter>,
 }
 
 /// Created on first use, so a series appears only once it has something to count (as with
@@ -127,9 +129,12 @@ struct ModelHandles {
     tokens: [OnceLock<Counter>; TOKEN_KINDS.len()],
     cost_nanos: OnceLock<Counter>,
     ttft: OnceLock<Histogram>,
+    /// `generations` per provider, by outcome.
+    generations: Handles<[OnceLock<Counter>; OUTCOMES.len()]>,
 }
 
 const TOKEN_KINDS: [&str; 5] = ["input", "output", "cache_read", "cache_write", "reasoning"];
+const OUTCOMES: [&str; 3] = ["ok", "error", "cancelled"];
 
 pub struct GatewayMetrics {
     registry: Registry,
@@ -406,17 +411,23 @@ impl GatewayMetrics {
                 .observe(f64::from(ttft) / 1000.0);
         }
         let outcome = if record.cancelled {
-            "cancelled"
+            2
         } else if !record.error_type.is_empty() || record.http_status >= 400 {
-            "error"
+            1
         } else {
-            "ok"
+            0
         };
-        self.generations
-            .get_or_create(&OutcomeLabels {
-                model: record.model.clone(),
-                provider: record.provider_slug.clone(),
-                outcome,
+        handles
+            .generations
+            .get(&record.provider_slug, Default::default)[outcome]
+            .get_or_init(|| {
+                self.generations
+                    .get_or_create(&OutcomeLabels {
+                        model: record.model.clone(),
+                        provider: record.provider_slug.clone(),
+                        outcome: OUTCOMES[outcome],
+                    })
+                    .clone()
             })
             .inc();
     }
@@ -433,13 +444,25 @@ impl GatewayMetrics {
         let route_labels = || RouteLabels {
             route: route.to_owned(),
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-                status: status.as_u16(),
-            })
-            .inc();
+        let handles = self.by_route.get(route, || RouteHandles {
+            duration: self.duration.get_or_create(&route_labels()).clone(),
+            overhead: self.overhead.get_or_create(&route_labels()).clone(),
+            ok: Handles::default(),
+        });
+        let requests = || {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    method: method.to_owned(),
+                    status: status.as_u16(),
+                })
+                .clone()
+        };
+        if status == StatusCode::OK {
+            handles.ok.get(method, requests).inc();
+        } else {
+            requests().inc();
+        }
         if status.is_client_error() || status.is_server_error() {
             let error_type = error_type.unwrap_or_else(|| error_type_for(status));
             self.errors
@@ -452,10 +475,6 @@ impl GatewayMetrics {
                 self.rate_limited.get_or_create(&route_labels()).inc();
             }
         }
-        let handles = self.by_route.get(route, || RouteHandles {
-            duration: self.duration.get_or_create(&route_labels()).clone(),
-            overhead: self.overhead.get_or_create(&route_labels()).clone(),
-        });
         handles.duration.observe(elapsed.as_secs_f64());
         handles
             .overhead
@@ -615,17 +634,52 @@ mod tests {
         metrics.observe_usage(&record("a/one", 10, 3, false));
         metrics.observe_usage(&record("a/one", 5, 0, true));
         metrics.observe_usage(&record("b/two", 1, 1, false));
-        for _ in 0..3 {
+        let mut other_provider = record("c/three", 1, 1, false);
+        other_provider.provider_slug = "other".into();
+        metrics.observe_usage(&other_provider);
+        other_provider.http_status = 502;
+        metrics.observe_usage(&other_provider);
+        for status in [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+        ] {
             metrics.observe_response(
                 "/api/v1/chat/completions",
                 "POST",
-                StatusCode::OK,
+                status,
                 None,
                 Duration::from_millis(20),
                 Duration::from_millis(15),
             );
         }
         let text = metrics.encode();
+        let generations = "switchyard_gateway_generations_total";
+        for (labels, count) in [
+            (r#"model="a/one",provider="mock",outcome="ok""#, 2),
+            (r#"model="c/three",provider="mock",outcome="ok""#, 0),
+            (r#"model="c/three",provider="other",outcome="ok""#, 1),
+            (r#"model="c/three",provider="other",outcome="error""#, 1),
+            (r#"model="b/two",provider="mock",outcome="ok""#, 1),
+        ] {
+            let series = format!("{generations}{{{labels}}}");
+            let expected = format!("{series} {count}");
+            // Nothing counted, no series.
+            let expected = (count > 0).then_some(expected.as_str());
+            assert_eq!(line(&text, &series), expected, "{text}");
+        }
+        let requests = r#"switchyard_gateway_http_requests_total{route="/api/v1/chat/completions",method="POST",status="#;
+        assert_eq!(
+            line(&text, &format!(r#"{requests}"200"}}"#)),
+            Some(format!(r#"{requests}"200"}} 3"#).as_str()),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, &format!(r#"{requests}"429"}}"#)),
+            Some(format!(r#"{requests}"429"}} 1"#).as_str()),
+            "{text}"
+        );
         let tokens = r#"switchyard_gateway_tokens_total{model="a/one",kind="#;
         assert_eq!(
             line(&text, &format!(r#"{tokens}"input"}}"#)),
@@ -663,7 +717,7 @@ mod tests {
         for family in ["request_duration_seconds", "overhead_seconds"] {
             assert_eq!(
                 line(&text, &format!("switchyard_gateway_{family}_count{route}")),
-                Some(format!("switchyard_gateway_{family}_count{route} 3").as_str()),
+                Some(format!("switchyard_gateway_{family}_count{route} 4").as_str()),
                 "{text}"
             );
         }
