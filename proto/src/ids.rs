@@ -33,7 +33,11 @@ impl Default for GenerationId {
 
 impl fmt::Display for GenerationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{PREFIX}{}", self.0.hyphenated())
+        // Encoded into a buffer rather than through `write!`'s arguments: ids are written
+        // two or three times for every request.
+        let mut buf = Uuid::encode_buffer();
+        f.write_str(PREFIX)?;
+        f.write_str(self.0.hyphenated().encode_lower(&mut buf))
     }
 }
 

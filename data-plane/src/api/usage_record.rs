@@ -185,7 +185,12 @@ impl Metering {
         let cost = self.cost(&outcome.dims);
         pb::UsageRecord {
             seq: 0,
-            request_id: self.generation.uuid().to_string(),
+            request_id: self
+                .generation
+                .uuid()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .to_owned(),
             org_id: self.key.org_id.to_string(),
             key_hash: self.key.hash.clone(),
             model: self.model.id.clone(),

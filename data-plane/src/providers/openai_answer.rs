@@ -469,6 +469,18 @@ mod tests {
     }
 
     #[test]
+    fn stamped_names_are_escaped_when_they_need_it() {
+        let answer = read(r#"{"choices":[]}"#).unwrap();
+        for name in ["plain/model", "quote\"d", "back\\slash", "tab\there", "é ☃"] {
+            let out = answer.write(&Stamp::new(name, name, name, stop_for_all), None);
+            let out: Value = serde_json::from_slice(&out).expect("valid JSON");
+            for member in ["id", "model", "provider"] {
+                assert_eq!(out[member], name, "{name:?}");
+            }
+        }
+    }
+
+    #[test]
     fn replaces_identity_and_usage_and_keeps_everything_else() {
         let answer = read(
             r#"{"id":"chatcmpl-9","object":"chat.completion","created":1,"model":"gpt-x",
