@@ -73,15 +73,8 @@ pub struct KeyHash(String);
 
 impl KeyHash {
     pub fn of(secret: &str) -> Self {
-        // `hex::encode` collects a `char` iterator (~2 000 instructions of every gateway
-        // request); the digest's length is fixed, so write the digits directly.
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let digest = Sha256::digest(secret.as_bytes());
-        let mut text = String::with_capacity(2 * digest.len());
-        for byte in digest {
-            text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-            text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-        }
+        let mut text = String::new();
+        crate::hex::push_hex(&mut text, &Sha256::digest(secret.as_bytes()));
         Self(text)
     }
 

@@ -1,6 +1,7 @@
 //! Switchyard's wire contract (`switchyard.v1`) and the few value types the control plane
 //! and the gateways must agree on: API-key format and hashing, money, generation ids.
 
+pub mod hex;
 pub mod ids;
 pub mod keys;
 pub mod money;

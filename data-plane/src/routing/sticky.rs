@@ -8,7 +8,6 @@
 //! reason is recorded on the usage record.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -74,14 +73,9 @@ impl Conversation {
                     Value::String(text) => hasher.update(text.as_bytes()),
                     _ => hasher.update(first_user.text().as_bytes()),
                 }
-                // The digits written directly: this runs on every request.
-                const DIGITS: &[u8; 16] = b"0123456789abcdef";
                 let mut id = String::with_capacity(21);
                 id.push_str("auto-");
-                for byte in &hasher.finalize()[..8] {
-                    id.push(char::from(DIGITS[usize::from(byte >> 4)]));
-                    id.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-                }
+                switchyard_proto::hex::push_hex(&mut id, &hasher.finalize()[..8]);
                 id
             }
         };
@@ -172,9 +166,7 @@ fn shared_key(conversation: &Conversation) -> String {
     let mut hasher = Sha256::new();
     hasher.update(conversation.pin.as_bytes());
     let mut key = String::from("switchyard:sticky:v1:");
-    for byte in hasher.finalize() {
-        let _ = write!(key, "{byte:02x}");
-    }
+    switchyard_proto::hex::push_hex(&mut key, &hasher.finalize());
     key
 }
 
