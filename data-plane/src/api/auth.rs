@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use switchyard_proto::keys::{self, KeyHash};
 
 use crate::error::ApiError;
 use crate::snapshot::{KeyEntry, KeyKind, Snapshot};
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The presented secret: `Authorization: Bearer …` or Anthropic-style `x-api-key`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -22,7 +24,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
             .map(str::trim);
     }
     headers
-        .get("x-api-key")
+        .get(&X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use axum::response::Response;
 
 use super::auth;
@@ -55,8 +55,9 @@ async fn serve<S: Skin>(
     let catalog = snapshot
         .org(&key.org_id)
         .ok_or_else(|| ApiError::Internal("key without org".into()))?;
+    const STRICT: HeaderName = HeaderName::from_static("x-switchyard-strict");
     let strict = headers
-        .get("x-switchyard-strict")
+        .get(&STRICT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let finishing = relay::Finishing {
@@ -75,7 +76,9 @@ async fn serve<S: Skin>(
     let conversation = crate::routing::sticky::Conversation::of(
         &key.org_id,
         &request,
-        headers.get("x-session-id").and_then(|v| v.to_str().ok()),
+        headers
+            .get(&super::usage_tags::SESSION_HEADER)
+            .and_then(|v| v.to_str().ok()),
     );
     let warning = match &conversation {
         Some(c) => {

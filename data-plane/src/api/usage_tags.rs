@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-pub const TAGS_HEADER: &str = "x-switchyard-tags";
-const SESSION_HEADER: &str = "x-session-id";
+// `HeaderName`s, not `&str`s: a `&str` name is parsed again on every lookup.
+pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-switchyard-tags");
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-session-id");
 /// OpenRouter's limits on `metadata`.
 const MAX_METADATA_PAIRS: usize = 16;
 const MAX_METADATA_VALUE: usize = 512;
@@ -72,7 +73,7 @@ fn bad(message: String) -> ApiError {
 /// Parses `k=v,k2=v2` (one or more header lines); keys are unique.
 fn header_tags(headers: &HeaderMap) -> Result<BTreeMap<String, String>, ApiError> {
     let mut out = BTreeMap::new();
-    for value in headers.get_all(TAGS_HEADER) {
+    for value in headers.get_all(&TAGS_HEADER) {
         let text = value
             .to_str()
             .map_err(|_| bad("X-Switchyard-Tags must be visible ASCII (k=v,k2=v2)".into()))?;
@@ -197,7 +198,7 @@ pub fn collect(headers: &HeaderMap, extra: &Map<String, Value>) -> Result<Reques
     let session_id = match bounded_string(extra, "session_id", MAX_SESSION)? {
         Some(s) => s,
         // OpenRouter: the body field wins over the header.
-        None => match headers.get(SESSION_HEADER) {
+        None => match headers.get(&SESSION_HEADER) {
             None => String::new(),
             Some(v) => v
                 .to_str()
@@ -229,10 +230,10 @@ mod tests {
         v.as_object().cloned().unwrap_or_default()
     }
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_str(v).unwrap());
+            h.append(k, HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -242,7 +243,7 @@ mod tests {
         let t = collect(
             &headers(&[
                 (TAGS_HEADER, "team=search, env=prod"),
-                ("x-session-id", "hdr"),
+                (SESSION_HEADER, "hdr"),
             ]),
             &extra(json!({
                 "metadata": {"team": "ads", "customer id": "c-42"},
@@ -265,7 +266,7 @@ mod tests {
         assert_eq!(t.tags, expect);
         assert_eq!(t.user, "u-7");
         assert_eq!(t.session_id, "s-1", "the body wins over x-session-id");
-        let t = collect(&headers(&[("x-session-id", "hdr")]), &Map::new()).unwrap();
+        let t = collect(&headers(&[(SESSION_HEADER, "hdr")]), &Map::new()).unwrap();
         assert_eq!(t.session_id, "hdr");
     }
 

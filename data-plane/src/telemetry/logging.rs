@@ -6,7 +6,7 @@
 //! path (never the query string, which some SDKs use for keys) and the request id; keys,
 //! tokens and DSNs are redacted in `Debug`; request and response bodies are never logged.
 
-use axum::http::Request;
+use axum::http::{HeaderName, Request};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{MakeSpan, TraceLayer};
 use tracing_subscriber::EnvFilter;
@@ -67,6 +67,8 @@ pub fn init_logging(default_filter: &str, service_name: &str) -> Option<super::o
     guard
 }
 
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The `request` span: method, path and request id (from `x-request-id`, set by the
 /// gateway's request-id layer or the caller).
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,7 +78,7 @@ impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> tracing::Span {
         let request_id = request
             .headers()
-            .get("x-request-id")
+            .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let span = tracing::info_span!(

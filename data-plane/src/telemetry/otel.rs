@@ -339,7 +339,8 @@ pub fn extract(headers: &HeaderMap) -> Context {
 /// Makes `span` a child of the caller's trace when the request carries a valid
 /// `traceparent`. Call before the span is first entered.
 pub fn adopt_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
-    if !headers.contains_key("traceparent") {
+    const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    if !headers.contains_key(&TRACEPARENT) {
         return;
     }
     let cx = extract(headers);
