@@ -269,7 +269,28 @@ impl ChatRequest {
 
     /// `to_openai_body` as bytes, without the `Value` in between.
     pub fn to_openai_bytes(&self, upstream_model: &str) -> Vec<u8> {
-        serde_json::to_vec(&self.for_upstream(upstream_model)).unwrap_or_default()
+        // Sized for the conversation up front: grown from serde_json's default capacity, a
+        // 45 KB body was copied about twice over on the way (`SCRIPT=post-long` instructions).
+        let mut out = Vec::with_capacity(self.upstream_size_hint(upstream_model));
+        match serde_json::to_writer(&mut out, &self.for_upstream(upstream_model)) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// About the size of the upstream body: the conversation's text plus room for the other
+    /// fields (large ones, like `tools`, grow the buffer once or twice).
+    fn upstream_size_hint(&self, upstream_model: &str) -> usize {
+        const ROOM: usize = 512;
+        let conversation = match (&self.messages, &self.prompt) {
+            (Some(messages), _) => match &messages.written {
+                Some(written) => written.get().len(),
+                None => messages.iter().map(|m| m.text_len() + 64).sum(),
+            },
+            (None, Some(prompt)) => prompt.len() + 64,
+            (None, None) => 0,
+        };
+        conversation + upstream_model.len() + ROOM
     }
 
     fn for_upstream<'a>(&'a self, upstream_model: &'a str) -> UpstreamChat<'a> {
