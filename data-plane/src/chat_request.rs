@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -63,7 +63,9 @@ pub struct ChatRequest {
 #[derive(Debug, Clone, Default)]
 pub struct Messages {
     list: Vec<Message>,
-    written: Option<Box<RawValue>>,
+    /// The array's text in the request body (shared, not copied), as `ChatRequest::parse`
+    /// found it.
+    written: Option<Bytes>,
 }
 
 impl Messages {
@@ -118,22 +120,41 @@ impl<'a> IntoIterator for &'a mut Messages {
 
 impl<'de> Deserialize<'de> for Messages {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let written = Box::<RawValue>::deserialize(deserializer)?;
-        let list = serde_json::from_str(written.get()).map_err(serde::de::Error::custom)?;
-        Ok(Self {
-            list,
-            written: Some(written),
-        })
+        Vec::<Message>::deserialize(deserializer).map(Self::from)
     }
 }
 
 impl Serialize for Messages {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.written {
-            Some(written) => written.serialize(serializer),
+            // The tree path (`to_openai_body`): the client's array read as it was sent, so
+            // an absent `content` stays absent. `to_openai_bytes` copies the text itself.
+            Some(written) => serde_json::from_slice::<Value>(written)
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer),
             None => self.list.serialize(serializer),
         }
     }
+}
+
+/// The text of the body's top-level `messages` value, found with the gateway's own scanner:
+/// capturing it while serde_json parsed the body skipped the 45 KB conversation's text once
+/// more than parsing it does, and copied it (`SCRIPT=post-long` instructions). `None` when the
+/// member's name is written with escapes; the parsed list is then what goes upstream.
+fn written_messages(body: &Bytes) -> Option<Bytes> {
+    let mut scanner = crate::providers::json_scan::Scanner::from_bytes(body);
+    let mut found = None;
+    // Stops at the array: `None` from the closure ends the scan, the members after it
+    // (say, `tools`) need no look.
+    let _ = scanner.object(0, |s, key| {
+        let value = s.value(1)?;
+        if body[key] == *b"messages" {
+            found = Some(value);
+            return None;
+        }
+        Some(())
+    });
+    found.map(|range| body.slice(range))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -179,12 +200,22 @@ impl Message {
 }
 
 impl ChatRequest {
+    /// `parse_bytes` of a copy of `body`.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        Self::parse_bytes(&Bytes::copy_from_slice(body))
+    }
+
+    /// Reads a client's request; its `messages` keep a reference to `body` as their written
+    /// form.
+    pub fn parse_bytes(body: &Bytes) -> Result<Self, ApiError> {
         // A well-formed request is read straight into the struct; only a bad one goes
         // through a `Value`, whose checks name the offending field (see
         // `check_field_types`). Whatever the direct read accepts, those checks accept too.
-        if let Ok(request) = serde_json::from_slice::<ChatRequest>(body) {
+        if let Ok(mut request) = serde_json::from_slice::<ChatRequest>(body) {
             request.validate()?;
+            if let Some(messages) = &mut request.messages {
+                messages.written = written_messages(body);
+            }
             return Ok(request);
         }
         let value: Value = serde_json::from_slice(body)
@@ -272,10 +303,51 @@ impl ChatRequest {
         // Sized for the conversation up front: grown from serde_json's default capacity, a
         // 45 KB body was copied about twice over on the way (`SCRIPT=post-long` instructions).
         let mut out = Vec::with_capacity(self.upstream_size_hint(upstream_model));
-        match serde_json::to_writer(&mut out, &self.for_upstream(upstream_model)) {
+        match self.write_upstream(&mut out, upstream_model) {
             Ok(()) => out,
             Err(_) => Vec::new(),
         }
+    }
+
+    /// `UpstreamChat` as serde writes it, member by member, with the client's messages
+    /// copied as written: serde_json can only splice text in through a `RawValue`, which
+    /// would check and copy the whole conversation once more.
+    fn write_upstream(&self, out: &mut Vec<u8>, upstream_model: &str) -> serde_json::Result<()> {
+        let upstream = self.for_upstream(upstream_model);
+        out.extend_from_slice(b"{\"model\":");
+        serde_json::to_writer(&mut *out, upstream.model)?;
+        out.extend_from_slice(b",\"messages\":");
+        match &upstream.messages {
+            UpstreamMessages::Client(Messages {
+                written: Some(written),
+                ..
+            }) => out.extend_from_slice(written),
+            messages => serde_json::to_writer(&mut *out, messages)?,
+        }
+        out.extend_from_slice(if upstream.stream {
+            b",\"stream\":true"
+        } else {
+            b",\"stream\":false"
+        });
+        for (name, count) in [
+            ("max_tokens", upstream.max_tokens),
+            ("max_completion_tokens", upstream.max_completion_tokens),
+        ] {
+            if let Some(count) = count {
+                out.push(b',');
+                serde_json::to_writer(&mut *out, name)?;
+                out.push(b':');
+                serde_json::to_writer(&mut *out, &count)?;
+            }
+        }
+        upstream.extra.each(|key, value| {
+            out.push(b',');
+            serde_json::to_writer(&mut *out, key)?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, value)
+        })?;
+        out.push(b'}');
+        Ok(())
     }
 
     /// About the size of the upstream body: the conversation's text plus room for the other
@@ -284,7 +356,7 @@ impl ChatRequest {
         const ROOM: usize = 512;
         let conversation = match (&self.messages, &self.prompt) {
             (Some(messages), _) => match &messages.written {
-                Some(written) => written.get().len(),
+                Some(written) => written.len(),
                 None => messages.iter().map(|m| m.text_len() + 64).sum(),
             },
             (None, Some(prompt)) => prompt.len() + 64,
@@ -341,11 +413,10 @@ struct UpstreamExtra<'a> {
     stream: bool,
 }
 
-impl Serialize for UpstreamExtra<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
+impl UpstreamExtra<'_> {
+    /// Calls `member` with each field that goes upstream, in order.
+    fn each<E>(&self, mut member: impl FnMut(&str, &Value) -> Result<(), E>) -> Result<(), E> {
         const STREAM_OPTIONS: &str = "stream_options";
-        let mut map = serializer.serialize_map(None)?;
         for (key, value) in self.fields {
             if GATEWAY_ONLY_FIELDS.contains(&key.as_str()) {
                 continue;
@@ -354,14 +425,23 @@ impl Serialize for UpstreamExtra<'_> {
                 Value::Object(options) if self.stream && key == STREAM_OPTIONS => {
                     let mut options = options.clone();
                     options.insert("include_usage".into(), Value::Bool(true));
-                    map.serialize_entry(key, &options)?;
+                    member(key, &Value::Object(options))?;
                 }
-                _ => map.serialize_entry(key, value)?,
+                _ => member(key, value)?,
             }
         }
         if self.stream && !self.fields.contains_key(STREAM_OPTIONS) {
-            map.serialize_entry(STREAM_OPTIONS, &serde_json::json!({"include_usage": true}))?;
+            member(STREAM_OPTIONS, &serde_json::json!({"include_usage": true}))?;
         }
+        Ok(())
+    }
+}
+
+impl Serialize for UpstreamExtra<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        self.each(|key, value| map.serialize_entry(key, value))?;
         map.end()
     }
 }
@@ -499,6 +579,39 @@ mod tests {
         assert_eq!(tree["messages"][0]["name"], "n");
         // The original is untouched.
         assert!(req.messages.as_ref().unwrap().is_verbatim());
+    }
+
+    #[test]
+    fn upstream_bytes_are_the_upstream_tree_written_out() {
+        let bodies = [
+            r#"{"model":"a/b","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"temperature":0.5,"messages" : [ {"role":"user","content":"caf\u00e9"} ] ,"model":"a/b","stream":true,"tools":[{"type":"function"}]}"#,
+            r#"{"model":"a/b","m\u0065ssages":[{"role":"user","content":"escaped name"}],"max_tokens":3,"max_completion_tokens":4}"#,
+            r#"{"model":"a/b","messages":[{"role":"assistant","tool_calls":[]}],"stream":true,"stream_options":{"x":1},"provider":{"order":["p"]}}"#,
+            r#"{"model":"a/b","prompt":"legacy \"quoted\""}"#,
+            r#"{"model":"a/b","messages":[{"role":"user","content":[{"type":"text","text":"t"}]}],"user":"u","n":1e2}"#,
+        ];
+        for body in bodies {
+            let request = ChatRequest::parse(body.as_bytes()).unwrap();
+            let bytes = request.to_openai_bytes("up/model");
+            let tree: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{body}: {e}: {}", String::from_utf8_lossy(&bytes)));
+            assert_eq!(tree, request.to_openai_body("up/model"), "{body}");
+            assert_eq!(tree["model"], "up/model");
+            // The client's array goes as written, spaces and escapes included, unless its
+            // name was escaped (then the parsed list goes, which reads the same).
+            if let Some(messages) = &request.messages {
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                if body.contains(r#""messages""#) {
+                    assert!(messages.is_verbatim(), "{body}");
+                    let start = body.find('[').unwrap();
+                    let array = &body[start..=start + body[start..].find(']').unwrap()];
+                    assert!(text.contains(array), "{text} lacks {array}");
+                } else {
+                    assert!(!messages.is_verbatim(), "{body}");
+                }
+            }
+        }
     }
 
     #[test]

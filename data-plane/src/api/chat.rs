@@ -35,8 +35,8 @@ impl Skin for OpenAiChat {
         "chat"
     }
 
-    fn parse(&self, body: &[u8]) -> Result<ChatRequest, ApiError> {
-        ChatRequest::parse(body)
+    fn parse(&self, body: &Bytes) -> Result<ChatRequest, ApiError> {
+        ChatRequest::parse_bytes(body)
     }
 
     fn render(&self, completion: Value) -> Value {

@@ -94,7 +94,7 @@ impl Skin for LegacyCompletions {
         "completions"
     }
 
-    fn parse(&self, body: &[u8]) -> Result<ChatRequest, ApiError> {
+    fn parse(&self, body: &Bytes) -> Result<ChatRequest, ApiError> {
         parse(body)
     }
 

@@ -86,7 +86,7 @@ impl Skin for AnthropicMessages {
         "messages"
     }
 
-    fn parse(&self, body: &[u8]) -> Result<ChatRequest, ApiError> {
+    fn parse(&self, body: &Bytes) -> Result<ChatRequest, ApiError> {
         super::messages_request::parse(body)
     }
 

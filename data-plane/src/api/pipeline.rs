@@ -31,7 +31,7 @@ pub async fn run<S: Skin>(state: AppState, headers: HeaderMap, body: Bytes, skin
 async fn serve<S: Skin>(
     state: &AppState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
     skin: &S,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();

@@ -34,7 +34,7 @@ impl Skin for OpenAiResponses {
         "responses"
     }
 
-    fn parse(&self, body: &[u8]) -> Result<ChatRequest, ApiError> {
+    fn parse(&self, body: &Bytes) -> Result<ChatRequest, ApiError> {
         super::responses_request::parse(body)
     }
 

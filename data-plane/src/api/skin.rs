@@ -21,7 +21,7 @@ pub trait Skin: Send + Sync + 'static {
     /// The `api` label on usage records.
     fn api(&self) -> &'static str;
 
-    fn parse(&self, body: &[u8]) -> Result<ChatRequest, ApiError>;
+    fn parse(&self, body: &Bytes) -> Result<ChatRequest, ApiError>;
 
     /// A finished canonical `chat.completion` (Switchyard's id, model, provider, normalised
     /// finish reasons and client `usage` already in place) in the skin's shape.

@@ -26,10 +26,13 @@ pub struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub fn new(text: &'a str) -> Self {
-        Self {
-            text: text.as_bytes(),
-            pos: 0,
-        }
+        Self::from_bytes(text.as_bytes())
+    }
+
+    /// Over bytes: what `new` does with a `str`'s (the scanner checks the grammar, not
+    /// UTF-8; callers pass text serde_json has read, or check it themselves).
+    pub fn from_bytes(text: &'a [u8]) -> Self {
+        Self { text, pos: 0 }
     }
 
     /// The next byte after whitespace.

@@ -12,7 +12,7 @@ pub mod anthropic;
 pub mod echo;
 pub mod embedding;
 pub mod gemini;
-mod json_scan;
+pub(crate) mod json_scan;
 pub mod openai;
 pub mod openai_answer;
 mod reasoning;
