@@ -5,6 +5,7 @@
 //! is seen directly instead of through timing.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Wake, Waker};
@@ -15,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 #[derive(Default)]
 struct CountingWaker(AtomicUsize);
@@ -30,6 +31,31 @@ impl Wake for CountingWaker {
     }
 }
 
+/// A connection whose handler, as the gateway's do, collects the body inside the
+/// connection's task and answers with it.
+fn echo_connection(server: DuplexStream) -> impl Future<Output = Result<(), hyper::Error>> {
+    let service = service_fn(|request: Request<Incoming>| async move {
+        let read = request.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>(Response::new(Full::new(read)))
+    });
+    http1::Builder::new().serve_connection(TokioIo::new(server), service)
+}
+
+/// Polls the connection once with `waker`; it must then wait for more input.
+fn poll_once<F: Future>(connection: Pin<&mut F>, waker: &Waker) {
+    assert!(
+        connection
+            .poll(&mut Context::from_waker(waker))
+            .is_pending()
+    );
+}
+
+async fn answer(client: &mut DuplexStream) -> String {
+    let mut answer = vec![0u8; 4096];
+    let n = client.read(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 #[tokio::test]
 async fn reading_a_request_body_does_not_wake_its_own_connection() {
     let (mut client, server) = tokio::io::duplex(64 * 1024);
@@ -39,28 +65,13 @@ async fn reading_a_request_body_does_not_wake_its_own_connection() {
         body.len()
     );
     client.write_all(request.as_bytes()).await.unwrap();
-
-    // As the gateway's handlers do: collect the body inside the connection's task, answer.
-    let service = service_fn(|request: Request<Incoming>| async move {
-        let read = request.into_body().collect().await?.to_bytes();
-        Ok::<_, hyper::Error>(Response::new(Full::new(read)))
-    });
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(server), service);
-    let mut connection = std::pin::pin!(connection);
+    let mut connection = std::pin::pin!(echo_connection(server));
     let wakes = Arc::new(CountingWaker::default());
-    let waker = Waker::from(wakes.clone());
     // One poll reads the request, runs the handler (the whole body is already buffered) and
     // writes the answer; then the connection waits for the next request.
-    assert!(
-        connection
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-    );
+    poll_once(connection.as_mut(), &Waker::from(wakes.clone()));
 
-    let mut answer = vec![0u8; 4096];
-    let n = client.read(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = answer(&mut client).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(
         answer.ends_with(body),
@@ -82,33 +93,16 @@ async fn a_body_still_arriving_wakes_the_connection_to_read_more() {
         .write_all(b"POST /x HTTP/1.1\r\nhost: gateway\r\ncontent-length: 10\r\n\r\nhello")
         .await
         .unwrap();
-    let service = service_fn(|request: Request<Incoming>| async move {
-        let read = request.into_body().collect().await?.to_bytes();
-        Ok::<_, hyper::Error>(Response::new(Full::new(read)))
-    });
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(server), service);
-    let mut connection = std::pin::pin!(connection);
+    let mut connection = std::pin::pin!(echo_connection(server));
     let wakes = Arc::new(CountingWaker::default());
     let waker = Waker::from(wakes.clone());
-    assert!(
-        connection
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-    );
+    poll_once(connection.as_mut(), &waker);
     assert!(
         wakes.0.load(Ordering::SeqCst) >= 1,
         "taking the first half of the body must make room for the second"
     );
     client.write_all(b"world").await.unwrap();
-    assert!(
-        connection
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending()
-    );
-    let mut answer = vec![0u8; 4096];
-    let n = client.read(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    poll_once(connection.as_mut(), &waker);
+    let answer = answer(&mut client).await;
     assert!(answer.ends_with("helloworld"), "{answer}");
 }
