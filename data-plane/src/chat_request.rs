@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
+mod scan;
+
 /// OpenRouter-only fields that an OpenAI-format upstream would reject or misread.
 const GATEWAY_ONLY_FIELDS: &[&str] = &[
     "models",
@@ -208,9 +210,14 @@ impl ChatRequest {
     /// Reads a client's request; its `messages` keep a reference to `body` as their written
     /// form.
     pub fn parse_bytes(body: &Bytes) -> Result<Self, ApiError> {
-        // A well-formed request is read straight into the struct; only a bad one goes
-        // through a `Value`, whose checks name the offending field (see
-        // `check_field_types`). Whatever the direct read accepts, those checks accept too.
+        // A well-formed request is read from its located members (`scan`), or else straight
+        // into the struct by serde_json; only a bad one goes through a `Value`, whose checks
+        // name the offending field (see `check_field_types`). Whatever the direct reads
+        // accept, those checks accept too.
+        if let Some(request) = scan::read(body) {
+            request.validate()?;
+            return Ok(request);
+        }
         if let Ok(mut request) = serde_json::from_slice::<ChatRequest>(body) {
             request.validate()?;
             if let Some(messages) = &mut request.messages {
