@@ -132,6 +132,9 @@ pub struct ServeOptions {
     pub control_plane_tls: Option<tls::ClientTlsFiles>,
     /// Disk cap of the usage spool in bytes (0: none); see `metering::spool_cap`.
     pub spool_max_bytes: u64,
+    /// The spool's fdatasync cadence while usage keeps coming (zero: every batch); see
+    /// `metering::meter::DEFAULT_SYNC_EVERY`.
+    pub spool_sync_every: Duration,
     /// PEM bundle of private CAs trusted for `https://` providers, beside the public roots.
     pub provider_ca: Option<PathBuf>,
 }
@@ -143,6 +146,7 @@ impl Default for ServeOptions {
             tls: None,
             control_plane_tls: None,
             spool_max_bytes: metering::spool_cap::DEFAULT_SPOOL_MAX_BYTES,
+            spool_sync_every: metering::meter::DEFAULT_SYNC_EVERY,
             provider_ca: None,
         }
     }
@@ -184,6 +188,7 @@ pub async fn run_with(
         wake.clone(),
         config.status.spooled_usage_seq.clone(),
         metrics.clone(),
+        options.spool_sync_every,
     )
     .map_err(GatewayError::Appender)?;
     let meter = meter.with_gate(Arc::new(metering::spool_cap::SpoolGate::new(

@@ -62,6 +62,11 @@ struct Cli {
     /// until the control plane acknowledges usage again; nothing served goes unrecorded.
     #[arg(long, env = "SWITCHYARD_SPOOL_MAX_BYTES", default_value_t = switchyard_gateway::metering::spool_cap::DEFAULT_SPOOL_MAX_BYTES)]
     spool_max_bytes: u64,
+    /// Milliseconds between fdatasyncs of the usage spool while usage keeps coming (0: every
+    /// 2 ms batch). Each batch is written at once and survives a killed gateway; this bounds
+    /// what a crash of the whole machine could lose of usage not yet at the control plane.
+    #[arg(long, env = "SWITCHYARD_SPOOL_SYNC_MS", default_value_t = switchyard_gateway::metering::meter::DEFAULT_SYNC_MS)]
+    spool_sync_ms: u64,
     /// Seconds in-flight streams may run on after SIGTERM.
     #[arg(long, env = "SWITCHYARD_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
@@ -113,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
             cli.client_key,
         )?,
         spool_max_bytes: cli.spool_max_bytes,
+        spool_sync_every: Duration::from_millis(cli.spool_sync_ms),
         provider_ca: cli.provider_ca,
     };
     switchyard_gateway::run_with(config, listener, shutdown, options).await?;
