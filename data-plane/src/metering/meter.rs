@@ -23,7 +23,7 @@ const GROUP_COMMIT_LINGER: Duration = Duration::from_millis(2);
 /// Every batch is written at once, so a killed gateway loses nothing written; the interval
 /// bounds what a crash of the whole machine could lose of records not yet shipped (the
 /// shipper usually has them at the control plane within milliseconds). An fdatasync per
-/// 2 ms batch cost ~40 µs of c=1 p99 on two shared cores (README, "Performance").
+/// 2 ms batch cost ~30 µs of c=1 p99 on two shared cores (README, "Performance").
 pub const DEFAULT_SYNC_EVERY: Duration = Duration::from_millis(DEFAULT_SYNC_MS);
 pub const DEFAULT_SYNC_MS: u64 = 50;
 

@@ -5,7 +5,7 @@
 //! group commit takes it, and stays until the control plane acks it. `sync` (fdatasync) makes
 //! the writes survive the machine too; the appender calls it on its own cadence
 //! (`meter::SyncEvery`) rather than once per batch, because an fdatasync every 2 ms cost the
-//! gateway's c=1 p99 ~40 µs on shared cores (`switchyard-bench --only c1`, README).
+//! gateway's c=1 p99 ~30 µs on shared cores (`switchyard-bench --only c1`, README).
 //!
 //! Layout of the spool directory:
 //! - `segment-<first seq, 20 digits>.log`: frames `[u32 LE len][u32 LE crc32(payload)][payload]`,
