@@ -191,7 +191,8 @@ impl Metering {
                 .hyphenated()
                 .encode_lower(&mut uuid::Uuid::encode_buffer())
                 .to_owned(),
-            org_id: self.key.org_id.to_string(),
+            // `str::to_owned`, not `to_string`: through `Arc<str>`'s `Display` that formats.
+            org_id: self.key.org_id.as_ref().to_owned(),
             key_hash: self.key.hash.clone(),
             model: self.model.id.clone(),
             endpoint_id: self.endpoint.id.clone(),
@@ -221,7 +222,7 @@ impl Metering {
             cost_nanos: cost.nanos(),
             upstream_id: outcome.upstream_id,
             api: self.api.into(),
-            node_id: self.state.node_id.to_string(),
+            node_id: self.state.node_id.as_ref().to_owned(),
             provider_responses: {
                 let mut attempts = self.earlier_attempts.clone();
                 attempts.push(pb::ProviderAttempt {
