@@ -4,7 +4,7 @@
 //! written here (into the page cache, which outlives the process) as soon as the appender's
 //! group commit takes it, and stays until the control plane acks it. `sync` (fdatasync) makes
 //! the writes survive the machine too; the appender calls it on its own cadence
-//! (`meter::SyncEvery`) rather than once per batch, because an fdatasync every 2 ms cost the
+//! (`meter::DEFAULT_SYNC_EVERY`, `--spool-sync-ms`) rather than once per batch, because an fdatasync every 2 ms cost the
 //! gateway's c=1 p99 ~30 µs on shared cores (`switchyard-bench --only c1`, README).
 //!
 //! Layout of the spool directory:
