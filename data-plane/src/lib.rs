@@ -40,7 +40,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 pub use error::ApiError;
 pub use snapshot::Snapshot;
 
-use crate::metering::shipper::ShipperConfig;
+use crate::metering::shipper::{ShipperConfig, run_shipper};
 use crate::metering::spool::Spool;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +53,6 @@ pub enum GatewayError {
     Serve(#[source] std::io::Error),
     #[error("starting the usage appender thread: {0}")]
     Appender(#[source] std::io::Error),
-    #[error("starting the usage shipper thread: {0}")]
-    Shipper(#[source] std::io::Error),
 }
 
 /// Everything a gateway node needs; secrets are redacted from `Debug`.
@@ -199,24 +197,22 @@ pub async fn run_with(
         metrics.spool_cap(options.spool_max_bytes),
     )));
 
-    let endpoint = tonic::transport::Endpoint::from_shared(config.control_plane_grpc.clone())
+    let channel = tonic::transport::Endpoint::from_shared(config.control_plane_grpc.clone())
         .map_err(|e| GatewayError::Config(format!("control plane URL: {e}")))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30));
-    let endpoint = match &options.control_plane_tls {
-        Some(files) => endpoint
+    let channel = match &options.control_plane_tls {
+        Some(files) => channel
             .tls_config(
                 files
                     .tonic_config()
                     .map_err(|e| GatewayError::Config(e.to_string()))?,
             )
             .map_err(|e| GatewayError::Config(format!("control plane TLS: {e}")))?,
-        None => endpoint,
-    };
-    // Config sync and budget leases share one connection; usage has its own, opened on the
-    // shipper's thread.
-    let channel = endpoint.clone().connect_lazy();
+        None => channel,
+    }
+    .connect_lazy();
     let live = Arc::new(ArcSwapOption::<Snapshot>::empty());
     let background = CancellationToken::new();
 
@@ -246,22 +242,20 @@ pub async fn run_with(
         meter.backlog_gauge(),
     );
     let shipper_stop = CancellationToken::new();
-    let shipper = AbortOnDropHandle::new(
-        metering::shipper::start_on_own_thread(
-            spool.clone(),
-            endpoint,
-            wake,
-            ShipperConfig {
-                node_id: config.node_id.clone(),
-                node_token: config.node_token.clone(),
-                batch_size: 256,
-                max_backoff: Duration::from_secs(5),
-                stats: shipper_stats,
-            },
-            shipper_stop.clone(),
-        )
-        .map_err(GatewayError::Shipper)?,
-    );
+    let channel_for_budgets = channel.clone();
+    let shipper = AbortOnDropHandle::new(tokio::spawn(run_shipper(
+        spool.clone(),
+        channel,
+        wake,
+        ShipperConfig {
+            node_id: config.node_id.clone(),
+            node_token: config.node_token.clone(),
+            batch_size: 256,
+            max_backoff: Duration::from_secs(5),
+            stats: shipper_stats,
+        },
+        shipper_stop.clone(),
+    )));
 
     let tracker = TaskTracker::new();
     let state = state::AppState::new(state::Inner {
@@ -281,7 +275,7 @@ pub async fn run_with(
         health: routing::HealthTable::default(),
         limiter: limits::RateLimiter::default(),
         budgets: budget::Budgets::grpc(
-            channel,
+            channel_for_budgets,
             auth_interceptor::NodeAuth::new(&config.node_token)?,
             Arc::from(config.node_id.as_str()),
         ),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::spool::{Spool, SpoolError, SpooledRecord};
 
@@ -159,39 +159,6 @@ pub async fn run_shipper(
         }
     };
     shipper.final_flush(live).await;
-}
-
-/// Runs [`run_shipper`] on a thread of its own, with a current-thread runtime and its own
-/// connection to the control plane (opened lazily from `endpoint` on that runtime). On the
-/// request workers, each 20 ms batch (encoding, HTTP/2 framing, the ack and its spool write)
-/// landed between requests and showed in their tail; here it only takes a core the
-/// requests do not need. The returned task completes when the shipper has stopped (after
-/// `shutdown` and its final flush); aborting it cancels `shutdown`.
-pub fn start_on_own_thread(
-    spool: Arc<Spool>,
-    endpoint: Endpoint,
-    wake: Arc<Notify>,
-    config: ShipperConfig,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let stop = shutdown.clone();
-    std::thread::Builder::new()
-        .name("usage-shipper".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let channel = endpoint.connect_lazy();
-                run_shipper(spool, channel, wake, config, shutdown).await;
-            });
-            let _ = done_tx.send(());
-        })?;
-    Ok(tokio::spawn(async move {
-        let _stop_on_drop = stop.drop_guard();
-        let _ = done_rx.await;
-    }))
 }
 
 struct Shipper {
@@ -670,7 +637,9 @@ mod tests {
         let wake = Arc::new(Notify::new());
         let stats = Arc::new(ShipperStats::default());
         let shutdown = CancellationToken::new();
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
         let config = ShipperConfig {
             node_id: "node-1".to_owned(),
             node_token: "node-secret".to_owned(),
@@ -678,15 +647,13 @@ mod tests {
             max_backoff: Duration::from_millis(300),
             stats: Arc::clone(&stats),
         };
-        // The gateway's way: a thread and connection of its own.
-        let task = start_on_own_thread(
+        let task = tokio::spawn(run_shipper(
             Arc::clone(&spool),
-            endpoint,
+            channel,
             Arc::clone(&wake),
             config,
             shutdown.clone(),
-        )
-        .unwrap();
+        ));
         Harness {
             dir,
             spool,
@@ -793,25 +760,6 @@ mod tests {
         let reopened = Spool::open(dir.path()).unwrap();
         assert_eq!(reopened.pending_len(), 0);
         assert_eq!(reopened.last_seq(), 21);
-        stop.cancel();
-    }
-
-    #[tokio::test]
-    async fn aborting_the_task_stops_the_shipper_thread() {
-        let fake = Arc::new(Fake::default());
-        let stop = CancellationToken::new();
-        let addr = start_fake(Arc::clone(&fake), stop.clone()).await;
-        let h = start_shipper(addr, 8);
-        h.append("r", 3).await;
-        wait_until("records acked", Duration::from_secs(10), || h.all_acked()).await;
-        // The thread holds the other reference to the spool until it returns.
-        assert_eq!(Arc::strong_count(&h.spool), 2);
-        // As the gateway holds it: an abort-on-drop handle, dropped with the gateway.
-        h.task.abort();
-        wait_until("the shipper thread to end", Duration::from_secs(5), || {
-            h.shutdown.is_cancelled() && Arc::strong_count(&h.spool) == 1
-        })
-        .await;
         stop.cancel();
     }
 
