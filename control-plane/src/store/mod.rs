@@ -18,7 +18,6 @@ mod models;
 mod postgres;
 mod sql;
 mod sqlite;
-mod values;
 
 use async_trait::async_trait;
 use tokio::sync::watch;

@@ -7,5 +7,4 @@ pub mod otel;
 mod otlp_http;
 
 pub use logging::{LogFormat, http_trace_layer, init_logging};
-pub(crate) use metrics::with_upstream_time;
-pub use metrics::{ErrorType, GatewayMetrics, add_upstream_time, metrics_handler};
+pub use metrics::{ErrorType, GatewayMetrics, add_upstream_time, metrics_handler, track_request};
