@@ -123,23 +123,27 @@ impl ConfigService for ConfigServiceImpl {
         } else {
             tracing::warn!(node_id = %ack.node_id, version = ack.version, error = %ack.error, "gateway rejected config");
         }
-        crate::audit::record_config_ack(
-            &*self.store,
-            &ack.node_id,
-            ack.version,
-            ack.ok,
-            &ack.error,
-        )
-        .await;
-        self.store
-            .record_node_ack(&NodeAck {
-                node_id: ack.node_id,
-                version: ack.version,
-                ok: ack.ok,
-                error: ack.error,
-                node_info: String::new(),
-            })
-            .await?;
+        // The gateway runs (or rejected) this version whether or not it waits for the reply:
+        // one that stops mid-ack must not cancel the record of it.
+        let store = self.store.clone();
+        let recorded = tokio::spawn(async move {
+            crate::audit::record_config_ack(&*store, &ack.node_id, ack.version, ack.ok, &ack.error)
+                .await;
+            store
+                .record_node_ack(&NodeAck {
+                    node_id: ack.node_id,
+                    version: ack.version,
+                    ok: ack.ok,
+                    error: ack.error,
+                    node_info: String::new(),
+                })
+                .await
+        });
+        match recorded.await {
+            Ok(result) => result?,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => return Err(tonic::Status::unavailable("the control plane is stopping")),
+        }
         Ok(tonic::Response::new(pb::ConfigAckReply {}))
     }
 }

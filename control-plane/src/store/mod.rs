@@ -3,6 +3,7 @@
 //! through `sql::impl_store!`. Every query that reads tenant data is scoped by org.
 
 mod audit;
+mod begin;
 mod billing;
 mod billing_sql;
 mod budgets;

@@ -64,7 +64,7 @@ impl PgStore {
     async fn begin_write(
         pool: &sqlx::PgPool,
     ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
-        Ok(pool.begin().await?)
+        super::begin::detached(pool, None).await
     }
 
     /// REPEATABLE READ makes every table in the snapshot read match the version row.

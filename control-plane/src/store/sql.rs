@@ -549,7 +549,7 @@ macro_rules! impl_store {
             }
 
             async fn load_config(&self) -> StoreResult<ConfigData> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = super::begin::detached(&self.pool, None).await?;
                 Self::begin_consistent_read(&mut tx).await?;
                 let (version,): (i64,) = sqlx::query_as("SELECT version FROM config_state WHERE id = 1").fetch_one(&mut *tx).await?;
                 let orgs = sqlx::query_as::<_, Org>("SELECT id, name, created_at FROM orgs ORDER BY id").fetch_all(&mut *tx).await?;

@@ -3,7 +3,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use futures_util::future::BoxFuture;
+use sqlx::Connection as _;
+use sqlx::pool::PoolConnectionMetadata;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use tokio::sync::watch;
 
 use super::{StoreError, StoreResult};
@@ -34,11 +39,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // No ping before handing out a connection: an embedded database's connection cannot
-        // have gone away, and each ping is a round trip to the connection's thread.
-        let pool = SqlitePoolOptions::new()
+        let pool = Self::pool_options()
             .max_connections(8)
-            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
@@ -47,9 +49,8 @@ impl SqliteStore {
         // temporary storage is memory. Only this connection: analytics sorts stay on disk.
         // Kept for the process's life: a reopened connection would start with a cold page
         // cache, and on a thread of the default scheduling class.
-        let writer = SqlitePoolOptions::new()
+        let writer = Self::pool_options()
             .max_connections(1)
-            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.pragma("temp_store", "memory"));
@@ -71,6 +72,15 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// What both pools share. No ping before handing out a connection: an embedded
+    /// database's connection cannot have gone away, and each ping is a round trip to the
+    /// connection's thread.
+    fn pool_options() -> SqlitePoolOptions {
+        SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .after_release(close_if_in_transaction)
+    }
+
     fn announce(&self, version: u64) {
         super::advance(&self.changes, version);
     }
@@ -82,7 +92,7 @@ impl SqliteStore {
     async fn begin_write(
         pool: &sqlx::SqlitePool,
     ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+        super::begin::detached(pool, Some("BEGIN IMMEDIATE")).await
     }
 
     /// SQLite transactions are already snapshot-consistent for readers under WAL.
@@ -97,6 +107,22 @@ impl SqliteStore {
     }
 }
 
+/// Should a connection still come back to its pool inside a transaction (`begin::detached`
+/// closes the window sqlx's own begin leaves; a transaction begun elsewhere or a future sqlx
+/// may open another), it would hold SQLite's write lock for as long as it stayed pooled, and
+/// every other writer would wait out the busy timeout and fail. Closing it rolls the
+/// transaction back and frees the lock.
+fn close_if_in_transaction(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+    let leaked = conn.is_in_transaction();
+    if leaked {
+        tracing::warn!("closing a database connection returned inside a transaction");
+    }
+    Box::pin(std::future::ready(Ok(!leaked)))
+}
+
 super::sql::impl_store!(SqliteStore, sqlx::Sqlite);
 super::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);
 super::console::impl_console_store!(SqliteStore, sqlx::Sqlite);
@@ -104,3 +130,52 @@ super::billing_sql::impl_billing_store!(SqliteStore, sqlx::Sqlite);
 super::chargeback_sql::impl_chargeback_store!(SqliteStore, sqlx::Sqlite);
 super::budgets_sql::impl_budget_store!(SqliteStore, sqlx::Sqlite);
 super::cache_stats_sql::impl_cache_stats_store!(SqliteStore, sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Connection as _;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::SqliteStore;
+
+    #[tokio::test]
+    async fn a_connection_released_inside_a_transaction_is_closed_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("leak.db"))
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10));
+        // One connection, so a leaked one would be the very one handed out next.
+        let pool = SqliteStore::pool_options()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        let mut conn = pool.acquire().await.unwrap();
+        let tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        // What a `begin_with` dropped after its BEGIN leaves behind: the write lock taken
+        // and no `Transaction` to roll it back.
+        std::mem::forget(tx);
+        assert!(conn.is_in_transaction());
+        drop(conn);
+
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+}
