@@ -224,19 +224,68 @@ fn row(node_id: &str, r: &pb::UsageRecord, dims: &UsageDims, cost_nanos: i64) ->
     }
 }
 
+/// One provider attempt as `/generation` shows it. Serialised straight to text: building a
+/// `serde_json::Value` first (a map per attempt) cost ~4 % of ingestion's CPU.
+#[derive(serde::Serialize)]
+struct AttemptJson<'a> {
+    model: &'a str,
+    endpoint_id: &'a str,
+    provider: &'a str,
+    status: u32,
+    error_type: Option<&'a str>,
+    latency_ms: u32,
+}
+
 fn attempts_json(attempts: &[pb::ProviderAttempt]) -> String {
-    let list: Vec<serde_json::Value> = attempts
+    let list: Vec<AttemptJson<'_>> = attempts
         .iter()
-        .map(|a| {
-            serde_json::json!({
-                "model": a.model,
-                "endpoint_id": a.endpoint_id,
-                "provider": a.provider_slug,
-                "status": a.status,
-                "error_type": if a.error_type.is_empty() { serde_json::Value::Null } else { serde_json::json!(a.error_type) },
-                "latency_ms": a.latency_ms,
-            })
+        .map(|a| AttemptJson {
+            model: &a.model,
+            endpoint_id: &a.endpoint_id,
+            provider: &a.provider_slug,
+            status: a.status,
+            error_type: (!a.error_type.is_empty()).then_some(a.error_type.as_str()),
+            latency_ms: a.latency_ms,
         })
         .collect();
-    serde_json::Value::Array(list).to_string()
+    // Serialising borrowed strings and integers cannot fail.
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_stored_as_generation_shows_them() {
+        let attempts = [
+            pb::ProviderAttempt {
+                model: "acme/a".into(),
+                endpoint_id: "ep-1".into(),
+                provider_slug: "acme".into(),
+                status: 429,
+                error_type: "rate_limited".into(),
+                latency_ms: 12,
+            },
+            pb::ProviderAttempt {
+                model: "acme/b".into(),
+                endpoint_id: "ep-2".into(),
+                provider_slug: "beta".into(),
+                status: 200,
+                error_type: String::new(),
+                latency_ms: 340,
+            },
+        ];
+        let stored: serde_json::Value = serde_json::from_str(&attempts_json(&attempts)).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!([
+                {"model": "acme/a", "endpoint_id": "ep-1", "provider": "acme", "status": 429,
+                 "error_type": "rate_limited", "latency_ms": 12},
+                {"model": "acme/b", "endpoint_id": "ep-2", "provider": "beta", "status": 200,
+                 "error_type": null, "latency_ms": 340},
+            ])
+        );
+        assert_eq!(attempts_json(&[]), "[]");
+    }
 }

@@ -13,6 +13,13 @@ pub type TagRow = (String, String, Vec<(String, String)>);
 
 /// The tag rows of the records the rater kept (well-formed request ids).
 pub fn tag_rows(records: &[pb::UsageRecord], rated: &[UsageRow]) -> Vec<TagRow> {
+    // Most batches carry no tags at all: skip hashing every request id for nothing.
+    if records
+        .iter()
+        .all(|r| r.tags.is_empty() && r.user.is_empty() && r.session_id.is_empty())
+    {
+        return Vec::new();
+    }
     let kept: HashSet<&str> = rated.iter().map(|r| r.request_id.as_str()).collect();
     records
         .iter()

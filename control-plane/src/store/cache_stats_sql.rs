@@ -15,20 +15,24 @@ macro_rules! impl_cache_stats_store {
             /// round trip to SQLite's thread per request ingested.
             pub(super) async fn insert_cache_facts(tx: &mut sqlx::Transaction<'_, $db>, facts: &[CacheFact]) -> StoreResult<()> {
                 for chunk in facts.chunks(1000) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at) ",
+                    let mut insert = $crate::store::values::Values::<$db>::new(
+                        "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at)",
+                        chunk.len(),
+                        7,
                     );
-                    insert.push_values(chunk, |mut b, f| {
-                        b.push_bind(&f.request_id)
-                            .push_bind(&f.org_id)
-                            .push_bind(&f.key_hash)
-                            .push_bind(&f.conversation_id)
-                            .push_bind(f.response_cache_hit)
-                            .push_bind(&f.sticky_fallback_reason)
-                            .push_bind(f.finished_at);
-                    });
-                    insert.push(" ON CONFLICT (request_id) DO NOTHING");
-                    insert.build().execute(&mut **tx).await?;
+                    for f in chunk {
+                        insert.row(|b| {
+                            b.bind(f.request_id.as_str())
+                                .bind(f.org_id.as_str())
+                                .bind(f.key_hash.as_str())
+                                .bind(f.conversation_id.as_str())
+                                .bind(f.response_cache_hit)
+                                .bind(f.sticky_fallback_reason.as_str())
+                                .bind(f.finished_at);
+                        });
+                    }
+                    let (sql, args) = insert.finish(" ON CONFLICT (request_id) DO NOTHING")?;
+                    sqlx::query_with(&sql, args).execute(&mut **tx).await?;
                 }
                 Ok(())
             }

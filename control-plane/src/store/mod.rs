@@ -19,6 +19,7 @@ mod models;
 mod postgres;
 mod sql;
 mod sqlite;
+mod values;
 
 use async_trait::async_trait;
 use tokio::sync::watch;

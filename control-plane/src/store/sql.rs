@@ -11,13 +11,29 @@ pub(super) const MODEL_COLUMNS: &str =
     "org_id, id, name, description, context_length, created_at, updated_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, org_id, model_id, provider_id, upstream_model, context_length, max_output_tokens, price_input, price_output, price_cache_read, price_cache_write_5m, price_cache_write_1h, price_reasoning, price_per_request, position, quantization, supported_parameters";
 pub(super) const USAGE_COLUMNS: &str = "request_id, org_id, key_hash, model, endpoint_id, provider_id, provider_slug, upstream_model, node_id, config_version, api, started_at, finished_at, ttft_ms, streamed, cancelled, estimated, finish_reason, native_finish_reason, http_status, error_type, input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos, gateway_cost_nanos, upstream_id, ingested_at, provider_responses";
+pub(super) const USAGE_COLUMN_COUNT: usize = count_columns(USAGE_COLUMNS);
+
+/// The columns of a comma-separated list.
+const fn count_columns(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let (mut i, mut n) = (0, 1);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
 
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
-        use $crate::store::sql::{ENDPOINT_COLUMNS, KEY_COLUMNS, MODEL_COLUMNS, PROVIDER_COLUMNS, USAGE_COLUMNS};
+        use $crate::store::sql::{ENDPOINT_COLUMNS, KEY_COLUMNS, MODEL_COLUMNS, PROVIDER_COLUMNS, USAGE_COLUMN_COUNT, USAGE_COLUMNS};
         use $crate::store::*;
 
         type Tx<'a> = sqlx::Transaction<'a, $db>;
+        use $crate::store::values::Values;
+
 
         async fn bump_version(tx: &mut Tx<'_>) -> StoreResult<u64> {
             let (v,): (i64,) =
@@ -27,40 +43,40 @@ macro_rules! impl_store {
             Ok(u64::try_from(v).unwrap_or(0))
         }
 
-        /// Pushes a usage row's values in `USAGE_COLUMNS` order onto a multi-row INSERT.
-        fn push_usage<'q>(mut b: sqlx::query_builder::Separated<'_, 'q, $db, &'static str>, r: &'q UsageRow) {
-            b.push_bind(&r.request_id)
-                .push_bind(&r.org_id)
-                .push_bind(&r.key_hash)
-                .push_bind(&r.model)
-                .push_bind(&r.endpoint_id)
-                .push_bind(&r.provider_id)
-                .push_bind(&r.provider_slug)
-                .push_bind(&r.upstream_model)
-                .push_bind(&r.node_id)
-                .push_bind(r.config_version)
-                .push_bind(&r.api)
-                .push_bind(r.started_at)
-                .push_bind(r.finished_at)
-                .push_bind(r.ttft_ms)
-                .push_bind(r.streamed)
-                .push_bind(r.cancelled)
-                .push_bind(r.estimated)
-                .push_bind(&r.finish_reason)
-                .push_bind(&r.native_finish_reason)
-                .push_bind(r.http_status)
-                .push_bind(&r.error_type)
-                .push_bind(r.input_tokens)
-                .push_bind(r.output_tokens)
-                .push_bind(r.cache_read_tokens)
-                .push_bind(r.cache_write_5m_tokens)
-                .push_bind(r.cache_write_1h_tokens)
-                .push_bind(r.reasoning_tokens)
-                .push_bind(r.cost_nanos)
-                .push_bind(r.gateway_cost_nanos)
-                .push_bind(&r.upstream_id)
-                .push_bind(r.ingested_at)
-                .push_bind(&r.provider_responses);
+        /// Binds a usage row's values in `USAGE_COLUMNS` order.
+        fn push_usage<'q>(b: &mut $crate::store::values::Row<'_, 'q, $db>, r: &'q UsageRow) {
+            b.bind(r.request_id.as_str())
+                .bind(r.org_id.as_str())
+                .bind(r.key_hash.as_str())
+                .bind(r.model.as_str())
+                .bind(r.endpoint_id.as_str())
+                .bind(r.provider_id.as_str())
+                .bind(r.provider_slug.as_str())
+                .bind(r.upstream_model.as_str())
+                .bind(r.node_id.as_str())
+                .bind(r.config_version)
+                .bind(r.api.as_str())
+                .bind(r.started_at)
+                .bind(r.finished_at)
+                .bind(r.ttft_ms)
+                .bind(r.streamed)
+                .bind(r.cancelled)
+                .bind(r.estimated)
+                .bind(r.finish_reason.as_str())
+                .bind(r.native_finish_reason.as_str())
+                .bind(r.http_status)
+                .bind(r.error_type.as_str())
+                .bind(r.input_tokens)
+                .bind(r.output_tokens)
+                .bind(r.cache_read_tokens)
+                .bind(r.cache_write_5m_tokens)
+                .bind(r.cache_write_1h_tokens)
+                .bind(r.reasoning_tokens)
+                .bind(r.cost_nanos)
+                .bind(r.gateway_cost_nanos)
+                .bind(r.upstream_id.as_str())
+                .bind(r.ingested_at)
+                .bind(r.provider_responses.as_str());
         }
 
         /// Rows per multi-row usage INSERT: 32 parameters each, well under SQLite's 32 766.
@@ -82,11 +98,13 @@ macro_rules! impl_store {
         async fn insert_usage_rows<'r>(tx: &mut Tx<'_>, rows: &[&'r UsageRow]) -> StoreResult<Vec<&'r UsageRow>> {
             let mut new = Vec::with_capacity(rows.len());
             for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
-                let mut insert = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO usage_records ({USAGE_COLUMNS}) "));
-                insert.push_values(chunk.iter().copied(), push_usage);
-                insert.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+                let mut insert = Values::<$db>::new(&format!("INSERT INTO usage_records ({USAGE_COLUMNS})"), chunk.len(), USAGE_COLUMN_COUNT);
+                for r in chunk {
+                    insert.row(|b| push_usage(b, r));
+                }
+                let (sql, args) = insert.finish(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id")?;
                 let mut inserted = std::collections::HashSet::new();
-                for row in insert.build().fetch_all(&mut **tx).await? {
+                for row in sqlx::query_with(&sql, args).fetch_all(&mut **tx).await? {
                     inserted.insert(sqlx::Row::try_get::<String, _>(&row, 0)?);
                 }
                 new.extend(chunk.iter().copied().filter(|r| inserted.contains(&r.request_id)));
@@ -96,19 +114,24 @@ macro_rules! impl_store {
                 .flat_map(|r| [(*r, accounts::ORG_CREDITS, -r.cost_nanos), (*r, accounts::PLATFORM_REVENUE, r.cost_nanos)])
                 .collect();
             for chunk in postings.chunks(POSTINGS_PER_STATEMENT) {
-                let mut insert = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at) ",
+                let mut insert = Values::<$db>::new(
+                    "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)",
+                    chunk.len(),
+                    7,
                 );
-                insert.push_values(chunk, |mut b, (r, account, amount)| {
-                    b.push_bind(&r.org_id)
-                        .push_bind(*account)
-                        .push_bind(*amount)
-                        .push("'usage'")
-                        .push_bind(&r.request_id)
-                        .push_bind(&r.model)
-                        .push_bind(r.ingested_at);
-                });
-                insert.build().execute(&mut **tx).await?;
+                for &(r, account, amount) in chunk {
+                    insert.row(|b| {
+                        b.bind(r.org_id.as_str())
+                            .bind(account)
+                            .bind(amount)
+                            .literal("'usage'")
+                            .bind(r.request_id.as_str())
+                            .bind(r.model.as_str())
+                            .bind(r.ingested_at);
+                    });
+                }
+                let (sql, args) = insert.finish("")?;
+                sqlx::query_with(&sql, args).execute(&mut **tx).await?;
             }
             Ok(new)
         }
@@ -159,12 +182,13 @@ macro_rules! impl_store {
             // concurrently can still leave one behind; settling it is then a no-op too.
             let mut held = 0u32;
             for r in ordered {
-                let mut insert = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT "));
-                push_usage(insert.separated(", "), r);
-                insert.push(" WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = ");
-                insert.push_bind(&r.request_id);
-                insert.push(") ON CONFLICT (request_id) DO NOTHING");
-                let n = insert.build().execute(&mut **tx).await?.rows_affected();
+                // `column1` is the request id: both databases name a VALUES list's columns so.
+                let mut insert = Values::<$db>::new(&format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT * FROM ("), 1, USAGE_COLUMN_COUNT);
+                insert.row(|b| push_usage(b, r));
+                let (sql, args) = insert.finish(
+                    ") AS v WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = v.column1) ON CONFLICT (request_id) DO NOTHING",
+                )?;
+                let n = sqlx::query_with(&sql, args).execute(&mut **tx).await?.rows_affected();
                 held += u32::try_from(n).unwrap_or(0);
             }
             Ok(held)

@@ -1,21 +1,18 @@
 //! Renders the router's body-size rejection (axum's plain-text 413) as the skin's JSON
 //! error, so SDKs parse it like any other error.
 
-use axum::http::{Request, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
-/// Middleware: a 413 that is not already JSON becomes `PayloadTooLarge` in the error shape
-/// of the route's skin (Anthropic's for `/messages`, OpenRouter's otherwise).
-pub async fn render_payload_too_large(
-    limit: axum::extract::State<usize>,
-    request: Request<axum::body::Body>,
-    next: Next,
+/// A 413 that is not already JSON becomes `PayloadTooLarge` in the error shape of the
+/// route's skin (Anthropic's for `/messages`, OpenRouter's otherwise); other responses pass.
+pub(crate) fn render_payload_too_large(
+    response: Response,
+    anthropic: bool,
+    limit: usize,
 ) -> Response {
-    let anthropic = request.uri().path().contains("/messages");
-    let response = next.run(request).await;
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -24,7 +21,7 @@ pub async fn render_payload_too_large(
     if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
         return response;
     }
-    let error = ApiError::PayloadTooLarge { limit: limit.0 };
+    let error = ApiError::PayloadTooLarge { limit };
     if anthropic {
         let mut rendered = (
             StatusCode::PAYLOAD_TOO_LARGE,

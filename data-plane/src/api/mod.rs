@@ -6,6 +6,7 @@ mod chat;
 mod completions;
 mod embeddings;
 mod endpoints;
+mod envelope;
 pub(crate) mod forward;
 mod healing;
 mod messages;
@@ -80,11 +81,6 @@ pub fn router(state: AppState, limits: &HttpLimits, metrics: Arc<GatewayMetrics>
         .with_state(state);
     routes.layer(
         ServiceBuilder::new()
-            .layer(axum::Extension(metrics))
-            .layer(axum::middleware::from_fn_with_state(
-                limits.max_body_bytes,
-                body_limit::render_payload_too_large,
-            ))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(SetRequestIdLayer::new(
                 x_request_id.clone(),
@@ -92,7 +88,7 @@ pub fn router(state: AppState, limits: &HttpLimits, metrics: Arc<GatewayMetrics>
             ))
             .layer(PropagateRequestIdLayer::new(x_request_id))
             .layer(crate::telemetry::http_trace_layer())
-            .layer(axum::middleware::from_fn(crate::telemetry::track_request))
+            .layer(envelope::EnvelopeLayer::new(metrics, limits.max_body_bytes))
             // Innermost: the slow-body timeout wraps the request body in a type only the
             // route (which boxes it back into `Body`) accepts.
             .layer(limits.layer()),

@@ -6,9 +6,8 @@
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -432,7 +431,7 @@ impl GatewayMetrics {
             .inc();
     }
 
-    fn observe_response(
+    pub(crate) fn observe_response(
         &self,
         route: &str,
         method: &str,
@@ -571,37 +570,18 @@ pub fn add_upstream_time(elapsed: Duration) {
     let _ = UPSTREAM_NANOS.try_with(|c| c.set(c.get().saturating_add(nanos)));
 }
 
-/// Middleware (inside the router, so the route template is known): counts the request,
-/// its error type and its latency, and the gateway's own overhead.
-pub async fn track_request(request: Request, next: Next) -> Response {
-    let Some(metrics) = request.extensions().get::<Arc<GatewayMetrics>>().cloned() else {
-        return next.run(request).await;
-    };
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    if route == "/metrics" {
-        return next.run(request).await;
-    }
-    let method = request.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let (response, upstream_nanos) = UPSTREAM_NANOS
+/// Runs `request` (a future answering it) with provider wait time tracked: returns the
+/// response and the time it spent waiting on providers (`add_upstream_time`).
+pub(crate) async fn with_upstream_time<F: Future<Output = Response>>(
+    request: F,
+) -> (Response, Duration) {
+    UPSTREAM_NANOS
         .scope(std::cell::Cell::new(0), async move {
-            let response = next.run(request).await;
-            (response, UPSTREAM_NANOS.with(std::cell::Cell::get))
+            let response = request.await;
+            let nanos = UPSTREAM_NANOS.with(std::cell::Cell::get);
+            (response, Duration::from_nanos(nanos))
         })
-        .await;
-    let error_type = response.extensions().get::<ErrorType>().map(|e| e.0);
-    metrics.observe_response(
-        &route,
-        &method,
-        response.status(),
-        error_type,
-        started.elapsed(),
-        Duration::from_nanos(upstream_nanos),
-    );
-    response
+        .await
 }
 
 #[cfg(test)]

@@ -7,4 +7,5 @@ pub mod otel;
 mod otlp_http;
 
 pub use logging::{LogFormat, http_trace_layer, init_logging};
-pub use metrics::{ErrorType, GatewayMetrics, add_upstream_time, metrics_handler, track_request};
+pub(crate) use metrics::with_upstream_time;
+pub use metrics::{ErrorType, GatewayMetrics, add_upstream_time, metrics_handler};
