@@ -15,6 +15,7 @@ mod messages_stream;
 mod models;
 mod pipeline;
 mod relay;
+mod request_id;
 mod response_cache;
 mod responses;
 pub(crate) mod responses_request;
@@ -35,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::error::ApiError;
 use crate::http_server::HttpLimits;
@@ -84,7 +85,7 @@ pub fn router(state: AppState, limits: &HttpLimits, metrics: Arc<GatewayMetrics>
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(SetRequestIdLayer::new(
                 x_request_id.clone(),
-                MakeRequestUuid,
+                request_id::MakeUuid,
             ))
             .layer(PropagateRequestIdLayer::new(x_request_id))
             .layer(crate::telemetry::http_trace_layer())
