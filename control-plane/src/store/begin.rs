@@ -59,9 +59,14 @@ mod tests {
 
     /// The connection back in the pool, so the next begin reaches its `BEGIN` at once.
     async fn wait_until_idle<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) {
-        while pool.num_idle() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let idle = async {
+            while pool.num_idle() == 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), idle)
+            .await
+            .unwrap_or_else(|_| panic!("the pool's connection never came back"));
     }
 
     // Each test's pool has a single connection, so a leaked transaction is on the very
