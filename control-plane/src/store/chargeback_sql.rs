@@ -13,10 +13,11 @@ macro_rules! impl_chargeback_store {
 
             type Tx<'a> = sqlx::Transaction<'a, $db>;
 
-            /// Posting ids per `IN (…)` lookup, and legs per multi-row INSERT (8 parameters
-            /// each); both far under SQLite's 32 766 parameters.
-            const IDS_PER_LOOKUP: usize = 500;
-            const LEGS_PER_STATEMENT: usize = 1000;
+            /// Most posting ids per `IN (…)` lookup, and legs per multi-row INSERT (8
+            /// parameters each); both far under SQLite's 32 766 parameters, and powers of two
+            /// as `prepared_chunks` cuts.
+            const IDS_PER_LOOKUP: usize = 512;
+            const LEGS_PER_STATEMENT: usize = 512;
 
             /// `ChargebackStore::post_once` inside a caller's transaction: the postings whose
             /// id is not in the ledger yet are written, in id order, each once even if it is
@@ -33,7 +34,7 @@ macro_rules! impl_chargeback_store {
                 ordered.sort_by(|a, b| a.id.cmp(&b.id));
                 ordered.dedup_by(|a, b| a.id == b.id);
                 let mut seen = std::collections::HashSet::new();
-                for chunk in ordered.chunks(IDS_PER_LOOKUP) {
+                for chunk in $crate::store::chunks::prepared_chunks(&ordered, IDS_PER_LOOKUP) {
                     let mut lookup = sqlx::QueryBuilder::<$db>::new("SELECT DISTINCT posting_id FROM ledger_entries WHERE posting_id IN (");
                     let mut ids = lookup.separated(", ");
                     for p in chunk {
@@ -47,7 +48,7 @@ macro_rules! impl_chargeback_store {
                 let fresh: Vec<&Posting> = ordered.into_iter().filter(|p| !seen.contains(&p.id)).collect();
                 let legs: Vec<(&Posting, &str, i64)> =
                     fresh.iter().flat_map(|p| p.legs.iter().map(move |(account, amount)| (*p, account.as_str(), *amount))).collect();
-                for chunk in legs.chunks(LEGS_PER_STATEMENT) {
+                for chunk in $crate::store::chunks::prepared_chunks(&legs, LEGS_PER_STATEMENT) {
                     // The unique (posting_id, account) index settles a race between replicas:
                     // the loser's transaction fails and its batch is redelivered.
                     let mut insert = sqlx::QueryBuilder::<$db>::new(

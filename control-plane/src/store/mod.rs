@@ -12,6 +12,7 @@ mod cache_stats;
 mod cache_stats_sql;
 mod chargeback;
 mod chargeback_sql;
+mod chunks;
 pub mod console;
 mod identity;
 mod identity_sql;

@@ -30,10 +30,10 @@ macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use $crate::store::sql::{ENDPOINT_COLUMNS, KEY_COLUMNS, MODEL_COLUMNS, PROVIDER_COLUMNS, USAGE_COLUMN_COUNT, USAGE_COLUMNS};
         use $crate::store::*;
-
-        type Tx<'a> = sqlx::Transaction<'a, $db>;
+        use $crate::store::chunks::prepared_chunks;
         use $crate::store::values::Values;
 
+        type Tx<'a> = sqlx::Transaction<'a, $db>;
 
         async fn bump_version(tx: &mut Tx<'_>) -> StoreResult<u64> {
             let (v,): (i64,) =
@@ -79,10 +79,12 @@ macro_rules! impl_store {
                 .bind(r.provider_responses.as_str());
         }
 
-        /// Rows per multi-row usage INSERT: 32 parameters each, well under SQLite's 32 766.
-        const USAGE_ROWS_PER_STATEMENT: usize = 200;
-        /// Ledger postings per multi-row INSERT (6 parameters each).
-        const POSTINGS_PER_STATEMENT: usize = 1000;
+        /// Most rows per multi-row usage INSERT (32 parameters each, far under SQLite's
+        /// 32 766); a power of two, as `prepared_chunks` cuts.
+        const USAGE_ROWS_PER_STATEMENT: usize = 128;
+        /// Most ledger postings per multi-row INSERT (7 parameters each): two per row of a
+        /// gateway's largest batch (256).
+        const POSTINGS_PER_STATEMENT: usize = 512;
 
         /// Inserts a batch of usage rows and the ledger postings of the new ones, a few
         /// statements per batch rather than three per row: on SQLite every statement is a
@@ -94,10 +96,11 @@ macro_rules! impl_store {
         /// The statements are built with `QueryBuilder`, which writes SQLite's anonymous `?`
         /// placeholders: with numbered `$n` ones SQLite looks each parameter's name up in a
         /// list (`sqlite3_bind_parameter_name`, called by sqlx per bind), quadratic in the
-        /// parameters of a statement — 73 % of the control plane's CPU at 200 rows.
+        /// parameters of a statement — 73 % of the control plane's CPU at 200 rows. Batches
+        /// are cut into `prepared_chunks`, so their texts stay prepared.
         async fn insert_usage_rows<'r>(tx: &mut Tx<'_>, rows: &[&'r UsageRow]) -> StoreResult<Vec<&'r UsageRow>> {
             let mut new = Vec::with_capacity(rows.len());
-            for chunk in rows.chunks(USAGE_ROWS_PER_STATEMENT) {
+            for chunk in prepared_chunks(rows, USAGE_ROWS_PER_STATEMENT) {
                 let mut insert = Values::<$db>::new(&format!("INSERT INTO usage_records ({USAGE_COLUMNS})"), chunk.len(), USAGE_COLUMN_COUNT);
                 for r in chunk {
                     insert.row(|b| push_usage(b, r));
@@ -113,7 +116,7 @@ macro_rules! impl_store {
                 .iter()
                 .flat_map(|r| [(*r, accounts::ORG_CREDITS, -r.cost_nanos), (*r, accounts::PLATFORM_REVENUE, r.cost_nanos)])
                 .collect();
-            for chunk in postings.chunks(POSTINGS_PER_STATEMENT) {
+            for chunk in prepared_chunks(&postings, POSTINGS_PER_STATEMENT) {
                 let mut insert = Values::<$db>::new(
                     "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)",
                     chunk.len(),
@@ -152,7 +155,7 @@ macro_rules! impl_store {
             // sweeper locks the two tables in the same order). Only streams have one; a
             // provisional row left over anyway settles as a no-op duplicate.
             let streamed: Vec<&str> = ordered.iter().filter(|r| r.streamed).map(|r| r.request_id.as_str()).collect();
-            for chunk in streamed.chunks(USAGE_ROWS_PER_STATEMENT) {
+            for chunk in prepared_chunks(&streamed, USAGE_ROWS_PER_STATEMENT) {
                 let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM provisional_usage WHERE request_id IN (");
                 let mut ids = delete.separated(", ");
                 for id in chunk {

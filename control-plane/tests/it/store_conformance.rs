@@ -29,6 +29,7 @@ both_backends!(
     story_config_snapshot,
     story_usage_exactly_once,
     story_usage_batch_all_or_nothing,
+    story_usage_batches_of_any_size,
     story_concurrent_ingestion,
     story_concurrent_ingestion_mixed_order,
     story_nodes,
@@ -1370,6 +1371,83 @@ async fn story_usage_exactly_once(store: &dyn Store, _url: &str) {
 /// A gateway's batch (tags, caching facts, a stream's provisional row, a final row and its
 /// fee) commits whole or not at all: a batch that fails part-way leaves nothing behind for
 /// its redelivery to trip over, and the redelivery writes everything once.
+/// Batches are written in runs of a few fixed sizes (`store::chunks`): batches around every
+/// cut, some redelivered in part, land each row and its two postings exactly once.
+async fn story_usage_batches_of_any_size(store: &dyn Store, _url: &str) {
+    bootstrap(store).await;
+    let t0 = 1_800_000_000_000_i64;
+    let mut next = 0;
+    let mut batch = |size: usize, redelivered: usize| -> Vec<UsageRow> {
+        let first = next - redelivered;
+        next = first + size;
+        (first..next)
+            .map(|i| {
+                usage(
+                    ORG,
+                    INFERENCE_KEY,
+                    &format!("req-{i:05}"),
+                    1_000 + i64::try_from(i).unwrap(),
+                    t0,
+                )
+            })
+            .collect()
+    };
+    let mut expected = 0;
+    for (size, redelivered) in [
+        (1, 0),
+        (127, 0),
+        (128, 0),
+        (129, 0),
+        (255, 64),
+        (256, 0),
+        (300, 129),
+        (3, 3),
+    ] {
+        let rows = batch(size, redelivered);
+        let outcome = store.ingest_usage(&rows).await.expect("ingest_usage");
+        let fresh = u32::try_from(size - redelivered).unwrap();
+        let again = u32::try_from(redelivered).unwrap();
+        assert_eq!(
+            outcome,
+            IngestOutcome {
+                inserted: fresh,
+                duplicates: again
+            },
+            "a batch of {size}, {redelivered} of them redelivered"
+        );
+        expected += size - redelivered;
+    }
+    assert_eq!(
+        store.count_usage(ORG).await.expect("count_usage"),
+        i64::try_from(expected).unwrap()
+    );
+    let billed: i64 = (0..expected)
+        .map(|i| 1_000 + i64::try_from(i).unwrap())
+        .sum();
+    assert_eq!(
+        store
+            .account_balance(ORG, accounts::ORG_CREDITS)
+            .await
+            .expect("balance"),
+        -billed
+    );
+    assert_eq!(
+        store
+            .account_balance(ORG, accounts::PLATFORM_REVENUE)
+            .await
+            .expect("balance"),
+        billed
+    );
+    assert!(
+        store
+            .usage_posting_anomalies(ORG)
+            .await
+            .expect("anomalies")
+            .is_empty(),
+        "every row has exactly its two postings"
+    );
+}
+
 async fn story_usage_batch_all_or_nothing(store: &dyn Store, _url: &str) {
     bootstrap(store).await;
     let t0 = 1_800_000_000_000_i64;

@@ -45,6 +45,12 @@ struct Cli {
     /// a fee (`PUT /api/v1/billing/platform-fee`).
     #[arg(long, default_value_t = 0)]
     platform_fee_bps: u32,
+    /// Vary each batch's size by up to this many records either side of `--batch`, as the
+    /// gateway's batches vary (whatever its 20 ms linger gathered): every distinct size is
+    /// a statement text the control plane has not prepared yet. The sizes follow a fixed
+    /// sequence, so runs compare.
+    #[arg(long, default_value_t = 0)]
+    spread: usize,
 }
 
 /// Unacknowledged batches on the stream, as the gateway's shipper allows.
@@ -54,8 +60,8 @@ const MAX_IN_FLIGHT: usize = 4;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(
-        cli.records > 0 && cli.batch.iter().all(|b| *b > 0),
-        "--records and every --batch size must be positive"
+        cli.records > 0 && cli.batch.iter().all(|b| *b > cli.spread),
+        "--records and every --batch size must be positive, and every --batch larger than --spread"
     );
     let bin_dir = match cli.bin_dir {
         Some(dir) => dir,
@@ -151,21 +157,28 @@ async fn main() -> anyhow::Result<()> {
         "control plane ingestion ({backend}, platform fee {} bps), {} records per batch size",
         cli.platform_fee_bps, cli.records
     );
+    if cli.spread > 0 {
+        println!("batch sizes vary by up to {} either side", cli.spread);
+    }
     println!("| batch | records/s | control plane CPU-µs per record |");
     println!("|---|---|---|");
     let mut seq = 0u64;
     for &size in &cli.batch {
-        let batches: Vec<pb::UsageBatch> = (0..cli.records.div_ceil(size))
-            .map(|_| pb::UsageBatch {
+        let mut batches = Vec::new();
+        let mut left = cli.records;
+        while left > 0 {
+            let n = batch_size(size, cli.spread, batches.len()).min(left);
+            left -= n;
+            batches.push(pb::UsageBatch {
                 node_id: "ingest-bench".to_owned(),
-                records: (0..size)
+                records: (0..n)
                     .map(|_| {
                         seq += 1;
                         record(seq, &org_id, &key_hash)
                     })
                     .collect(),
-            })
-            .collect();
+            });
+        }
         let records: usize = batches.iter().map(|b| b.records.len()).sum();
         let last_seq = seq;
         let cpu_before = cpu_seconds(cp.pid);
@@ -183,6 +196,17 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(cp);
     Ok(())
+}
+
+/// The size of the `i`th batch: `size` ± `spread`, stepping through that range in an order
+/// that visits every size before repeating one (37 is prime, so it is coprime with the
+/// range's length unless that is a multiple of 37).
+fn batch_size(size: usize, spread: usize, i: usize) -> usize {
+    if spread == 0 {
+        return size;
+    }
+    let range = 2 * spread + 1;
+    size - spread + (i * 37) % range
 }
 
 /// Streams the batches on one `Report` call, keeping at most `MAX_IN_FLIGHT` unacknowledged,
