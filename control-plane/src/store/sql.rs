@@ -176,18 +176,23 @@ macro_rules! impl_store {
             Ok(outcome)
         }
 
-        /// `Store::hold_provisional_usage` inside a caller's transaction.
+        /// `Store::hold_provisional_usage` inside a caller's transaction. Multi-row, like the
+        /// finals: every streamed generation brings one, and a statement per record was a round
+        /// trip to SQLite's thread per stream.
         async fn insert_provisional(tx: &mut Tx<'_>, rows: &[UsageRow]) -> StoreResult<u32> {
             let mut ordered: Vec<&UsageRow> = rows.iter().collect();
             ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+            ordered.dedup_by(|a, b| a.request_id == b.request_id);
             // Held only while no final record exists: a provisional record arriving after
             // its final (reordered or redelivered) is a no-op. A final committed
             // concurrently can still leave one behind; settling it is then a no-op too.
             let mut held = 0u32;
-            for r in ordered {
+            for chunk in prepared_chunks(&ordered, USAGE_ROWS_PER_STATEMENT) {
                 // `column1` is the request id: both databases name a VALUES list's columns so.
-                let mut insert = Values::<$db>::new(&format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT * FROM ("), 1, USAGE_COLUMN_COUNT);
-                insert.row(|b| push_usage(b, r));
+                let mut insert = Values::<$db>::new(&format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT * FROM ("), chunk.len(), USAGE_COLUMN_COUNT);
+                for r in chunk {
+                    insert.row(|b| push_usage(b, r));
+                }
                 let (sql, args) = insert.finish(
                     ") AS v WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = v.column1) ON CONFLICT (request_id) DO NOTHING",
                 )?;

@@ -4,6 +4,7 @@
 # binaries at the same RECORDS and BATCH rather than reading the figure alone).
 # Usage: ingest-instructions.sh SWITCHYARD_BIN NAME [RECORDS] [BATCH] [SPREAD]
 # (SPREAD: batch sizes vary by up to that many records either side of BATCH, as the gateway's do)
+# (INGEST_ARGS: more switchyard-ingest-bench flags, e.g. --streamed)
 # (needs switchyard-ingest-bench beside SWITCHYARD_BIN or in $INGEST_BENCH)
 set -uo pipefail
 BIN=$(realpath "$1"); NAME=$2; RECORDS=${3:-10000}; BATCH=${4:-250}; SPREAD=${5:-0}
@@ -13,7 +14,7 @@ D=${LAB:-/tmp/switchyard-lab}/ingest-$NAME; rm -rf "$D"; mkdir -p "$D"
 # a wrapper in --bin-dir runs it under callgrind, and the profile is dumped every 0.2 s.
 printf '#!/bin/bash\nexec valgrind --tool=callgrind --callgrind-out-file=%s/cg.out %s "$@" 2>%s/vg.log\n' \
   "$D" "$BIN" "$D" > "$D/switchyard"; chmod +x "$D/switchyard"
-"$IB" --records "$RECORDS" --batch "$BATCH" --spread "$SPREAD" --bin-dir "$D" > "$D/bench.log" 2>&1 &
+"$IB" --records "$RECORDS" --batch "$BATCH" --spread "$SPREAD" ${INGEST_ARGS:-} --bin-dir "$D" > "$D/bench.log" 2>&1 &
 BENCH=$!
 sleep 2
 while P=$(pgrep -f "valgrind.*$D/cg.out" | head -1); [ -n "$P" ]; do

@@ -51,6 +51,10 @@ struct Cli {
     /// sequence, so runs compare.
     #[arg(long, default_value_t = 0)]
     spread: usize,
+    /// Records of streamed answers: each generation's provisional (write-ahead) record goes
+    /// one batch before its final, as a gateway sends them for a stream in progress.
+    #[arg(long)]
+    streamed: bool,
 }
 
 /// Unacknowledged batches on the stream, as the gateway's shipper allows.
@@ -157,29 +161,33 @@ async fn main() -> anyhow::Result<()> {
         "control plane ingestion ({backend}, platform fee {} bps), {} records per batch size",
         cli.platform_fee_bps, cli.records
     );
+    if cli.streamed {
+        println!("streamed: each record's provisional record one batch before it");
+    }
     if cli.spread > 0 {
         println!("batch sizes vary by up to {} either side", cli.spread);
     }
     println!("| batch | records/s | control plane CPU-µs per record |");
     println!("|---|---|---|");
     let mut seq = 0u64;
+    let mut generated = 0u64;
     for &size in &cli.batch {
-        let mut batches = Vec::new();
+        let mut finals: Vec<Vec<pb::UsageRecord>> = Vec::new();
         let mut left = cli.records;
         while left > 0 {
-            let n = batch_size(size, cli.spread, batches.len()).min(left);
+            let n = batch_size(size, cli.spread, finals.len()).min(left);
             left -= n;
-            batches.push(pb::UsageBatch {
-                node_id: "ingest-bench".to_owned(),
-                records: (0..n)
+            finals.push(
+                (0..n)
                     .map(|_| {
-                        seq += 1;
-                        record(seq, &org_id, &key_hash)
+                        generated += 1;
+                        record(generated, &org_id, &key_hash, cli.streamed)
                     })
                     .collect(),
-            });
+            );
         }
-        let records: usize = batches.iter().map(|b| b.records.len()).sum();
+        let records: usize = finals.iter().map(Vec::len).sum();
+        let batches = on_the_wire(finals, cli.streamed, &mut seq);
         let last_seq = seq;
         let cpu_before = cpu_seconds(cp.pid);
         let started = Instant::now();
@@ -207,6 +215,48 @@ fn batch_size(size: usize, spread: usize, i: usize) -> usize {
     }
     let range = 2 * spread + 1;
     size - spread + (i * 37) % range
+}
+
+/// The batches as a gateway sends them, numbered in order: with `streamed`, batch k also
+/// carries the provisional records of the generations whose finals batch k + 1 carries.
+fn on_the_wire(
+    finals: Vec<Vec<pb::UsageRecord>>,
+    streamed: bool,
+    seq: &mut u64,
+) -> Vec<pb::UsageBatch> {
+    let provisional = |batch: &[pb::UsageRecord]| -> Vec<pb::UsageRecord> {
+        batch
+            .iter()
+            .map(|r| pb::UsageRecord {
+                provisional: true,
+                ..r.clone()
+            })
+            .collect()
+    };
+    let mut out: Vec<Vec<pb::UsageRecord>> = Vec::with_capacity(finals.len() + 1);
+    if streamed && let Some(first) = finals.first() {
+        out.push(provisional(first));
+    }
+    for (k, batch) in finals.iter().enumerate() {
+        let mut records = Vec::new();
+        if streamed && let Some(next) = finals.get(k + 1) {
+            records.extend(provisional(next));
+        }
+        records.extend(batch.iter().cloned());
+        out.push(records);
+    }
+    out.into_iter()
+        .map(|mut records| {
+            for r in &mut records {
+                *seq += 1;
+                r.seq = *seq;
+            }
+            pb::UsageBatch {
+                node_id: "ingest-bench".to_owned(),
+                records,
+            }
+        })
+        .collect()
 }
 
 /// Streams the batches on one `Report` call, keeping at most `MAX_IN_FLIGHT` unacknowledged,
@@ -246,8 +296,9 @@ async fn send(
     Ok(())
 }
 
-/// A usage record like the gateway's for the bench's chat request.
-fn record(seq: u64, org_id: &str, key_hash: &str) -> pb::UsageRecord {
+/// The `n`th generation's usage record, like the gateway's for the bench's chat request;
+/// `on_the_wire` numbers it.
+fn record(n: u64, org_id: &str, key_hash: &str, streamed: bool) -> pb::UsageRecord {
     let now = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -256,7 +307,6 @@ fn record(seq: u64, org_id: &str, key_hash: &str) -> pb::UsageRecord {
     )
     .unwrap_or(i64::MAX);
     pb::UsageRecord {
-        seq,
         request_id: uuid::Uuid::now_v7().to_string(),
         org_id: org_id.to_owned(),
         key_hash: key_hash.to_owned(),
@@ -277,7 +327,8 @@ fn record(seq: u64, org_id: &str, key_hash: &str) -> pb::UsageRecord {
             ..pb::UsageDimensions::default()
         }),
         cost_nanos: 10_800,
-        upstream_id: format!("chatcmpl-{seq}"),
+        upstream_id: format!("chatcmpl-{n}"),
+        streamed,
         api: "chat".to_owned(),
         node_id: "ingest-bench".to_owned(),
         provider_responses: vec![pb::ProviderAttempt {
@@ -288,7 +339,7 @@ fn record(seq: u64, org_id: &str, key_hash: &str) -> pb::UsageRecord {
             error_type: String::new(),
             latency_ms: 1,
         }],
-        conversation_id: format!("{:016x}", seq / 4),
+        conversation_id: format!("{:016x}", n / 4),
         ..pb::UsageRecord::default()
     }
 }
