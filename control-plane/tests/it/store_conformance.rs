@@ -1219,20 +1219,7 @@ async fn story_usage_exactly_once(store: &dyn Store, _url: &str) {
 
     // Double-entry ledger: the org's credits go down by exactly what revenue goes up by.
     let total: i64 = 1_000 + 20_000 + 300_000 + 4_000_000 + 50;
-    assert_eq!(
-        store
-            .account_balance(ORG, accounts::ORG_CREDITS)
-            .await
-            .expect("balance"),
-        -total
-    );
-    assert_eq!(
-        store
-            .account_balance(ORG, accounts::PLATFORM_REVENUE)
-            .await
-            .expect("balance"),
-        total
-    );
+    assert_billed(store, total).await;
     assert_eq!(
         store
             .account_balance(ORG, "no-such-account")
@@ -1371,6 +1358,24 @@ async fn story_usage_exactly_once(store: &dyn Store, _url: &str) {
 /// A gateway's batch (tags, caching facts, a stream's provisional row, a final row and its
 /// fee) commits whole or not at all: a batch that fails part-way leaves nothing behind for
 /// its redelivery to trip over, and the redelivery writes everything once.
+/// Double-entry ledger: `ORG`'s credits went down by exactly what revenue went up by.
+async fn assert_billed(store: &dyn Store, total: i64) {
+    assert_eq!(
+        store
+            .account_balance(ORG, accounts::ORG_CREDITS)
+            .await
+            .expect("balance"),
+        -total
+    );
+    assert_eq!(
+        store
+            .account_balance(ORG, accounts::PLATFORM_REVENUE)
+            .await
+            .expect("balance"),
+        total
+    );
+}
+
 /// Batches are written in runs of a few fixed sizes (`store::chunks`): batches around every
 /// cut, some redelivered in part, land each row and its two postings exactly once.
 async fn story_usage_batches_of_any_size(store: &dyn Store, _url: &str) {
@@ -1421,23 +1426,13 @@ async fn story_usage_batches_of_any_size(store: &dyn Store, _url: &str) {
         store.count_usage(ORG).await.expect("count_usage"),
         i64::try_from(expected).unwrap()
     );
-    let billed: i64 = (0..expected)
-        .map(|i| 1_000 + i64::try_from(i).unwrap())
-        .sum();
-    assert_eq!(
-        store
-            .account_balance(ORG, accounts::ORG_CREDITS)
-            .await
-            .expect("balance"),
-        -billed
-    );
-    assert_eq!(
-        store
-            .account_balance(ORG, accounts::PLATFORM_REVENUE)
-            .await
-            .expect("balance"),
-        billed
-    );
+    assert_billed(
+        store,
+        (0..expected)
+            .map(|i| 1_000 + i64::try_from(i).unwrap())
+            .sum(),
+    )
+    .await;
     assert!(
         store
             .usage_posting_anomalies(ORG)
@@ -1665,20 +1660,7 @@ async fn concurrent_ingestion(store: &dyn Store, mixed_order: bool) {
         "every submitted row is accounted for"
     );
     assert_eq!(store.count_usage(ORG).await.expect("count_usage"), 50);
-    assert_eq!(
-        store
-            .account_balance(ORG, accounts::ORG_CREDITS)
-            .await
-            .expect("balance"),
-        -total
-    );
-    assert_eq!(
-        store
-            .account_balance(ORG, accounts::PLATFORM_REVENUE)
-            .await
-            .expect("balance"),
-        total
-    );
+    assert_billed(store, total).await;
     for row in &rows {
         assert_eq!(
             store
