@@ -27,20 +27,20 @@ macro_rules! impl_billing_store {
             type Tx<'a> = sqlx::Transaction<'a, $db>;
 
             /// `(request_id, org_id, tags)`; a tag already stored for the request is kept.
-            /// Multi-row statements in `prepared_chunks` (4 parameters a tag): a statement
+            /// Multi-row statements in `padded_chunks` (4 parameters a tag): a statement
             /// per tag was a round trip to SQLite's thread per tag of every request.
             pub(super) async fn insert_usage_tags(tx: &mut Tx<'_>, rows: &[$crate::billing::tags::TagRow]) -> StoreResult<()> {
                 let tags: Vec<(&str, &str, &str, &str)> = rows
                     .iter()
                     .flat_map(|(request_id, org_id, tags)| tags.iter().map(move |(k, v)| (request_id.as_str(), org_id.as_str(), k.as_str(), v.as_str())))
                     .collect();
-                for chunk in $crate::store::chunks::prepared_chunks(&tags, 256) {
+                for chunk in $crate::store::chunks::padded_chunks(&tags, 256) {
                     let mut insert = $crate::store::values::Values::<$db>::new(
                         "INSERT INTO usage_tags (request_id, org_id, tag_key, tag_value)",
                         chunk.len(),
                         4,
                     );
-                    for &(request_id, org_id, k, v) in chunk {
+                    for &(request_id, org_id, k, v) in chunk.rows() {
                         insert.row(|b| {
                             b.bind(request_id).bind(org_id).bind(k).bind(v);
                         });

@@ -12,16 +12,17 @@ macro_rules! impl_cache_stats_store {
                  AND ($3 = '' OR f.conversation_id = $3) AND u.finished_at >= $4";
 
             /// Idempotent on the request id. Multi-row statements: a statement per fact was a
-            /// round trip to SQLite's thread per request ingested. At most 256 rows (7
-            /// parameters each), cut into `prepared_chunks`.
+            /// round trip to SQLite's thread per request ingested. At most 128 rows (7
+            /// parameters each), padded to a few lengths (`padded_chunks`; the conflict
+            /// clause skips the repeats).
             pub(super) async fn insert_cache_facts(tx: &mut sqlx::Transaction<'_, $db>, facts: &[CacheFact]) -> StoreResult<()> {
-                for chunk in $crate::store::chunks::prepared_chunks(facts, 256) {
+                for chunk in $crate::store::chunks::padded_chunks(facts, 128) {
                     let mut insert = $crate::store::values::Values::<$db>::new(
                         "INSERT INTO usage_cache_facts (request_id, org_id, key_hash, conversation_id, response_cache_hit, sticky_fallback_reason, finished_at)",
                         chunk.len(),
                         7,
                     );
-                    for f in chunk {
+                    for f in chunk.rows() {
                         insert.row(|b| {
                             b.bind(f.request_id.as_str())
                                 .bind(f.org_id.as_str())

@@ -13,10 +13,11 @@ macro_rules! impl_chargeback_store {
 
             type Tx<'a> = sqlx::Transaction<'a, $db>;
 
-            /// Most posting ids per `IN (…)` lookup, and legs per multi-row INSERT (8
-            /// parameters each); both far under SQLite's 32 766 parameters, and powers of two
-            /// as `prepared_chunks` cuts.
-            const IDS_PER_LOOKUP: usize = 512;
+            /// Most posting ids per `IN (…)` lookup (padded, `padded_chunks`), and legs per
+            /// multi-row INSERT (8 parameters each; in `prepared_chunks`, as a repeated leg
+            /// would fail the unique index that settles races between replicas); both far
+            /// under SQLite's 32 766 parameters.
+            const IDS_PER_LOOKUP: usize = 256;
             const LEGS_PER_STATEMENT: usize = 512;
 
             /// `ChargebackStore::post_once` inside a caller's transaction: the postings whose
@@ -34,10 +35,10 @@ macro_rules! impl_chargeback_store {
                 ordered.sort_by(|a, b| a.id.cmp(&b.id));
                 ordered.dedup_by(|a, b| a.id == b.id);
                 let mut seen = std::collections::HashSet::new();
-                for chunk in $crate::store::chunks::prepared_chunks(&ordered, IDS_PER_LOOKUP) {
+                for chunk in $crate::store::chunks::padded_chunks(&ordered, IDS_PER_LOOKUP) {
                     let mut lookup = sqlx::QueryBuilder::<$db>::new("SELECT DISTINCT posting_id FROM ledger_entries WHERE posting_id IN (");
                     let mut ids = lookup.separated(", ");
-                    for p in chunk {
+                    for p in chunk.rows() {
                         ids.push_bind(p.id.as_str());
                     }
                     ids.push_unseparated(")");

@@ -25,8 +25,11 @@ impl PgStore {
     const BACKEND: &'static str = "postgres";
 
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options =
-            PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        // Ingestion writes through this pool: its connections keep every length of its
+        // statements prepared (`chunks`).
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(e.to_string()))?
+            .statement_cache_capacity(super::chunks::STATEMENT_CACHE_CAPACITY);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

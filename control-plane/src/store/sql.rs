@@ -30,7 +30,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use $crate::store::sql::{ENDPOINT_COLUMNS, KEY_COLUMNS, MODEL_COLUMNS, PROVIDER_COLUMNS, USAGE_COLUMN_COUNT, USAGE_COLUMNS};
         use $crate::store::*;
-        use $crate::store::chunks::prepared_chunks;
+        use $crate::store::chunks::padded_chunks;
         use $crate::store::values::Values;
 
         type Tx<'a> = sqlx::Transaction<'a, $db>;
@@ -80,11 +80,10 @@ macro_rules! impl_store {
         }
 
         /// Most rows per multi-row usage INSERT (32 parameters each, far under SQLite's
-        /// 32 766); a power of two, as `prepared_chunks` cuts.
+        /// 32 766); a half of the gateway's largest batch.
         const USAGE_ROWS_PER_STATEMENT: usize = 128;
-        /// Most ledger postings per multi-row INSERT (7 parameters each): two per row of a
-        /// gateway's largest batch (256).
-        const POSTINGS_PER_STATEMENT: usize = 512;
+        /// Most ledger postings per multi-row INSERT (7 parameters each): two per row.
+        const POSTINGS_PER_STATEMENT: usize = 256;
 
         /// Inserts a batch of usage rows and the ledger postings of the new ones, a few
         /// statements per batch rather than three per row: on SQLite every statement is a
@@ -96,13 +95,14 @@ macro_rules! impl_store {
         /// The statements are built with `QueryBuilder`, which writes SQLite's anonymous `?`
         /// placeholders: with numbered `$n` ones SQLite looks each parameter's name up in a
         /// list (`sqlite3_bind_parameter_name`, called by sqlx per bind), quadratic in the
-        /// parameters of a statement — 73 % of the control plane's CPU at 200 rows. Batches
-        /// are cut into `prepared_chunks`, so their texts stay prepared.
+        /// parameters of a statement — 73 % of the control plane's CPU at 200 rows. Runs are
+        /// padded to a few lengths (`padded_chunks`), so their texts stay prepared; the
+        /// padding repeats a row, which the conflict clauses skip.
         async fn insert_usage_rows<'r>(tx: &mut Tx<'_>, rows: &[&'r UsageRow]) -> StoreResult<Vec<&'r UsageRow>> {
             let mut new = Vec::with_capacity(rows.len());
-            for chunk in prepared_chunks(rows, USAGE_ROWS_PER_STATEMENT) {
+            for chunk in padded_chunks(rows, USAGE_ROWS_PER_STATEMENT) {
                 let mut insert = Values::<$db>::new(&format!("INSERT INTO usage_records ({USAGE_COLUMNS})"), chunk.len(), USAGE_COLUMN_COUNT);
-                for r in chunk {
+                for r in chunk.rows() {
                     insert.row(|b| push_usage(b, r));
                 }
                 let (sql, args) = insert.finish(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id")?;
@@ -110,19 +110,19 @@ macro_rules! impl_store {
                 for row in sqlx::query_with(&sql, args).fetch_all(&mut **tx).await? {
                     inserted.insert(sqlx::Row::try_get::<String, _>(&row, 0)?);
                 }
-                new.extend(chunk.iter().copied().filter(|r| inserted.contains(&r.request_id)));
+                new.extend(chunk.items().iter().copied().filter(|r| inserted.contains(&r.request_id)));
             }
             let postings: Vec<(&UsageRow, &str, i64)> = new
                 .iter()
                 .flat_map(|r| [(*r, accounts::ORG_CREDITS, -r.cost_nanos), (*r, accounts::PLATFORM_REVENUE, r.cost_nanos)])
                 .collect();
-            for chunk in prepared_chunks(&postings, POSTINGS_PER_STATEMENT) {
+            for chunk in padded_chunks(&postings, POSTINGS_PER_STATEMENT) {
                 let mut insert = Values::<$db>::new(
                     "INSERT INTO ledger_entries (org_id, account, amount_nanos, kind, request_id, memo, created_at)",
                     chunk.len(),
                     7,
                 );
-                for &(r, account, amount) in chunk {
+                for &(r, account, amount) in chunk.rows() {
                     insert.row(|b| {
                         b.bind(r.org_id.as_str())
                             .bind(account)
@@ -133,7 +133,8 @@ macro_rules! impl_store {
                             .bind(r.ingested_at);
                     });
                 }
-                let (sql, args) = insert.finish("")?;
+                // Only the padding conflicts: the rows are new, so their postings are too.
+                let (sql, args) = insert.finish(" ON CONFLICT DO NOTHING")?;
                 sqlx::query_with(&sql, args).execute(&mut **tx).await?;
             }
             Ok(new)
@@ -155,10 +156,10 @@ macro_rules! impl_store {
             // sweeper locks the two tables in the same order). Only streams have one; a
             // provisional row left over anyway settles as a no-op duplicate.
             let streamed: Vec<&str> = ordered.iter().filter(|r| r.streamed).map(|r| r.request_id.as_str()).collect();
-            for chunk in prepared_chunks(&streamed, USAGE_ROWS_PER_STATEMENT) {
+            for chunk in padded_chunks(&streamed, USAGE_ROWS_PER_STATEMENT) {
                 let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM provisional_usage WHERE request_id IN (");
                 let mut ids = delete.separated(", ");
-                for id in chunk {
+                for id in chunk.rows() {
                     ids.push_bind(*id);
                 }
                 ids.push_unseparated(")");
@@ -178,7 +179,8 @@ macro_rules! impl_store {
 
         /// `Store::hold_provisional_usage` inside a caller's transaction. Multi-row, like the
         /// finals: every streamed generation brings one, and a statement per record was a round
-        /// trip to SQLite's thread per stream.
+        /// trip to SQLite's thread per stream. Padded like them (the conflict clause skips
+        /// the repeats).
         async fn insert_provisional(tx: &mut Tx<'_>, rows: &[UsageRow]) -> StoreResult<u32> {
             let mut ordered: Vec<&UsageRow> = rows.iter().collect();
             ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
@@ -187,10 +189,10 @@ macro_rules! impl_store {
             // its final (reordered or redelivered) is a no-op. A final committed
             // concurrently can still leave one behind; settling it is then a no-op too.
             let mut held = 0u32;
-            for chunk in prepared_chunks(&ordered, USAGE_ROWS_PER_STATEMENT) {
+            for chunk in padded_chunks(&ordered, USAGE_ROWS_PER_STATEMENT) {
                 // `column1` is the request id: both databases name a VALUES list's columns so.
                 let mut insert = Values::<$db>::new(&format!("INSERT INTO provisional_usage ({USAGE_COLUMNS}) SELECT * FROM ("), chunk.len(), USAGE_COLUMN_COUNT);
-                for r in chunk {
+                for r in chunk.rows() {
                     insert.row(|b| push_usage(b, r));
                 }
                 let (sql, args) = insert.finish(

@@ -47,13 +47,18 @@ impl SqliteStore {
         // Ingestion's multi-row inserts with ON CONFLICT keep a statement journal; past
         // 64 KiB SQLite spills it to a temporary file (created, written, deleted) unless
         // temporary storage is memory. Only this connection: analytics sorts stay on disk.
+        // Its statement cache holds every length of ingestion's statements (`chunks`).
         // Kept for the process's life: a reopened connection would start with a cold page
         // cache, and on a thread of the default scheduling class.
         let writer = Self::pool_options()
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.pragma("temp_store", "memory"));
+            .connect_with(
+                options
+                    .pragma("temp_store", "memory")
+                    .statement_cache_capacity(super::chunks::STATEMENT_CACHE_CAPACITY),
+            );
         let writer = match &connect.ingest_runtime {
             Some(runtime) => runtime
                 .spawn(writer)
